@@ -1,0 +1,1 @@
+"""Triton kernels, each with a PyTorch reference; dispatch by device (CPU uses the reference)."""

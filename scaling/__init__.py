@@ -1,0 +1,3 @@
+"""mcscale: scaling-law studies of Memory Caching recurrent models against Transformers."""
+
+__version__ = "0.1.0"

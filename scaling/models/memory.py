@@ -1,0 +1,304 @@
+"""Recurrent memories in chunk-parallel form: a matrix memory and a 2-layer MLP memory.
+
+Both memories expose the same small surface that `caching.py` builds on:
+
+* `scan(inputs, plan)` runs the memory over the whole sequence and returns each segment's
+  final state (the cache) plus a context from which the *online* memory (the live state at
+  every token) can be applied to any per-token input.
+* A state is a tuple of weight tensors, one per layer; layer `i` maps z -> z @ W_i^T, with
+  `activation` between layers. A matrix memory is one linear layer (S: d_v x d_k); an MLP
+  memory is W2 silu(W1 z). This is what lets one caching module read, gate (GRM) and mix
+  parameters (Memory Soup) for either kind.
+
+Matrix memory: S_t = a_t S_{t-1} + sum_w beta_{t,w} v_{t,w} k_{t,w}^T, read o_t = S_t q_t.
+The chunked form computes intra-chunk terms as masked attention and carries S across chunks;
+it is exact (chunking changes only the order of floating-point sums).
+
+MLP memory (Titans / deep linear attention): the memory's weights are trained online by
+gradient descent on an associative loss, with retention (weight decay) r_t and optional
+momentum m_t, as in Titans (descent, not the sign printed in the MC paper):
+    S_t = m_t S_{t-1} - theta_t grad l(W; k_t, v_t),   W_t = r_t W_{t-1} + S_t.
+As in Titans' parallel training, the gradient of every token in a chunk is taken at the
+chunk's starting weights, so W_t = R_t W_0 + c_t S_0 + sum_j D_tj u_j with rank-one u_j and a
+(chunk x chunk) mixing matrix D built from the gates. Applying W_t to a per-token vector then
+becomes an attention-like product, so the online read of a whole chunk is a few matmuls.
+The token-by-token reference in `reference.py` implements the same definition one token at a
+time, and tests hold the two equal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+State = tuple[torch.Tensor, ...]
+
+
+@dataclass
+class MemoryInputs:
+    """Per-token quantities a mixer hands to its memory (all (B, H, L, ...))."""
+
+    q: torch.Tensor  # (B, H, L, d_k) queries (read keys)
+    k: torch.Tensor  # (B, H, L, W, d_k) write keys, W write streams per token (SWLA: 2)
+    v: torch.Tensor  # (B, H, L, W, d_v) write values
+    write_gate: torch.Tensor  # (B, H, L, W) beta (matrix) or learning rate theta (MLP, W = 1)
+    log_retention: torch.Tensor  # (B, H, L) log a_t <= 0 (decay of the previous state)
+    log_momentum: torch.Tensor | None = None  # (B, H, L) log m_t, MLP memories with momentum
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    """How the sequence is cut into segments and scan chunks (all chunks have equal length)."""
+
+    seq_len: int
+    chunk_len: int
+    bounds: tuple[int, ...]  # segment boundaries [0, ..., L]
+    independent: bool  # each segment starts from the initial memory
+
+    @property
+    def n_chunks(self) -> int:
+        return self.seq_len // self.chunk_len
+
+    @property
+    def n_segments(self) -> int:
+        return len(self.bounds) - 1
+
+    def chunk_resets(self) -> list[bool]:
+        """Chunks whose scan starts from the initial memory."""
+        starts = {b // self.chunk_len for b in self.bounds[:-1]} if self.independent else {0}
+        return [c in starts for c in range(self.n_chunks)]
+
+    def segment_last_chunks(self) -> list[int]:
+        return [b // self.chunk_len - 1 for b in self.bounds[1:]]
+
+    def equal_segments(self) -> bool:
+        lengths = {b - a for a, b in zip(self.bounds[:-1], self.bounds[1:])}
+        return len(lengths) == 1
+
+
+def _chunk(x: torch.Tensor, chunk_len: int) -> torch.Tensor:
+    """(B, H, L, ...) -> (B, H, L/chunk, chunk, ...)."""
+    b, h, length = x.shape[:3]
+    return x.reshape(b, h, length // chunk_len, chunk_len, *x.shape[3:])
+
+
+def _segment_sum_matrix(log_gate: torch.Tensor) -> torch.Tensor:
+    """exp(G_t - G_s) for s <= t (else 0), with G the in-chunk cumulative log gate; (..., c, c)."""
+    cum = log_gate.cumsum(-1)
+    diff = cum[..., :, None] - cum[..., None, :]
+    size = log_gate.shape[-1]
+    causal = torch.ones(size, size, dtype=torch.bool, device=log_gate.device).tril()
+    return torch.exp(diff.masked_fill(~causal, float("-inf")))
+
+
+def linear_layer(weight: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Apply per-pair weights (..., out, in) to inputs (..., T, in) -> (..., T, out)."""
+    return torch.matmul(z, weight.transpose(-1, -2))
+
+
+class MatrixMemory(nn.Module):
+    """Gated matrix memory (linear attention family): one linear layer, state S (d_v x d_k)."""
+
+    n_layers = 1
+
+    def __init__(self, head_dim: int) -> None:
+        super().__init__()
+        self.head_dim = head_dim
+
+    @staticmethod
+    def activation(h: torch.Tensor) -> torch.Tensor:  # pragma: no cover - single layer
+        return h
+
+    def initial_state(self, batch: int, n_heads: int, ref: torch.Tensor) -> State:
+        return (ref.new_zeros(batch, n_heads, self.head_dim, self.head_dim),)
+
+    def scan(self, inp: MemoryInputs, plan: SegmentPlan) -> tuple[State, dict[str, Any]]:
+        c = plan.chunk_len
+        b, h, length, w, d_k = inp.k.shape
+        d_v = inp.v.shape[-1]
+        g = _chunk(inp.log_retention, c).cumsum(-1)  # (B,H,nc,c) cumulative log decay in chunk
+        keys = _chunk(inp.k, c).reshape(b, h, -1, c * w, d_k)
+        gate = _chunk(inp.write_gate, c).reshape(b, h, -1, c * w)
+        values = _chunk(inp.v, c).reshape(b, h, -1, c * w, d_v) * gate[..., None]
+        g_keys = g.repeat_interleave(w, dim=-1)  # decay position of each written key
+        to_end = torch.exp(g[..., -1:] - g_keys)  # decay from each write to the chunk end
+        chunk_update = torch.matmul((values * to_end[..., None]).transpose(-1, -2), keys)  # (B,H,nc,dv,dk)
+        chunk_decay = torch.exp(g[..., -1])  # (B,H,nc)
+
+        resets = plan.chunk_resets()
+        starts, ends = [], []
+        zero = inp.k.new_zeros(b, h, d_v, d_k)
+        state = zero
+        for ci in range(plan.n_chunks):
+            start = zero if resets[ci] else state
+            state = chunk_decay[:, :, ci, None, None] * start + chunk_update[:, :, ci]
+            starts.append(start)
+            ends.append(state)
+        start_states = torch.stack(starts, dim=2)
+        end_states = torch.stack(ends, dim=2)
+        segment_states = end_states[:, :, plan.segment_last_chunks()]
+        ctx = {"plan": plan, "g": g, "keys": keys, "values": values, "g_keys": g_keys, "start": start_states}
+        return (segment_states,), ctx
+
+    def online_layer(self, ctx: dict[str, Any], z: torch.Tensor, layer: int) -> torch.Tensor:
+        """S_t z_t for every token t, with S_t the live state after writing token t."""
+        plan: SegmentPlan = ctx["plan"]
+        c = plan.chunk_len
+        zc = _chunk(z, c)  # (B,H,nc,c,dk)
+        g, g_keys = ctx["g"], ctx["g_keys"]
+        w = g_keys.shape[-1] // c
+        diff = g[..., :, None] - g_keys[..., None, :]  # (B,H,nc,c,c*w)
+        pos_q = torch.arange(c, device=z.device)[:, None]
+        pos_k = torch.arange(c * w, device=z.device)[None, :] // w
+        decay = torch.exp(diff.masked_fill(pos_k > pos_q, float("-inf")))
+        scores = torch.matmul(zc, ctx["keys"].transpose(-1, -2)) * decay
+        intra = torch.matmul(scores, ctx["values"])
+        inter = torch.exp(g)[..., None] * linear_layer(ctx["start"], zc)
+        return (intra + inter).flatten(2, 3)
+
+
+class MLPMemory(nn.Module):
+    """Two-layer MLP memory W2 silu(W1 z) trained online; learned per-head initial weights."""
+
+    n_layers = 2
+
+    def __init__(self, n_heads: int, head_dim: int, expansion: int, objective: str, momentum: bool) -> None:
+        super().__init__()
+        if objective not in ("dot", "l2"):
+            raise ValueError(f"unknown memory objective {objective!r}")
+        self.head_dim = head_dim
+        self.hidden = expansion * head_dim
+        self.objective = objective
+        self.momentum = momentum
+        self.w1_init = nn.Parameter(torch.randn(n_heads, self.hidden, head_dim) / head_dim ** 0.5)
+        self.w2_init = nn.Parameter(torch.randn(n_heads, head_dim, self.hidden) / self.hidden ** 0.5)
+
+    @staticmethod
+    def activation(h: torch.Tensor) -> torch.Tensor:
+        return F.silu(h)
+
+    @staticmethod
+    def activation_grad(h: torch.Tensor) -> torch.Tensor:
+        s = torch.sigmoid(h)
+        return s * (1 + h * (1 - s))
+
+    def initial_state(self, batch: int, n_heads: int, ref: torch.Tensor) -> State:
+        w1 = self.w1_init.unsqueeze(0).expand(batch, -1, -1, -1)
+        w2 = self.w2_init.unsqueeze(0).expand(batch, -1, -1, -1)
+        if not self.momentum:
+            return (w1, w2)
+        return (w1, w2, torch.zeros_like(w1), torch.zeros_like(w2))
+
+    def output_error(self, y: torch.Tensor | None, v: torch.Tensor) -> torch.Tensor:
+        """dl/dy: dot objective l = -<y, v>; l2 objective l = 0.5 ||y - v||^2."""
+        if self.objective == "dot":
+            return -v
+        assert y is not None
+        return y - v
+
+    def _chunk_step(self, state: State, k: torch.Tensor, v: torch.Tensor, lr: torch.Tensor,
+                    log_ret: torch.Tensor, log_mom: torch.Tensor | None) -> tuple[State, dict[str, torch.Tensor]]:
+        """One chunk for a batch of chunks (..., c, d): gradients at the chunk's starting weights."""
+        w1, w2 = state[0], state[1]
+        pre = linear_layer(w1, k)  # (..., c, f)
+        act = self.activation(pre)
+        y = linear_layer(w2, act) if self.objective == "l2" else None
+        err = self.output_error(y, v)  # (..., c, d)
+        delta = torch.matmul(err, w2) * self.activation_grad(pre)  # (..., c, f)
+
+        decay_mix = _segment_sum_matrix(log_ret)  # F[t, s]
+        retain = torch.exp(log_ret.cumsum(-1))  # R_t
+        if log_mom is not None:
+            mom_mix = _segment_sum_matrix(log_mom)  # E[s, j]
+            mix = torch.matmul(decay_mix, mom_mix)
+            carry = torch.matmul(decay_mix, torch.exp(log_mom.cumsum(-1))[..., None])[..., 0]  # c_t
+        else:
+            mix = decay_mix
+            carry = None
+        coef = -mix * lr[..., None, :]  # D[t, j]
+
+        last = coef[..., -1, :, None]  # (..., c, 1)
+        new_w1 = retain[..., -1, None, None] * w1 + torch.matmul((delta * last).transpose(-1, -2), k)
+        new_w2 = retain[..., -1, None, None] * w2 + torch.matmul((err * last).transpose(-1, -2), act)
+        if log_mom is not None:
+            s1, s2 = state[2], state[3]
+            assert carry is not None
+            new_w1 = new_w1 + carry[..., -1, None, None] * s1
+            new_w2 = new_w2 + carry[..., -1, None, None] * s2
+            mom_last = (torch.exp(log_mom.cumsum(-1))[..., -1, None, None])
+            m_coef = (-_segment_sum_matrix(log_mom)[..., -1, :] * lr)[..., None]  # (..., c, 1)
+            new_s1 = mom_last * s1 + torch.matmul((delta * m_coef).transpose(-1, -2), k)
+            new_s2 = mom_last * s2 + torch.matmul((err * m_coef).transpose(-1, -2), act)
+            new_state: State = (new_w1, new_w2, new_s1, new_s2)
+        else:
+            new_state = (new_w1, new_w2)
+        ctx = {"coef": coef, "retain": retain, "delta": delta, "err": err, "act": act, "k": k}
+        if carry is not None:
+            ctx["carry"] = carry
+        return new_state, ctx
+
+    def scan(self, inp: MemoryInputs, plan: SegmentPlan) -> tuple[State, dict[str, Any]]:
+        c = plan.chunk_len
+        b, h = inp.q.shape[:2]
+        k = _chunk(inp.k[..., 0, :], c)  # (B,H,nc,c,d)
+        v = _chunk(inp.v[..., 0, :], c)
+        lr = _chunk(inp.write_gate[..., 0], c)
+        log_ret = _chunk(inp.log_retention, c)
+        log_mom = None if inp.log_momentum is None else _chunk(inp.log_momentum, c)
+        n_chunks = plan.n_chunks
+        # Independent equal segments run as one batch: chunk j of every segment together.
+        groups = plan.n_segments if (plan.independent and plan.equal_segments()) else 1
+        steps = n_chunks // groups
+
+        def grouped(x: torch.Tensor | None) -> torch.Tensor | None:
+            return None if x is None else x.reshape(b, h, groups, steps, *x.shape[3:])
+
+        kg, vg, lrg, retg, momg = (grouped(t) for t in (k, v, lr, log_ret, log_mom))
+        init = tuple(s.unsqueeze(2).expand(b, h, groups, *s.shape[2:]) for s in self.initial_state(b, h, inp.q))
+        resets = plan.chunk_resets()
+        state: State = init
+        starts: list[State] = []
+        ends: list[State] = []
+        ctxs: list[dict[str, torch.Tensor]] = []
+        for step in range(steps):
+            if resets[step]:  # with groups > 1 every group's chunk `step` resets together
+                state = init
+            starts.append(state)
+            state, ctx = self._chunk_step(state, kg[:, :, :, step], vg[:, :, :, step], lrg[:, :, :, step],
+                                          retg[:, :, :, step], None if momg is None else momg[:, :, :, step])
+            ends.append(state)
+            ctxs.append(ctx)
+
+        def ungroup(parts: list[torch.Tensor]) -> torch.Tensor:
+            stacked = torch.stack(parts, dim=3)  # (B,H,G,steps,...)
+            return stacked.reshape(b, h, n_chunks, *stacked.shape[4:])
+
+        n_state = len(init)
+        start_states = tuple(ungroup([s[i] for s in starts]) for i in range(n_state))
+        end_states = tuple(ungroup([s[i] for s in ends]) for i in range(n_state))
+        last = plan.segment_last_chunks()
+        segment_states = (end_states[0][:, :, last], end_states[1][:, :, last])
+        merged = {key: ungroup([cx[key] for cx in ctxs]) for key in ctxs[0]}
+        merged["start"] = start_states
+        merged["plan"] = plan
+        return segment_states, merged
+
+    def online_layer(self, ctx: dict[str, Any], z: torch.Tensor, layer: int) -> torch.Tensor:
+        """W_t z_t for every token with W_t the live layer-`layer` weights after writing token t."""
+        plan: SegmentPlan = ctx["plan"]
+        zc = _chunk(z, plan.chunk_len)
+        start = ctx["start"]
+        if layer == 0:
+            w0, s0, keys, grads = start[0], start[2] if self.momentum else None, ctx["k"], ctx["delta"]
+        else:
+            w0, s0, keys, grads = start[1], start[3] if self.momentum else None, ctx["act"], ctx["err"]
+        out = ctx["retain"][..., None] * linear_layer(w0, zc)
+        if s0 is not None:
+            out = out + ctx["carry"][..., None] * linear_layer(s0, zc)
+        scores = torch.matmul(zc, keys.transpose(-1, -2)) * ctx["coef"]
+        out = out + torch.matmul(scores, grads)
+        return out.flatten(2, 3)

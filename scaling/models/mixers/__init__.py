@@ -1,0 +1,1 @@
+"""Token mixers: attention and the recurrent memories that Memory Caching wraps."""
