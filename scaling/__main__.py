@@ -1,0 +1,5 @@
+"""`python -m scaling` runs the mcscale command line."""
+
+from scaling.cli import main
+
+main()

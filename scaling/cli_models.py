@@ -1,0 +1,85 @@
+"""`mcscale models`: the size ladder with parameters, FLOPs and memory per architecture."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from scaling.cli import app, user_errors_exit_2
+from scaling.errors import UserInputError
+from scaling.models.architectures import parse_architecture
+from scaling.models.config import ModelConfig
+from scaling.models.flops import forward_flops, sequence_bytes
+from scaling.models.ladder import DEFAULT_ASPECT, DEFAULT_HEAD_DIM, format_count, parse_size, shape_for_params
+
+
+def _bytes(value: float) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if value >= scale:
+            return f"{value / scale:.3g} {unit}"
+    return f"{value:.0f} B"
+
+
+@app.command("models")
+@user_errors_exit_2
+def models(
+    sizes: str = typer.Option("100K,1M,10M,125M,1.3B,7B", help="Comma-separated non-embedding parameter targets."),
+    arch: str = typer.Option("swla+grm", help="Architecture: transformer, linear, swla, dla, dla-mlp, titans, "
+                             "optionally +residual|+grm|+soup|+ssc; a bare strategy (grm) means swla+grm."),
+    seq_len: int = typer.Option(4096, help="Sequence length L in tokens."),
+    segment_len: int = typer.Option(256, help="Segment length C (first segment length for --segmentation log)."),
+    segmentation: str = typer.Option("constant", help="constant (N = L/C segments) or log (C, C, 2C, 4C, ...)."),
+    top_k: int = typer.Option(2, help="SSC: cached segments each token may select."),
+    head_dim: int = typer.Option(DEFAULT_HEAD_DIM, help="Head dimension, fixed across the ladder."),
+    vocab_size: int = typer.Option(256, help="Vocabulary size (256 = raw bytes, mcscale's default tokenizer)."),
+    chunk_len: int = typer.Option(64, help="Block length of the chunk-parallel memory scan."),
+    bytes_per_element: int = typer.Option(2, help="Bytes per stored state/cache element (2 = bf16)."),
+) -> None:
+    """Print the size ladder: shape, parameters, training FLOPs per token, state/cache bytes.
+
+    Each row also shows the Transformer of the same target size, so the cost of Memory
+    Caching's read term and of attention's KV cache can be compared directly.
+    """
+    if seq_len < 1:
+        raise UserInputError("--seq-len", f"must be positive, got {seq_len}", "pass e.g. --seq-len 4096")
+    architecture = parse_architecture(arch, field="--arch")
+    targets = [parse_size(s, field="--sizes") for s in sizes.split(",") if s.strip()]
+    if not targets:
+        raise UserInputError("--sizes", "no sizes given", "pass e.g. --sizes 1M,10M,125M")
+    caching_fields = {}
+    if architecture.caching != "none":
+        caching_fields = {"segment_len": segment_len, "segmentation": segmentation, "top_k": top_k}
+    base = ModelConfig(vocab_size=vocab_size, d_model=head_dim, n_heads=1, seq_len=seq_len, chunk_len=chunk_len,
+                       **architecture.config_fields(), **caching_fields)
+    transformer_base = ModelConfig(vocab_size=vocab_size, d_model=head_dim, n_heads=1, seq_len=seq_len,
+                                   chunk_len=chunk_len, mixer="attention")
+    table = Table(title=f"{architecture.name} ladder at L={seq_len}"
+                  + (f", C={segment_len} ({segmentation})" if caching_fields else "")
+                  + f", head dim {head_dim}, vocab {vocab_size}")
+    for col in ("target", "layers x width", "heads", "params non-emb", "params total",
+                "train FLOP/token", "MC read", "state/seq", "cache/seq",
+                "Transformer FLOP/token", "Transformer KV/seq"):
+        table.add_column(col, justify="right")
+    for target in targets:
+        rung = shape_for_params(target, base, head_dim=head_dim, aspect=DEFAULT_ASPECT)
+        cfg = rung.config
+        flops = forward_flops(cfg)
+        memory = sequence_bytes(cfg, bytes_per_element=bytes_per_element)
+        ref = shape_for_params(target, transformer_base, head_dim=head_dim).config
+        ref_flops = forward_flops(ref)
+        ref_bytes = sequence_bytes(ref, bytes_per_element=bytes_per_element)
+        table.add_row(
+            format_count(target), f"{cfg.n_layers} x {cfg.d_model}", str(cfg.n_heads),
+            format_count(rung.params_nonembed), format_count(rung.params_total),
+            f"{flops.training:.3g}", f"{flops.cached_read / flops.forward:.1%}",
+            _bytes(memory.state_bytes), _bytes(memory.cache_bytes),
+            f"{ref_flops.training:.3g}", _bytes(ref_bytes.cache_bytes))
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=180)
+    console.print(table)
+    console.print("FLOP/token: training (3 x forward) matmul FLOPs per token averaged over the sequence, "
+                  "exact for mcscale's implementation (see scaling/models/flops.py); MC read: share of forward "
+                  "FLOPs spent reading cached memories; state/cache per sequence at its last token. "
+                  "Transformer columns: the Transformer of the same target size.", soft_wrap=True)

@@ -1,0 +1,105 @@
+"""Size ladder: from a target non-embedding parameter count to a model shape, and exact counts.
+
+Rule (documented so ladders are reproducible): the head dimension is fixed for a ladder
+(default 64) and d_model is a multiple of it; among all (d_model, n_layers >= 2) we pick the
+pair minimising
+
+    |ln(params_nonembed / target)| + 0.05 * |ln((d_model / n_layers) / aspect)|
+
+with aspect = 64 by default (GPT-3's 125M and 760M shapes have d_model / n_layers = 64). The
+parameter term dominates, so the chosen shape lands within a few percent of the target at
+every size where the grid allows, and ties go to the conventional aspect ratio.
+Parameter counts are analytic and exact (tests hold them equal to sum(p.numel())).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from scaling.errors import UserInputError
+from scaling.models.config import ModelConfig
+from scaling.models.mixers.recurrent import GATES
+
+DEFAULT_HEAD_DIM = 64
+DEFAULT_ASPECT = 64.0
+ASPECT_WEIGHT = 0.05
+_SUFFIX = {"": 1.0, "K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
+
+
+def parse_size(text: str, field: str = "sizes") -> float:
+    """'125M' -> 1.25e8; accepts K, M, B (or G), T suffixes and plain numbers."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([KMBGT]?)\s*", text.upper())
+    if not match:
+        raise UserInputError(field, f"cannot read size {text!r}", "write sizes like 100K, 10M, 1.3B or 7e9")
+    value = float(match.group(1)) * _SUFFIX[match.group(2)]
+    if value <= 0:
+        raise UserInputError(field, f"size {text!r} is not positive", "give a positive parameter count")
+    return value
+
+
+def format_count(value: float) -> str:
+    for suffix, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+def mixer_params(cfg: ModelConfig) -> int:
+    """Parameters of one layer's token mixer."""
+    dm, h, d = cfg.d_model, cfg.n_heads, cfg.head_dim
+    if cfg.mixer == "attention":
+        return 4 * dm * dm
+    n_gates = len(GATES[(cfg.mixer, cfg.memory)])
+    count = 3 * dm * dm + dm * dm + d  # qkv, output projection, per-head output norm
+    count += n_gates * h * (dm + 1)  # gate projection with bias
+    if cfg.caching in ("grm", "soup", "ssc"):
+        count += dm * dm  # u_t = x_t W_u
+    if cfg.memory == "mlp":
+        count += 2 * h * d * (cfg.memory_expansion * d)  # learned initial memory weights
+    return count
+
+
+def count_params(cfg: ModelConfig) -> dict[str, int]:
+    """Exact parameter counts: embedding (tied with the LM head) and non-embedding."""
+    per_layer = mixer_params(cfg) + 3 * cfg.d_model * cfg.mlp_hidden + 2 * cfg.d_model
+    nonembed = cfg.n_layers * per_layer + cfg.d_model  # + final norm
+    embedding = cfg.vocab_size * cfg.d_model
+    return {"params_nonembed": nonembed, "params_embedding": embedding, "params_total": nonembed + embedding}
+
+
+@dataclass(frozen=True)
+class LadderRung:
+    target_params_nonembed: float
+    config: ModelConfig
+    params_nonembed: int
+    params_total: int
+
+
+def shape_for_params(target_params_nonembed: float, base: ModelConfig, head_dim: int = DEFAULT_HEAD_DIM,
+                     aspect: float = DEFAULT_ASPECT) -> LadderRung:
+    """The ladder shape for `target_params_nonembed`, keeping every non-shape field of `base`."""
+    if target_params_nonembed <= 0:
+        raise UserInputError("sizes", f"target size {target_params_nonembed} is not positive", "use a positive size")
+    best: tuple[float, ModelConfig, dict[str, int]] | None = None
+    width = head_dim
+    while True:
+        probe = base.replace(d_model=width, n_heads=width // head_dim, n_layers=1, mlp_hidden=0)
+        one = count_params(probe)["params_nonembed"]
+        if one > 4 * target_params_nonembed and best is not None:
+            break
+        layers_guess = max(2, round((target_params_nonembed - width) / max(one - width, 1)))
+        for layers in {max(2, layers_guess - 1), layers_guess, layers_guess + 1}:
+            cfg = probe.replace(n_layers=layers)
+            counts = count_params(cfg)
+            score = abs(math.log(counts["params_nonembed"] / target_params_nonembed)) + ASPECT_WEIGHT * abs(
+                math.log((width / layers) / aspect))
+            if best is None or score < best[0]:
+                best = (score, cfg, counts)
+        width += head_dim
+        if width > 65536:
+            break
+    assert best is not None
+    _, cfg, counts = best
+    return LadderRung(target_params_nonembed, cfg, counts["params_nonembed"], counts["params_total"])
