@@ -22,6 +22,8 @@ first write still sees the token before the segment (the memory itself starts fr
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,6 +32,13 @@ from scaling.models.caching import STRATEGIES_WITH_GATES, memory_caching
 from scaling.models.config import ModelConfig
 from scaling.models.layers import RMSNorm
 from scaling.models.memory import MatrixMemory, MemoryInputs, MLPMemory, SegmentPlan
+
+# Online gradient descent on an MLP memory is only stable for a bounded step: the step on W2
+# scales with theta * ||silu(W1 k)||^2 and momentum m amplifies it by 1 / (1 - m). Without these
+# caps, training learns its way into an exploding memory (seen at ~50 steps on tiny models),
+# hidden from the loss by the per-head output norm until the gradients overflow.
+MAX_INNER_LR = 0.1
+MAX_MOMENTUM = 0.9
 
 # Gate names per (mixer, memory) and their initial biases (sigmoid space).
 GATES: dict[tuple[str, str], dict[str, float]] = {
@@ -92,11 +101,11 @@ class RecurrentMixer(nn.Module):
             gate = dict(zip(self.gate_names, raw))  # each (B, H, L)
         zeros = x.new_zeros(b, self.n_heads, length)
         log_retention = F.logsigmoid(gate["retention"]) if "retention" in gate else zeros
-        log_momentum = F.logsigmoid(gate["momentum"]) if "momentum" in gate else None
+        log_momentum = (F.logsigmoid(gate["momentum"]) + math.log(MAX_MOMENTUM)) if "momentum" in gate else None
         if "write" in gate:
             write = torch.sigmoid(gate["write"])
         elif "lr" in gate:
-            write = torch.sigmoid(gate["lr"])
+            write = MAX_INNER_LR * torch.sigmoid(gate["lr"])
         else:
             write = torch.ones_like(zeros)
         keys, values, writes = k.unsqueeze(3), v.unsqueeze(3), write.unsqueeze(3)
