@@ -16,3 +16,6 @@ class UserInputError(ValueError):
         self.problem = problem
         self.fix = fix
         super().__init__(f"{field}: {problem}. Fix: {fix}")
+
+    def __reduce__(self):  # keep the three parts when pickled (Ray ships errors between processes)
+        return (type(self), (self.field, self.problem, self.fix))

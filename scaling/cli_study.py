@@ -1,0 +1,144 @@
+"""Study commands: run, resume, ls, show, ui (submit/status/logs live in cli_submit.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from scaling.cli import app, user_errors_exit_2
+from scaling.errors import UserInputError
+from scaling.spec import load_spec, parse_spec
+
+DEFAULT_STORAGE = "./mcscale-runs"
+
+
+def _trial_table(trials, title: str) -> Table:  # noqa: ANN001
+    table = Table(title=title)
+    columns = ["trial_id", "status", "arch", "size_label", "n_segments", "params_nonembed", "step", "tokens",
+               "val_loss", "val_bpb", "mqar_acc", "wall_seconds"]
+    for col in columns:
+        table.add_column(col.replace("_", " "), justify="left" if col in ("trial_id", "status", "arch") else "right")
+    for _, row in trials.iterrows():
+        cells = []
+        for col in columns:
+            value = row.get(col)
+            if value is None or (isinstance(value, float) and value != value):
+                cells.append("-")
+            elif isinstance(value, float):
+                cells.append(f"{value:.4g}")
+            else:
+                cells.append(str(value))
+        table.add_row(*cells)
+    return table
+
+
+def _print_summary(console: Console, summary) -> None:  # noqa: ANN001
+    trials = summary.trials
+    console.print(_trial_table(trials, f"study {summary.name}"))
+    counts = trials["status"].value_counts().to_dict() if len(trials) else {}
+    console.print(f"{len(trials)} trials ({', '.join(f'{v} {k}' for k, v in counts.items())}) in "
+                  f"{summary.seconds:.0f} s. Results: {summary.root}; MLflow: {summary.tracking_uri} "
+                  f"(browse with `mcscale ui {summary.name}`).")
+    console.print("The scaling-law fit and report stage is not wired to studies yet: the study stops after the "
+                  "ladder. `mcscale fit` works on the results table meanwhile.")
+
+
+@app.command("run")
+@user_errors_exit_2
+def run(spec: str = typer.Argument(..., help="Study spec (YAML), e.g. studies/quickstart.yaml."),
+        address: Optional[str] = typer.Option(None, help="Ray cluster address (default: embedded local Ray).")) -> None:
+    """Run a study end to end on Ray: tune (if the spec asks), then the ladder; resumable."""
+    study = load_spec(spec)
+    from scaling.study.tune import run_study
+
+    console = Console()
+    summary = run_study(study, address=address, spec_text=open(spec).read(), console=console)
+    _print_summary(console, summary)
+
+
+@app.command("resume")
+@user_errors_exit_2
+def resume(study: str = typer.Argument(..., help="Study name (as in the spec's `name`)."),
+           storage: str = typer.Option(DEFAULT_STORAGE, help="Storage location: a folder or s3://bucket/prefix."),
+           s3_endpoint: Optional[str] = typer.Option(None, help="Endpoint of an S3-compatible store."),
+           address: Optional[str] = typer.Option(None, help="Ray cluster address (default: embedded local Ray).")) -> None:
+    """Continue an interrupted study from its storage; finished trials are not rerun."""
+    from scaling.study.store import ResultStore
+    from scaling.study.tune import run_study
+
+    store = ResultStore(storage, study, s3_endpoint)
+    text = store.read_text("spec.yaml")
+    if text is None:
+        raise UserInputError("STUDY", f"no study {study!r} under {store.root}",
+                             "check the name with `mcscale ls --storage ...` or start it with `mcscale run SPEC`")
+    import yaml
+
+    spec = parse_spec(yaml.safe_load(text), source=f"{store.root}/spec.yaml")
+    console = Console()
+    summary = run_study(spec, address=address, console=console)
+    _print_summary(console, summary)
+
+
+@app.command("ls")
+@user_errors_exit_2
+def ls(storage: str = typer.Option(DEFAULT_STORAGE, help="Storage location: a folder or s3://bucket/prefix."),
+       s3_endpoint: Optional[str] = typer.Option(None, help="Endpoint of an S3-compatible store.")) -> None:
+    """List the studies in a storage location with their trial counts."""
+    from scaling.study.store import ResultStore, list_studies
+
+    table = Table(title=f"studies in {storage}")
+    for col in ("study", "status", "trials", "completed", "diverged", "other"):
+        table.add_column(col)
+    for name in list_studies(storage, s3_endpoint):
+        store = ResultStore(storage, name, s3_endpoint)
+        state = store.read_json("study.json") or {}
+        trials = store.read_trials()
+        counts = trials["status"].value_counts().to_dict() if len(trials) else {}
+        other = len(trials) - counts.get("completed", 0) - counts.get("diverged", 0)
+        table.add_row(name, str(state.get("status", "-")), str(len(trials)), str(counts.get("completed", 0)),
+                      str(counts.get("diverged", 0)), str(other))
+    Console().print(table)
+
+
+@app.command("show")
+@user_errors_exit_2
+def show(study: str = typer.Argument(..., help="Study name."),
+         storage: str = typer.Option(DEFAULT_STORAGE, help="Storage location: a folder or s3://bucket/prefix."),
+         s3_endpoint: Optional[str] = typer.Option(None, help="Endpoint of an S3-compatible store.")) -> None:
+    """Show a study's trial table."""
+    from scaling.study.store import ResultStore
+
+    store = ResultStore(storage, study, s3_endpoint)
+    if not store.exists():
+        raise UserInputError("STUDY", f"no study {study!r} under {store.root}", "list studies with `mcscale ls`")
+    Console().print(_trial_table(store.read_trials(), f"study {study} ({store.root})"))
+
+
+@app.command("ui")
+@user_errors_exit_2
+def ui(study: str = typer.Argument(..., help="Study name."),
+       storage: str = typer.Option(DEFAULT_STORAGE, help="Local storage folder of the study."),
+       port: int = typer.Option(5000, help="Port for the MLflow UI (bound to 127.0.0.1)."),
+       tracking_uri: Optional[str] = typer.Option(None, help="Tracking URI if the study used a server.")) -> None:
+    """Start the MLflow UI on the study's tracking store, bound to 127.0.0.1."""
+    from pathlib import Path
+
+    if tracking_uri is None:
+        db = Path(storage).expanduser().resolve() / study / "mlflow.db"
+        if not db.exists():
+            raise UserInputError("STUDY", f"no MLflow store for study {study!r} at {db}",
+                                 "pass --storage where the study ran, or --tracking-uri for a server")
+        tracking_uri = f"sqlite:///{db}"
+    if tracking_uri.startswith("http"):
+        Console().print(f"The study is tracked on a server: open {tracking_uri} in a browser.")
+        return
+    Console().print(f"MLflow UI for {study} at http://127.0.0.1:{port} (Ctrl-C to stop)")
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    raise typer.Exit(subprocess.call([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri,
+                                      "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], env=env))

@@ -1,0 +1,292 @@
+"""`StudySpec`: a scaling study described once in YAML, validated here and nowhere else.
+
+Every error names the YAML path of the offending field and the fix, e.g.
+``architectures[2].segment_lens[0]: segment length 48 does not divide data.seq_len 256. Fix: ...``
+so a user can correct the spec without reading code. `load_spec` turns pydantic's
+ValidationError and YAML syntax errors into `UserInputError` (exit 2 at the CLI).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from scaling.errors import UserInputError
+from scaling.models.architectures import parse_architecture
+from scaling.models.ladder import parse_size
+
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _size(value: Any) -> float:
+    if isinstance(value, (int, float)):
+        if value <= 0:
+            raise ValueError("must be positive")
+        return float(value)
+    try:
+        return parse_size(str(value))
+    except UserInputError as exc:
+        raise ValueError(exc.problem) from None
+
+
+class CorpusSettings(_Strict):
+    source: str = "builtin"
+    format: Literal["auto", "text", "jsonl", "parquet", "tokens"] = "auto"
+    text_field: str = "text"
+    tokenizer: str = "bytes"
+    s3_endpoint: Optional[str] = None
+    max_bytes: Optional[int] = Field(default=None, gt=0)
+
+
+class MQARSettings(_Strict):
+    n_pairs: int = Field(default=8, ge=1)
+    n_queries: int = Field(default=8, ge=1)
+    key_vocab: int = Field(default=64, ge=2)
+    value_vocab: int = Field(default=64, ge=2)
+
+
+class NeedleSettings(_Strict):
+    lengths: list[int] = Field(default_factory=list)
+    depths: list[float] = Field(default_factory=lambda: [0.1, 0.5, 0.9])
+    kind: Literal["passkey", "number", "uuid"] = "passkey"
+
+    @field_validator("depths")
+    @classmethod
+    def _depths(cls, depths: list[float]) -> list[float]:
+        if any(not 0.0 <= d <= 1.0 for d in depths):
+            raise ValueError("depths are fractions of the context: use values in [0, 1]")
+        return depths
+
+
+class EvalSettings(_Strict):
+    every_steps: int = Field(default=50, ge=1)
+    val_windows: int = Field(default=16, ge=1)
+    mqar: Optional[MQARSettings] = None
+    needle: Optional[NeedleSettings] = None
+
+
+class DataSettings(_Strict):
+    corpus: CorpusSettings = Field(default_factory=CorpusSettings)
+    seq_len: int = Field(default=256, ge=8)
+    evals: EvalSettings = Field(default_factory=EvalSettings)
+
+
+class ArchitectureSettings(_Strict):
+    """One architecture of the study; `segment_lens` expands into one series per C."""
+
+    name: str
+    segment_lens: list[int | Literal["log"]] = Field(default_factory=list)
+    log_base: int = Field(default=64, ge=1)  # first segment length when a segment length is `log`
+    top_k: int = Field(default=2, ge=1)
+    segment_mode: Literal["checkpoint", "independent"] = "checkpoint"
+    memory_expansion: int = Field(default=4, ge=1)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        try:
+            return parse_architecture(name).name
+        except UserInputError as exc:
+            raise ValueError(f"{exc.problem}; {exc.fix}") from None
+
+
+class LadderSettings(_Strict):
+    sizes: list[float] = Field(min_length=1)
+    head_dim: int = Field(default=64, ge=4)
+    aspect: float = Field(default=64.0, gt=0)
+
+    @field_validator("sizes", mode="before")
+    @classmethod
+    def _sizes(cls, sizes: Any) -> list[float]:
+        if not isinstance(sizes, list):
+            raise ValueError("give a list of non-embedding parameter targets, e.g. [1M, 3M, 10M]")
+        return [_size(s) for s in sizes]
+
+
+class BudgetSettings(_Strict):
+    tokens: Optional[float] = None
+    tokens_per_param: Optional[float] = Field(default=None, gt=0)
+
+    @field_validator("tokens", mode="before")
+    @classmethod
+    def _tokens(cls, value: Any) -> Optional[float]:
+        return None if value is None else _size(value)
+
+    @model_validator(mode="after")
+    def _one(self) -> "BudgetSettings":
+        if (self.tokens is None) == (self.tokens_per_param is None):
+            raise ValueError("give exactly one of tokens and tokens_per_param (e.g. tokens_per_param: 20)")
+        return self
+
+
+class OptimizerSettings(_Strict):
+    lr: float = Field(default=3e-3, gt=0)
+    warmup_fraction: float = Field(default=0.05, ge=0, lt=1)
+    weight_decay: float = Field(default=0.1, ge=0)
+    min_lr_ratio: float = Field(default=0.1, ge=0, le=1)
+    grad_clip: float = Field(default=1.0, gt=0)
+    batch_tokens: int = Field(default=8192, ge=1)
+    # How a learning rate tuned at the proxy width carries to width d: lr * (d_proxy / d) ** exponent.
+    lr_width_exponent: float = Field(default=1.0, ge=0)
+
+
+class SearchRange(_Strict):
+    low: float = Field(gt=0)
+    high: float = Field(gt=0)
+    log: bool = True
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "SearchRange":
+        if self.low >= self.high:
+            raise ValueError(f"low {self.low} must be below high {self.high}")
+        return self
+
+
+class TuneSettings(_Strict):
+    proxy_size: float
+    samples: int = Field(default=8, ge=1)
+    tokens: float
+    lr: SearchRange = Field(default_factory=lambda: SearchRange(low=1e-3, high=3e-2))
+    warmup_fraction: Optional[SearchRange] = None
+    weight_decay: Optional[SearchRange] = None
+    grace_period_steps: int = Field(default=10, ge=1)
+    reduction_factor: int = Field(default=3, ge=2)
+
+    @field_validator("proxy_size", "tokens", mode="before")
+    @classmethod
+    def _sizes(cls, value: Any) -> float:
+        return _size(value)
+
+
+class ResourceSettings(_Strict):
+    cpus_per_trial: float = Field(default=1.0, gt=0)
+    gpus_per_trial: float = Field(default=0.0, ge=0)
+
+
+class FitSettings(_Strict):
+    law: Literal["power", "chinchilla"] = "power"
+    x: Literal["compute", "params"] = "compute"
+    shared_E: bool = True
+    bootstrap: int = Field(default=200, ge=0)
+    target_sizes: list[float] = Field(default_factory=lambda: [1.3e9, 7e9, 70e9])
+    backtest_holdout_sizes: int = Field(default=1, ge=0)
+
+    @field_validator("target_sizes", mode="before")
+    @classmethod
+    def _targets(cls, values: Any) -> list[float]:
+        return [_size(v) for v in values]
+
+
+class StudySpec(_Strict):
+    name: str
+    description: str = ""
+    data: DataSettings = Field(default_factory=DataSettings)
+    architectures: list[ArchitectureSettings] = Field(min_length=1)
+    ladder: LadderSettings
+    budget: BudgetSettings
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    optimizer: OptimizerSettings = Field(default_factory=OptimizerSettings)
+    tune: Optional[TuneSettings] = None
+    resources: ResourceSettings = Field(default_factory=ResourceSettings)
+    concurrency: int = Field(default=2, ge=1)
+    storage: str = "./mcscale-runs"
+    s3_endpoint: Optional[str] = None
+    tracking_uri: Optional[str] = None
+    fit: FitSettings = Field(default_factory=FitSettings)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        if not NAME_PATTERN.match(name):
+            raise ValueError("use 1-63 lowercase letters, digits and dashes, starting with a letter or digit "
+                             "(it becomes a path, an S3 key and an MLflow experiment name)")
+        return name
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError("seeds repeat: list each seed once")
+        return seeds
+
+    @model_validator(mode="after")
+    def _segments_fit(self) -> "StudySpec":
+        seq_len = self.data.seq_len
+        for i, arch in enumerate(self.architectures):
+            caching = parse_architecture(arch.name).caching
+            if caching == "none" and arch.segment_lens:
+                raise ValueError(f"architectures[{i}].segment_lens: {arch.name} does not cache segments; "
+                                 "remove segment_lens or add a strategy such as +grm")
+            if caching != "none" and not arch.segment_lens:
+                raise ValueError(f"architectures[{i}].segment_lens: {arch.name} needs at least one segment "
+                                 "length, e.g. segment_lens: [64, 128]")
+            for j, c in enumerate(arch.segment_lens):
+                if c == "log":
+                    if arch.log_base > seq_len:
+                        raise ValueError(f"architectures[{i}].log_base: {arch.log_base} exceeds data.seq_len {seq_len}")
+                    continue
+                if c < 1 or seq_len % c:
+                    raise ValueError(f"architectures[{i}].segment_lens[{j}]: segment length {c} does not divide "
+                                     f"data.seq_len {seq_len}; use a divisor such as {_divisor_hint(seq_len)}")
+        needle = self.data.evals.needle
+        if needle is not None:
+            for j, length in enumerate(needle.lengths):
+                if length > seq_len:
+                    raise ValueError(f"data.evals.needle.lengths[{j}]: {length} exceeds data.seq_len {seq_len}; "
+                                     "the needle task cannot fit")
+        if self.optimizer.batch_tokens < seq_len:
+            raise ValueError(f"optimizer.batch_tokens: {self.optimizer.batch_tokens} is below one sequence "
+                             f"({seq_len}); use a multiple of data.seq_len")
+        return self
+
+
+def _divisor_hint(seq_len: int) -> str:
+    return ", ".join(str(d) for d in (32, 64, 128, 256, 512) if d < seq_len and seq_len % d == 0) or "1"
+
+
+def _format_validation_error(error: ValidationError, source: str) -> UserInputError:
+    first = error.errors()[0]
+    path = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in first["loc"]).replace(".[", "[")
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        return UserInputError(path, "unknown field", f"remove it or check its spelling ({source})")
+    if first["type"] == "missing":
+        return UserInputError(path, "required field is missing", f"add {path} to {source}")
+    if path == "" and message.startswith(("architectures[", "data.", "optimizer.")):
+        field_name, _, rest = message.partition(": ")
+        problem, _, fix = rest.partition("; ")
+        return UserInputError(field_name, problem, fix or "see the study spec documentation in studies/")
+    extra = f" ({len(error.errors()) - 1} more problem(s) after this one)" if len(error.errors()) > 1 else ""
+    return UserInputError(path or "spec", message + extra, f"correct {path or 'the spec'} in {source}")
+
+
+def parse_spec(data: Any, source: str = "the spec") -> StudySpec:
+    if not isinstance(data, dict):
+        raise UserInputError("spec", f"{source} is not a mapping of fields", "write the study as YAML key: value pairs")
+    try:
+        return StudySpec.model_validate(data)
+    except ValidationError as exc:
+        raise _format_validation_error(exc, source) from None
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Read and validate a study spec; every problem is a `UserInputError` naming the field."""
+    spec_path = Path(path)
+    if not spec_path.is_file():
+        raise UserInputError("SPEC", f"no study spec at {spec_path}", "pass the path of a YAML file, e.g. "
+                             "studies/quickstart.yaml")
+    try:
+        data = yaml.safe_load(spec_path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise UserInputError("SPEC", f"{spec_path} is not valid YAML{where}", "fix the YAML syntax") from None
+    return parse_spec(data, source=str(spec_path))

@@ -1,0 +1,72 @@
+"""Live terminal view of a running study: a table of trials and an overall bar with ETA."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from scaling.study import tune as study_tune
+
+MAX_ROWS = 24
+
+
+class StudyProgress:
+    """Context manager that renders the driver's bookkeeping as it changes (at most 4 times a second)."""
+
+    def __init__(self, console: Console, title: str, planned_steps: dict[str, int]) -> None:
+        self.console, self.title = console, title
+        self.planned_steps = dict(planned_steps)
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                                 TextColumn("{task.fields[trials]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                                 console=console)
+        self.task = self.progress.add_task(title, total=max(1, sum(self.planned_steps.values())), trials="")
+        self.live = Live(self._render(None), console=console, refresh_per_second=4, transient=False)
+        self._last = 0.0
+
+    def __enter__(self) -> "StudyProgress":
+        self.live.__enter__()
+        study_tune.set_progress_hook(self.update)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        study_tune.set_progress_hook(None)
+        self.live.__exit__(*exc)
+
+    def add_steps(self, extra: dict[str, int]) -> None:
+        self.planned_steps.update(extra)
+        self.progress.update(self.task, total=max(1, sum(self.planned_steps.values())))
+
+    def update(self, book: Any) -> None:
+        now = time.monotonic()
+        if now - self._last < 0.25 and not book.finished:
+            return
+        self._last = now
+        self.live.update(self._render(book))
+
+    def _render(self, book: Any) -> Group:
+        table = Table(title=self.title, expand=False)
+        for col in ("trial", "state", "arch", "size", "N", "step", "loss"):
+            table.add_column(col, justify="right" if col in ("N", "step", "loss") else "left")
+        done_steps, finished = 0, 0
+        views = list(book.views.values()) if book is not None else []
+        for view in views:
+            total = view.total_steps or self.planned_steps.get(view.trial_key, 0)
+            ended = view.state not in ("RUNNING", "PENDING")
+            done_steps += total if ended else view.step
+            finished += ended
+        shown = sorted(views, key=lambda v: (v.state not in ("RUNNING",), v.trial_key))[:MAX_ROWS]
+        for view in shown:
+            loss = "-" if view.loss != view.loss else f"{view.loss:.4f}"
+            total = view.total_steps or self.planned_steps.get(view.trial_key, 0)
+            table.add_row(view.trial_key, view.state, view.arch, view.size_label, str(view.n_segments),
+                          f"{view.step}/{total}", loss)
+        if len(views) > MAX_ROWS:
+            table.caption = f"{len(views) - MAX_ROWS} more trials not shown"
+        self.progress.update(self.task, completed=done_steps,
+                             trials=f"{finished}/{len(self.planned_steps)} trials done")
+        return Group(table, self.progress)

@@ -1,0 +1,477 @@
+"""The Ray Tune driver: runs a study's `tune` and `ladder` phases on embedded Ray or a cluster.
+
+Division of labour (why it is split this way):
+* Trials (Ray workers) only train: `run_trial` with a reporter that calls `tune.report` with
+  the trial's checkpoint directory. A restored trial copies its checkpoint back and resumes.
+* The driver does all bookkeeping in one process, through a `tune.Callback`: MLflow logging in
+  batches, the Parquet rows and curves, and closing runs with the right status - including
+  trials ASHA stops (code after a trial's last report may never run) and trials that error.
+  One writer means no SQLite lock contention and no duplicated rows.
+* Ladder trials get their MLflow child run before Tune starts (created SCHEDULED, or found by
+  its stable trial id on a resumed study). The run id travels with the trial, is stored in its
+  checkpoint, and comes back in every result, so a restored or retried trial logs to its own
+  run - never a second run for the same trial.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from ray.tune import Callback
+
+from scaling.study.plan import PlannedTrial, config_hash, plan_ladder, plan_tune, tune_series
+from scaling.study.store import ResultStore, curve_rows, trial_row
+from scaling.study.tracking import StudyTracker, default_tracking_uri
+from scaling.spec import StudySpec
+from scaling.train import STATUS_COMPLETED, STATUS_DIVERGED, TrialConfig, check_inputs, run_trial
+
+RUN_ID_FILE = "mlflow_run_id"
+OBJECTIVE = "objective"  # validation loss; a large finite number for diverged trials (Optuna rejects NaN)
+DIVERGED_OBJECTIVE = 1e9
+
+
+# ----------------------------------------------------------------------------- the trainable
+def _scalar_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str)) and k != "train_loss_steps"}
+
+
+def study_trainable(params: dict[str, Any], trials: dict[str, dict[str, Any]] | None = None,
+                    template: PlannedTrial | None = None) -> None:
+    """Ray Tune function trainable: one mcscale trial, resumable from its Tune checkpoint."""
+    from ray import tune
+
+    if template is not None:  # tune phase: hyperparameters sampled by Optuna around the template
+        overrides = {k: float(v) for k, v in params.items() if k in ("lr", "warmup_fraction", "weight_decay")}
+        planned = replace(template, config=replace(template.config, **overrides))
+        trial_id = f"{template.trial_id}-{tune.get_context().get_trial_id()}"
+        run_id = ""
+    else:
+        entry = trials[params["trial_id"]]  # type: ignore[index]
+        planned, trial_id, run_id = entry["planned"], params["trial_id"], entry.get("run_id", "")
+
+    workdir = Path(tempfile.mkdtemp(prefix=f"mcscale-{trial_id[:40]}-"))
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        checkpoint.to_directory(str(workdir))
+        stored = workdir / RUN_ID_FILE
+        if stored.exists():
+            run_id = stored.read_text().strip() or run_id
+    (workdir / RUN_ID_FILE).write_text(run_id)
+    cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
+    config: TrialConfig = replace(planned.config, checkpoint_dir=str(workdir), threads=max(1, int(cpus)))
+
+    def reporter(metrics: dict[str, Any], ckpt_dir: str | None) -> None:
+        out = _scalar_metrics(metrics)
+        val = metrics.get("val_loss")
+        out[OBJECTIVE] = float(val) if val is not None and math.isfinite(val) else DIVERGED_OBJECTIVE
+        out["trial_key"] = trial_id
+        out["mlflow_run_id"] = run_id
+        out["train_loss_steps_json"] = json.dumps(metrics.get("train_loss_steps", []))
+        tune.report(out, checkpoint=tune.Checkpoint.from_directory(ckpt_dir) if ckpt_dir else None)
+
+    try:
+        run_trial(config, reporter=reporter)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- driver bookkeeping
+@dataclass
+class TrialView:
+    """What the live table shows about one trial."""
+
+    trial_key: str
+    arch: str
+    size_label: str
+    n_segments: int
+    state: str = "PENDING"
+    step: int = 0
+    total_steps: int = 0
+    loss: float = float("nan")
+
+
+_PROGRESS_HOOK: Callable[["_Bookkeeper"], None] | None = None  # set by the driver's live display
+
+
+def set_progress_hook(hook: Callable[["_Bookkeeper"], None] | None) -> None:
+    global _PROGRESS_HOOK
+    _PROGRESS_HOOK = hook
+
+
+class StudyCallback(Callback):
+    """Driver-side `tune.Callback`: MLflow batches, Parquet rows and curves, run status, progress.
+
+    Ray pickles callbacks into the experiment state and hands them back on `Tuner.restore`, so
+    this object carries only plain settings and builds its store and tracker lazily.
+    """
+
+    def __init__(self, phase: str, storage: str, study: str, s3_endpoint: str | None, tracking_uri: str,
+                 planned: dict[str, PlannedTrial], run_ids: dict[str, str],
+                 template: PlannedTrial | None = None) -> None:
+        self.settings = dict(phase=phase, storage=storage, study=study, s3_endpoint=s3_endpoint,
+                             tracking_uri=tracking_uri)
+        self.planned, self.run_ids, self.template = planned, run_ids, template
+        self._book: _Bookkeeper | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_book"] = None
+        return state
+
+    @property
+    def book(self) -> "_Bookkeeper":
+        if self._book is None:
+            s = self.settings
+            self._book = _Bookkeeper(s["phase"], ResultStore(s["storage"], s["study"], s["s3_endpoint"]),
+                                     StudyTracker(s["tracking_uri"], s["study"]), self.planned, self.run_ids,
+                                     self.template)
+        return self._book
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):  # noqa: ANN001
+        self.book.on_result(trial, result)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
+        self.book.on_complete(trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
+        self.book.on_error(trial)
+
+    def on_trial_start(self, iteration, trials, trial, **info):  # noqa: ANN001
+        self.book.on_start(trial)
+
+
+class _Bookkeeper:
+    def __init__(self, phase: str, store: ResultStore, tracker: StudyTracker,
+                 planned: dict[str, PlannedTrial], run_ids: dict[str, str],
+                 template: PlannedTrial | None = None):
+        self.phase, self.store, self.tracker = phase, store, tracker
+        self.planned, self.run_ids, self.template = planned, run_ids, template
+        self.history: dict[str, list[dict[str, Any]]] = {}
+        self.last: dict[str, dict[str, Any]] = {}
+        self.views: dict[str, TrialView] = {}
+        self.ray_to_key: dict[str, str] = {}
+        self.finished: dict[str, str] = {}
+
+    # -- identity -------------------------------------------------------------
+    def _key(self, trial: Any, result: dict[str, Any] | None = None) -> str:
+        if result and result.get("trial_key"):
+            self.ray_to_key[trial.trial_id] = result["trial_key"]
+        if trial.trial_id in self.ray_to_key:
+            return self.ray_to_key[trial.trial_id]
+        if self.template is None:
+            key = trial.config.get("trial_id", trial.trial_id)
+        else:
+            key = f"{self.template.trial_id}-{trial.trial_id}"
+        self.ray_to_key[trial.trial_id] = key
+        return key
+
+    def _planned(self, key: str, trial: Any) -> PlannedTrial:
+        if key in self.planned:
+            return self.planned[key]
+        assert self.template is not None
+        overrides = {k: float(v) for k, v in trial.config.items() if k in ("lr", "warmup_fraction", "weight_decay")}
+        config = replace(self.template.config, **overrides)
+        planned = replace(self.template, trial_id=key, config=config, config_hash=config_hash(config),
+                          tags=dict(self.template.tags, config_hash=config_hash(config)))
+        self.planned[key] = planned
+        return planned
+
+    def _run_id(self, key: str, planned: PlannedTrial, result: dict[str, Any] | None = None) -> str:
+        if result and result.get("mlflow_run_id"):
+            self.run_ids[key] = result["mlflow_run_id"]
+        if key not in self.run_ids:
+            self.run_ids[key] = self.tracker.trial_run(key, self.phase, planned.tags, planned.config.to_dict())
+        return self.run_ids[key]
+
+    def _view(self, key: str, planned: PlannedTrial) -> TrialView:
+        if key not in self.views:
+            self.views[key] = TrialView(key, planned.arch, planned.size_label, planned.n_segments)
+        return self.views[key]
+
+    # -- events ---------------------------------------------------------------
+    def on_start(self, trial: Any) -> None:
+        key = self._key(trial)
+        planned = self._planned(key, trial)
+        self.tracker.client.update_run(self._run_id(key, planned), status="RUNNING")
+        view = self._view(key, planned)
+        view.state = "RUNNING"
+        self._notify()
+
+    def on_result(self, trial: Any, result: dict[str, Any]) -> None:
+        key = self._key(trial, result)
+        planned = self._planned(key, trial)
+        run_id = self._run_id(key, planned, result)
+        metrics = {k: v for k, v in result.items() if k in _TRIAL_METRIC_KEYS or k.startswith("needle_acc_")}
+        metrics["train_loss_steps"] = json.loads(result.get("train_loss_steps_json", "[]"))
+        self.tracker.log_metrics(run_id, metrics, int(metrics.get("step", 0)))
+        metrics.pop("train_loss_steps")
+        history = self.history.setdefault(key, [])
+        history[:] = [h for h in history if h.get("step") != metrics.get("step")] + [metrics]
+        self.last[key] = metrics
+        self.store.write_trial(key, trial_row(key, self.phase, planned.tags, metrics, planned.config.to_dict()))
+        view = self._view(key, planned)
+        view.state, view.step = "RUNNING", int(metrics.get("step", 0))
+        view.total_steps = int(metrics.get("total_steps", 0))
+        view.loss = float(metrics.get("val_loss", metrics.get("train_loss", float("nan"))))
+        self._notify()
+
+    def _close(self, trial: Any, status: str) -> None:
+        key = self._key(trial)
+        planned = self._planned(key, trial)
+        metrics = dict(self.last.get(key, {}))
+        if status == "stopped":
+            metrics["status"] = "stopped"
+        self.store.write_trial(key, trial_row(key, self.phase, planned.tags, metrics or {"status": status},
+                                              planned.config.to_dict()))
+        history = self._full_history(key, trial)
+        if history:
+            self.store.write_curves(key, curve_rows(key, history))
+        run_id = self._run_id(key, planned)
+        self.tracker.log_artifact_json(run_id, "summary", {"trial_id": key, "status": status, **metrics})
+        self.tracker.finish_trial(run_id, status)
+        self.finished[key] = status
+        self._view(key, planned).state = status.upper()
+        self._notify()
+
+    def _full_history(self, key: str, trial: Any) -> list[dict[str, Any]]:
+        """Eval history: from the trial's checkpoint when there is one (complete across restores)."""
+        checkpoint = getattr(trial, "checkpoint", None)
+        if checkpoint is not None:
+            try:
+                with checkpoint.as_directory() as folder:
+                    import torch
+
+                    state = torch.load(Path(folder) / "trial.pt", map_location="cpu", weights_only=False)
+                    return [{k: v for k, v in h.items() if not isinstance(v, (list, dict))} for h in state["history"]]
+            except Exception:  # fall back to what the driver saw
+                pass
+        return self.history.get(key, [])
+
+    def on_complete(self, trial: Any) -> None:
+        key = self._key(trial)
+        status = self.last.get(key, {}).get("status", "stopped")
+        if status not in (STATUS_COMPLETED, STATUS_DIVERGED):
+            status = "stopped"  # ended by the scheduler (ASHA) before its budget
+        self._close(trial, status)
+
+    def on_error(self, trial: Any) -> None:
+        self._close(trial, "error")
+
+    def _notify(self) -> None:
+        if _PROGRESS_HOOK is not None:
+            _PROGRESS_HOOK(self)
+
+
+_TRIAL_METRIC_KEYS = {
+    "step", "tokens", "flops", "train_seconds", "wall_seconds", "tokens_per_second", "flops_per_second",
+    "status", "train_loss", "val_loss", "val_bpb", "mqar_acc", "diverged_step", "lr", "params_nonembed",
+    "params_total", "total_steps", "flops_per_token",
+}
+
+
+# ----------------------------------------------------------------------------- storage for Ray
+def ray_storage(spec: StudySpec) -> tuple[str, Any]:
+    """(storage_path, storage_filesystem) for RunConfig: a local folder or bucket/prefix on S3."""
+    if spec.storage.startswith("s3://"):
+        from scaling.study.storage_fs import resolve_storage
+
+        resolved = resolve_storage(spec.storage, spec.s3_endpoint)
+        return f"{resolved.path}/{spec.name}/ray", resolved.filesystem
+    return str(Path(spec.storage).expanduser().resolve() / spec.name / "ray"), None
+
+
+def local_root(spec: StudySpec) -> Path:
+    """Local folder for things that must be local (the default MLflow SQLite store)."""
+    if spec.storage.startswith("s3://"):
+        return Path("./mcscale-runs").resolve() / spec.name
+    return Path(spec.storage).expanduser().resolve() / spec.name
+
+
+def tracking_uri_for(spec: StudySpec) -> str:
+    return spec.tracking_uri or default_tracking_uri(str(local_root(spec)))
+
+
+# ----------------------------------------------------------------------------- phases
+def init_ray(address: str | None = None) -> None:
+    """Embedded Ray with this machine's CPUs by default; `address` joins a running cluster."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
+
+
+def _resources(spec: StudySpec) -> dict[str, float]:
+    res = {"cpu": spec.resources.cpus_per_trial}
+    if spec.resources.gpus_per_trial:
+        res["gpu"] = spec.resources.gpus_per_trial
+    return res
+
+
+def _run_config(spec: StudySpec, name: str, callback: StudyCallback):
+    from ray import tune
+
+    storage_path, filesystem = ray_storage(spec)
+    return tune.RunConfig(name=name, storage_path=storage_path, storage_filesystem=filesystem, verbose=0,
+                          failure_config=tune.FailureConfig(max_failures=2),
+                          checkpoint_config=tune.CheckpointConfig(num_to_keep=1), callbacks=[callback])
+
+
+def _restorable(spec: StudySpec, name: str) -> tuple[str, Any] | None:
+    from ray.tune import Tuner
+
+    storage_path, filesystem = ray_storage(spec)
+    path = f"{storage_path}/{name}"
+    if filesystem is None:
+        return (path, None) if Tuner.can_restore(path) else None
+    return (path, filesystem) if Tuner.can_restore(path, storage_filesystem=filesystem) else None
+
+
+def run_tune_phase(spec: StudySpec, store: ResultStore, tracker: StudyTracker) -> dict[str, dict[str, float]]:
+    """Per architecture: Optuna search of the learning rate (and optionally warmup / weight decay)
+    at the proxy size, with ASHA stopping the hopeless early. Returns arch -> best settings."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    assert spec.tune is not None
+    tuned: dict[str, dict[str, float]] = store.read_json("tuned.json") or {}
+    tracker.phase_run("tune")
+    for arch, segment in tune_series(spec):
+        template = plan_tune(spec, arch, segment)
+        if template.arch in tuned:
+            continue
+        space: dict[str, Any] = {"lr": _domain(spec.tune.lr)}
+        if spec.tune.warmup_fraction is not None:
+            space["warmup_fraction"] = _domain(spec.tune.warmup_fraction)
+        if spec.tune.weight_decay is not None:
+            space["weight_decay"] = _domain(spec.tune.weight_decay)
+        name = f"tune-{template.arch.replace('+', '_')}"
+        callback = StudyCallback("tune", spec.storage, spec.name, spec.s3_endpoint, tracking_uri_for(spec), {}, {},
+                                 template=template)
+        trainable = tune.with_resources(tune.with_parameters(study_trainable, template=template), _resources(spec))
+        every = spec.data.evals.every_steps
+        scheduler = ASHAScheduler(time_attr="training_iteration", metric=OBJECTIVE, mode="min",
+                                  grace_period=max(1, spec.tune.grace_period_steps // every),
+                                  reduction_factor=spec.tune.reduction_factor)
+        restore = _restorable(spec, name)
+        if restore is not None:
+            tuner = tune.Tuner.restore(restore[0], trainable, resume_errored=True, storage_filesystem=restore[1])
+        else:
+            tuner = tune.Tuner(trainable, param_space=space, tune_config=tune.TuneConfig(
+                search_alg=OptunaSearch(metric=OBJECTIVE, mode="min", seed=spec.seeds[0]), scheduler=scheduler,
+                num_samples=spec.tune.samples, max_concurrent_trials=spec.concurrency, reuse_actors=True),
+                run_config=_run_config(spec, name, callback))
+        results = tuner.fit()
+        best = results.get_best_result(metric=OBJECTIVE, mode="min", scope="all")
+        settings = {k: float(best.config[k]) for k in space}
+        settings["proxy_width"] = float(template.config.model.d_model)
+        settings["objective"] = float(best.metrics.get(OBJECTIVE, float("nan")))
+        tuned[template.arch] = settings
+        store.write_json("tuned.json", tuned)
+    tracker.finish_phase("tune")
+    return tuned
+
+
+def _domain(rng: Any):
+    from ray import tune
+
+    return tune.loguniform(rng.low, rng.high) if rng.log else tune.uniform(rng.low, rng.high)
+
+
+def finished_trials(store: ResultStore) -> dict[str, str]:
+    """trial_id -> config hash of the trials the store already holds as finished."""
+    table = store.read_trials()
+    if table.empty:
+        return {}
+    done = table[table["status"].isin([STATUS_COMPLETED, STATUS_DIVERGED])]
+    return dict(zip(done["trial_id"], done["config_hash"]))
+
+
+def run_ladder_phase(spec: StudySpec, store: ResultStore, tracker: StudyTracker,
+                     tuned: dict[str, dict[str, float]] | None) -> list[PlannedTrial]:
+    """The full grid, each trial trained to its budget; finished trials are never rerun."""
+    from ray import tune
+
+    planned = plan_ladder(spec, tuned)
+    done = finished_trials(store)
+    todo = [p for p in planned if done.get(p.trial_id) != p.config_hash]
+    tracker.phase_run("ladder")
+    if todo:
+        run_ids = {}
+        for p in todo:
+            run_ids[p.trial_id] = tracker.trial_run(p.trial_id, "ladder", p.tags, p.config.to_dict())
+            tracker.client.update_run(run_ids[p.trial_id], status="SCHEDULED")
+        table = {p.trial_id: {"planned": p, "run_id": run_ids[p.trial_id]} for p in todo}
+        by_id = {p.trial_id: p for p in todo}
+        callback = StudyCallback("ladder", spec.storage, spec.name, spec.s3_endpoint, tracking_uri_for(spec),
+                                 by_id, run_ids)
+        trainable = tune.with_resources(tune.with_parameters(study_trainable, trials=table), _resources(spec))
+        restore = _restorable(spec, "ladder")
+        if restore is not None:
+            tuner = tune.Tuner.restore(restore[0], trainable, resume_errored=True, storage_filesystem=restore[1])
+        else:
+            tuner = tune.Tuner(trainable, param_space={"trial_id": tune.grid_search([p.trial_id for p in todo])},
+                               tune_config=tune.TuneConfig(max_concurrent_trials=spec.concurrency, reuse_actors=True),
+                               run_config=_run_config(spec, "ladder", callback))
+        tuner.fit()
+    tracker.finish_phase("ladder")
+    return planned
+
+
+# ----------------------------------------------------------------------------- the study
+@dataclass
+class StudySummary:
+    name: str
+    root: str
+    tracking_uri: str
+    tuned: dict[str, dict[str, float]] | None
+    trials: Any  # pandas.DataFrame of the store's trial rows
+    seconds: float
+
+
+def run_study(spec: StudySpec, address: str | None = None, spec_text: str | None = None,
+              console: Any | None = None) -> StudySummary:
+    """Run (or continue) a whole study: tune, then ladder. Idempotent: a finished trial never reruns."""
+    import time
+
+    from rich.console import Console
+
+    from scaling.study.plan import planned_steps
+    from scaling.study.progress import StudyProgress
+
+    started = time.perf_counter()
+    console = console or Console()
+    planned = plan_ladder(spec)
+    check_inputs(planned[0].config)  # bad data fails here, before anything is recorded
+    store = ResultStore(spec.storage, spec.name, spec.s3_endpoint)
+    if spec_text is not None:
+        store.write_text("spec.yaml", spec_text)
+    state = store.read_json("study.json") or {}
+    state.update(name=spec.name, status="running")
+    store.write_json("study.json", state)
+    uri = tracking_uri_for(spec)
+    tracker = StudyTracker(uri, spec.name)
+    init_ray(address)
+    tuned = None
+    if spec.tune is not None:
+        steps = {plan_tune(spec, a, s).trial_id: 0 for a, s in tune_series(spec)}
+        with StudyProgress(console, f"{spec.name}: tune phase", steps):
+            tuned = run_tune_phase(spec, store, tracker)
+    planned = plan_ladder(spec, tuned)
+    with StudyProgress(console, f"{spec.name}: ladder phase", {p.trial_id: planned_steps(p) for p in planned}):
+        run_ladder_phase(spec, store, tracker, tuned)
+    trials = store.read_trials()
+    state.update(status="ladder-complete", trials=int(len(trials)))
+    store.write_json("study.json", state)
+    return StudySummary(spec.name, store.root, uri, tuned, trials, time.perf_counter() - started)
