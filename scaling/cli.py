@@ -44,20 +44,9 @@ def user_errors_exit_2(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@app.command()
-@user_errors_exit_2
-def run(spec: str = typer.Argument(..., help="Path to a study spec (YAML), e.g. studies/quickstart.yaml.")) -> None:
-    """Run a whole study (tune, ladder, fit, report). Arrives with the study-service issue."""
-    err_console.print(
-        f"mcscale run {spec}: the study service (spec -> Ray Tune -> MLflow + Parquet) is not built yet. "
-        "Available now: `mcscale models` (model shapes, parameters, FLOPs and cache bytes)."
-    )
-    raise typer.Exit(code=1)
-
-
 def _register_subcommands() -> None:
     """Import command modules so their `@app.command()` decorators attach to `app`."""
-    from scaling import cli_models  # noqa: F401
+    from scaling import cli_fit, cli_models, cli_study, cli_train  # noqa: F401
 
 
 def main() -> None:

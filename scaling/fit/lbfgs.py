@@ -48,35 +48,25 @@ class BatchResult:
         return (self.status == CONVERGED_GTOL) | (self.status == CONVERGED_FTOL)
 
 
-def _two_loop(
-    g: np.ndarray, S: np.ndarray, Y: np.ndarray, rho: np.ndarray, count: np.ndarray, head: np.ndarray
-) -> np.ndarray:
-    """Search directions ``-H g`` from each row's own (s, y) history (ring buffers)."""
-    n, m, _ = S.shape
-    rows = np.arange(n)
+def _two_loop(g: np.ndarray, S: np.ndarray, Y: np.ndarray, rho: np.ndarray, gamma: np.ndarray, head: int) -> np.ndarray:
+    """Search directions ``-H g`` from each row's own (s, y) history.
+
+    ``S``, ``Y``: ``(m, rows, P)`` ring buffers with one write position for all rows; a row that
+    skipped an update (or restarted) has ``rho = 0`` in that slot, which makes the slot a no-op
+    for it. ``gamma``: each row's initial inverse-Hessian scale, ``s'y / y'y`` of its newest pair.
+    """
+    m = S.shape[0]
     q = g.copy()
-    alphas = np.zeros((m, n))
     slots = [(head - 1 - j) % m for j in range(m)]  # newest first
-    for j in range(m):
-        valid = j < count
-        if not valid.any():
-            break
-        s, y, r = S[rows, slots[j]], Y[rows, slots[j]], np.where(valid, rho[rows, slots[j]], 0.0)
-        a = r * np.einsum("ij,ij->i", s, q)
-        alphas[j] = a
-        q -= a[:, None] * y
-    newest = slots[0]
-    s0, y0 = S[rows, newest], Y[rows, newest]
-    yy = np.einsum("ij,ij->i", y0, y0)
-    gamma = np.where(count > 0, np.einsum("ij,ij->i", s0, y0) / np.where(yy > 0, yy, 1.0), 1.0)
+    alphas = []
+    for slot in slots:
+        a = rho[slot] * np.einsum("ij,ij->i", S[slot], q)
+        alphas.append(a)
+        q -= a[:, None] * Y[slot]
     q *= gamma[:, None]
-    for j in reversed(range(m)):
-        valid = j < count
-        if not valid.any():
-            continue
-        s, y, r = S[rows, slots[j]], Y[rows, slots[j]], np.where(valid, rho[rows, slots[j]], 0.0)
-        b = r * np.einsum("ij,ij->i", y, q)
-        q += (alphas[j] - b)[:, None] * s
+    for slot, a in zip(reversed(slots), reversed(alphas)):
+        b = rho[slot] * np.einsum("ij,ij->i", Y[slot], q)
+        q += (a - b)[:, None] * S[slot]
     return -q
 
 
@@ -138,7 +128,7 @@ def _line_search(
         lo[gp], f_lo[gp], gd_lo[gp] = tp[grow], ft[grow], gdt[grow]
         lo_g[gp] = gt[grow]
         have_lo[gp] = True
-        t[gp] = np.where(np.isinf(hi[gp]), 4.0 * tp[grow], 0.5 * (tp[grow] + hi[gp]))
+        t[gp] = np.where(np.isinf(hi[gp]), 10.0 * tp[grow], 0.5 * (tp[grow] + hi[gp]))
         pending = pending[~accept]
     fallback = ~done & have_lo
     out_t[fallback], out_f[fallback], out_g[fallback] = lo[fallback], f_lo[fallback], lo_g[fallback]
@@ -152,8 +142,8 @@ def minimize_batched(
     memory: int = 10,
     max_iter: int = 1000,
     gtol: float = 1e-7,
-    ftol: float = 1e-13,
-    max_line_search: int = 40,
+    ftol: float = 1e-10,
+    max_line_search: int = 20,
     c1: float = 1e-4,
     c2: float = 0.9,
 ) -> BatchResult:
@@ -161,63 +151,73 @@ def minimize_batched(
 
     Stopping, per row: max-abs gradient <= ``gtol``, or relative decrease
     ``(f_k - f_k+1) / max(|f_k|, |f_k+1|, 1) <= ftol`` (scipy's L-BFGS-B test), or
-    ``max_iter`` iterations, or a line search that finds no decrease.
+    ``max_iter`` iterations, or a line search that finds no decrease. Finished rows are
+    dropped from the working arrays, so the remaining runs cost only what they use.
     """
-    x = np.array(x0, dtype=float)
-    n_rows, n_params = x.shape
-    all_rows = np.arange(n_rows)
-    f, g = fun(x, all_rows)
+    x_out = np.array(x0, dtype=float)
+    n_rows, n_params = x_out.shape
+    f_out, g_out = fun(x_out, np.arange(n_rows))
     n_eval = np.ones(n_rows, dtype=int)
     n_iter = np.zeros(n_rows, dtype=int)
     status = np.zeros(n_rows, dtype=np.int8)
-    status[~np.isfinite(f)] = LINE_SEARCH_FAILED
-    status[(status == RUNNING) & (np.abs(g).max(axis=1) <= gtol)] = CONVERGED_GTOL
-    S = np.zeros((n_rows, memory, n_params))
-    Y = np.zeros((n_rows, memory, n_params))
-    rho = np.zeros((n_rows, memory))
-    count = np.zeros(n_rows, dtype=int)
-    head = np.zeros(n_rows, dtype=int)
+    status[~np.isfinite(f_out)] = LINE_SEARCH_FAILED
+    status[(status == RUNNING) & (np.abs(g_out).max(axis=1) <= gtol)] = CONVERGED_GTOL
+
+    # Working state of the rows still running; ``idx`` maps them back to their original row.
+    idx = np.flatnonzero(status == RUNNING)
+    x, f, g = x_out[idx], f_out[idx], g_out[idx]
+    S = np.zeros((memory, idx.size, n_params))
+    Y = np.zeros((memory, idx.size, n_params))
+    rho = np.zeros((memory, idx.size))  # 0 marks an empty or skipped slot
+    gamma = np.ones(idx.size)
+    fresh = np.ones(idx.size, dtype=bool)  # no curvature pair kept yet: scale the first step
+    head = 0
 
     for _ in range(max_iter):
-        act = np.flatnonzero(status == RUNNING)
-        if act.size == 0:
+        if idx.size == 0:
             break
-        ga = g[act]
-        d = _two_loop(ga, S[act], Y[act], rho[act], count[act], head[act])
-        gd = np.einsum("ij,ij->i", ga, d)
-        not_descent = ~(gd < 0)
-        if not_descent.any():  # stale curvature: restart that row from steepest descent
-            d[not_descent] = -ga[not_descent]
-            gd[not_descent] = -np.einsum("ij,ij->i", ga[not_descent], ga[not_descent])
-            count[act[not_descent]] = 0
-        first = count[act] == 0
-        t0 = np.where(first, np.minimum(1.0, 1.0 / np.maximum(np.abs(ga).max(axis=1), 1e-300)), 1.0)
-        t, f_new, g_new, ok, evaluated = _line_search(
-            fun, act, x[act], f[act], d, gd, t0, max_line_search, c1, c2
-        )
-        n_eval[act] += evaluated
-        n_iter[act] += 1
-        status[act[~ok]] = LINE_SEARCH_FAILED
-        moved = act[ok]
-        s_new = t[ok, None] * d[ok]
-        y_new = g_new[ok] - g[moved]
-        f_old = f[moved]
-        x[moved] += s_new
-        f[moved], g[moved] = f_new[ok], g_new[ok]
-        sy = np.einsum("ij,ij->i", s_new, y_new)
-        yy = np.einsum("ij,ij->i", y_new, y_new)
-        keep = sy > 1e-12 * yy
-        kr = moved[keep]
-        S[kr, head[kr]] = s_new[keep]
-        Y[kr, head[kr]] = y_new[keep]
-        rho[kr, head[kr]] = 1.0 / sy[keep]
-        head[kr] = (head[kr] + 1) % memory
-        count[kr] = np.minimum(count[kr] + 1, memory)
-        gmax = np.abs(g[moved]).max(axis=1)
-        small_step = (f_old - f[moved]) <= ftol * np.maximum(np.maximum(np.abs(f_old), np.abs(f[moved])), 1.0)
-        status[moved[small_step]] = CONVERGED_FTOL
-        status[moved[gmax <= gtol]] = CONVERGED_GTOL
-    status[status == RUNNING] = MAX_ITER
+        d = _two_loop(g, S, Y, rho, gamma, head)
+        gd = np.einsum("ij,ij->i", g, d)
+        restart = ~(gd < 0)
+        if restart.any():  # stale curvature: restart that row from steepest descent
+            d[restart] = -g[restart]
+            gd[restart] = -np.einsum("ij,ij->i", g[restart], g[restart])
+            rho[:, restart] = 0.0
+            gamma[restart] = 1.0
+            fresh |= restart
+        t0 = np.where(fresh, np.minimum(1.0, 1.0 / np.maximum(np.abs(g).max(axis=1), 1e-300)), 1.0)
+        t, f_new, g_new, ok, evaluated = _line_search(fun, idx, x, f, d, gd, t0, max_line_search, c1, c2)
+        n_eval[idx] += evaluated
+        n_iter[idx] += 1
+
+        step = t[:, None] * d
+        y = g_new - g
+        sy = np.einsum("ij,ij->i", step, y)
+        yy = np.einsum("ij,ij->i", y, y)
+        store = ok & (sy > 1e-12 * yy) & (yy > 0)
+        S[head], Y[head] = step, y
+        rho[head] = np.divide(1.0, sy, out=np.zeros_like(sy), where=store)
+        gamma = np.where(store, sy / np.where(store, yy, 1.0), gamma)
+        fresh &= ~store
+        head = (head + 1) % memory
+
+        f_old = f
+        x = np.where(ok[:, None], x + step, x)
+        f = np.where(ok, f_new, f)
+        g = np.where(ok[:, None], g_new, g)
+        outcome = np.where(ok, RUNNING, LINE_SEARCH_FAILED).astype(np.int8)
+        scale = np.maximum(np.maximum(np.abs(f_old), np.abs(f)), 1.0)
+        outcome[ok & (f_old - f <= ftol * scale)] = CONVERGED_FTOL
+        outcome[ok & (np.abs(g).max(axis=1) <= gtol)] = CONVERGED_GTOL
+        finished = outcome != RUNNING
+        if finished.any():
+            done = idx[finished]
+            x_out[done], f_out[done], g_out[done], status[done] = x[finished], f[finished], g[finished], outcome[finished]
+            live = ~finished
+            idx, x, f, g = idx[live], x[live], f[live], g[live]
+            S, Y, rho = S[:, live], Y[:, live], rho[:, live]
+            gamma, fresh = gamma[live], fresh[live]
+    x_out[idx], f_out[idx], g_out[idx], status[idx] = x, f, g, MAX_ITER
     return BatchResult(
-        x=x, f=f, grad_max=np.abs(g).max(axis=1), n_iter=n_iter, n_eval=n_eval, status=status
+        x=x_out, f=f_out, grad_max=np.abs(g_out).max(axis=1), n_iter=n_iter, n_eval=n_eval, status=status
     )

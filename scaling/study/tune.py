@@ -299,16 +299,35 @@ def tracking_uri_for(spec: StudySpec) -> str:
 
 
 # ----------------------------------------------------------------------------- phases
+def quiet_ray_output() -> None:
+    """mcscale draws its own live table; Ray's and MLflow's chatter would scroll it away."""
+    import logging
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    for name in ("ray", "ray.tune", "ray.train", "mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def init_ray(address: str | None = None) -> None:
-    """Embedded Ray with this machine's CPUs by default; `address` joins a running cluster."""
+    """Embedded Ray with this machine's CPUs by default; `address` joins a running cluster.
+
+    Authentication follows Ray's own default and environment (RAY_AUTH_MODE, RAY_AUTH_TOKEN):
+    the embedded instance generates its token; for a cluster set the same mode everywhere.
+    """
+    import logging
+
     import ray
 
+    quiet_ray_output()
     if ray.is_initialized():
         return
     if address:
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     else:
-        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
+        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.WARNING)
 
 
 def _resources(spec: StudySpec) -> dict[str, float]:
@@ -460,6 +479,7 @@ def run_study(spec: StudySpec, address: str | None = None, spec_text: str | None
     state = store.read_json("study.json") or {}
     state.update(name=spec.name, status="running")
     store.write_json("study.json", state)
+    quiet_ray_output()
     uri = tracking_uri_for(spec)
     tracker = StudyTracker(uri, spec.name)
     init_ray(address)

@@ -1,0 +1,1 @@
+"""The study service: spec -> plan -> Ray Tune trials -> MLflow tracking + Parquet store."""
