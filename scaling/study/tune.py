@@ -283,7 +283,7 @@ def ray_storage(spec: StudySpec) -> tuple[str, Any]:
         from scaling.study.storage_fs import resolve_storage
 
         resolved = resolve_storage(spec.storage, spec.s3_endpoint)
-        return f"{resolved.path}/{spec.name}/ray", resolved.filesystem
+        return f"{resolved.path}/{spec.name}/ray", resolved.fs
     return str(Path(spec.storage).expanduser().resolve() / spec.name / "ray"), None
 
 
