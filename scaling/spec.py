@@ -76,6 +76,9 @@ class EvalSettings(_Strict):
 class DataSettings(_Strict):
     corpus: CorpusSettings = Field(default_factory=CorpusSettings)
     seq_len: int = Field(default=256, ge=8)
+    # Model vocabulary; default: the tokenizer's size (256 for bytes). Set it to plan a study whose
+    # tokenizer file lives only on the cluster (a padded size such as 50304 is fine).
+    vocab_size: Optional[int] = Field(default=None, ge=2)
     evals: EvalSettings = Field(default_factory=EvalSettings)
 
 
@@ -98,10 +101,34 @@ class ArchitectureSettings(_Strict):
             raise ValueError(f"{exc.problem}; {exc.fix}") from None
 
 
+class ShapeOverride(_Strict):
+    """An explicit shape for one ladder size (e.g. the paper's 760M: 24 layers x 1536)."""
+
+    size: float
+    n_layers: int = Field(ge=1)
+    d_model: int = Field(ge=8)
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> float:
+        return _size(value)
+
+
 class LadderSettings(_Strict):
     sizes: list[float] = Field(min_length=1)
     head_dim: int = Field(default=64, ge=4)
     aspect: float = Field(default=64.0, gt=0)
+    aspect_weight: float = Field(default=0.05, ge=0)
+    shapes: list[ShapeOverride] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _shapes_match_sizes(self) -> "LadderSettings":
+        for i, shape in enumerate(self.shapes):
+            if shape.size not in self.sizes:
+                raise ValueError(f"shapes[{i}].size is not one of ladder.sizes; list it in sizes too")
+            if shape.d_model % self.head_dim:
+                raise ValueError(f"shapes[{i}].d_model {shape.d_model} is not a multiple of head_dim {self.head_dim}")
+        return self
 
     @field_validator("sizes", mode="before")
     @classmethod

@@ -6,7 +6,8 @@ pair minimising
 
     |ln(params_nonembed / target)| + 0.05 * |ln((d_model / n_layers) / aspect)|
 
-with aspect = 64 by default (GPT-3's 125M and 760M shapes have d_model / n_layers = 64). The
+with aspect = 64 and the 0.05 weight by default (both settable per ladder; tiny ladders, where
+one step of d_model changes parameters by 2x, want a larger weight to keep sensible shapes) (GPT-3's 125M and 760M shapes have d_model / n_layers = 64). The
 parameter term dominates, so the chosen shape lands within a few percent of the target at
 every size where the grid allows, and ties go to the conventional aspect ratio.
 Parameter counts are analytic and exact (tests hold them equal to sum(p.numel())).
@@ -78,7 +79,7 @@ class LadderRung:
 
 
 def shape_for_params(target_params_nonembed: float, base: ModelConfig, head_dim: int = DEFAULT_HEAD_DIM,
-                     aspect: float = DEFAULT_ASPECT) -> LadderRung:
+                     aspect: float = DEFAULT_ASPECT, aspect_weight: float = ASPECT_WEIGHT) -> LadderRung:
     """The ladder shape for `target_params_nonembed`, keeping every non-shape field of `base`."""
     if target_params_nonembed <= 0:
         raise UserInputError("sizes", f"target size {target_params_nonembed} is not positive", "use a positive size")
@@ -93,7 +94,7 @@ def shape_for_params(target_params_nonembed: float, base: ModelConfig, head_dim:
         for layers in {max(2, layers_guess - 1), layers_guess, layers_guess + 1}:
             cfg = probe.replace(n_layers=layers)
             counts = count_params(cfg)
-            score = abs(math.log(counts["params_nonembed"] / target_params_nonembed)) + ASPECT_WEIGHT * abs(
+            score = abs(math.log(counts["params_nonembed"] / target_params_nonembed)) + aspect_weight * abs(
                 math.log((width / layers) / aspect))
             if best is None or score < best[0]:
                 best = (score, cfg, counts)

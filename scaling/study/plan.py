@@ -73,6 +73,8 @@ def planned_steps(trial: PlannedTrial) -> int:
 
 
 def _vocab_size(spec: StudySpec) -> int:
+    if spec.data.vocab_size is not None:
+        return spec.data.vocab_size
     if spec.data.corpus.tokenizer == "bytes":
         return 256
     from scaling.data.tokenizers import load_tokenizer
@@ -136,12 +138,24 @@ def plan_tune(spec: StudySpec, arch: ArchitectureSettings, segment: int | str | 
     """The proxy-size trial template that the tune phase samples hyperparameters around."""
     assert spec.tune is not None
     vocab = _vocab_size(spec)
-    rung = shape_for_params(spec.tune.proxy_size, _model_base(spec, arch, segment, vocab), spec.ladder.head_dim,
-                            spec.ladder.aspect)
+    rung = _rung(spec, spec.tune.proxy_size, _model_base(spec, arch, segment, vocab))
     config = _trial_config(spec, rung.config, spec.seeds[0], spec.optimizer.lr, spec.tune.tokens, None)
     name = parse_architecture(arch.name).name
     return _planned("tune", name, segment, format_count(spec.tune.proxy_size), spec.tune.proxy_size,
                     spec.seeds[0], config)
+
+
+def _rung(spec: StudySpec, size: float, base: ModelConfig):
+    """The ladder's shape for `size`: an explicit override from the spec, else the ladder rule."""
+    from scaling.models.ladder import LadderRung, count_params
+
+    for shape in spec.ladder.shapes:
+        if shape.size == size:
+            cfg = base.replace(n_layers=shape.n_layers, d_model=shape.d_model,
+                               n_heads=shape.d_model // spec.ladder.head_dim, mlp_hidden=0)
+            counts = count_params(cfg)
+            return LadderRung(size, cfg, counts["params_nonembed"], counts["params_total"])
+    return shape_for_params(size, base, spec.ladder.head_dim, spec.ladder.aspect, spec.ladder.aspect_weight)
 
 
 def plan_ladder(spec: StudySpec, tuned: dict[str, dict[str, float]] | None = None) -> list[PlannedTrial]:
@@ -157,7 +171,7 @@ def plan_ladder(spec: StudySpec, tuned: dict[str, dict[str, float]] | None = Non
         for segment in (arch.segment_lens or [None]):
             base = _model_base(spec, arch, segment, vocab)
             for size in spec.ladder.sizes:
-                rung = shape_for_params(size, base, spec.ladder.head_dim, spec.ladder.aspect)
+                rung = _rung(spec, size, base)
                 lr, overrides = spec.optimizer.lr, {}
                 if tuned and name in tuned:
                     best = tuned[name]
