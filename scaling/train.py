@@ -215,6 +215,18 @@ def evaluate(model: LanguageModel, cfg: TrialConfig, corpus: TokenCorpus | None)
     return out
 
 
+def _trial_corpus(config: TrialConfig) -> TokenCorpus | None:
+    """The corpus the trial trains or evaluates on (None for a pure recall-task run)."""
+    if config.task != "lm" and not config.needle_lengths:
+        return None
+    corpus = load_corpus(config.corpus, min_tokens=config.model.seq_len + 1)
+    if corpus.tokenizer.vocab_size > config.model.vocab_size:
+        raise UserInputError("model.vocab_size", f"tokenizer {corpus.tokenizer.name} has "
+                             f"{corpus.tokenizer.vocab_size} tokens but the model only {config.model.vocab_size}",
+                             f"set vocab_size >= {corpus.tokenizer.vocab_size}")
+    return corpus
+
+
 def check_inputs(config: TrialConfig) -> None:
     """Load the corpus and build every evaluation once, so bad data fails before any training.
 
@@ -223,12 +235,8 @@ def check_inputs(config: TrialConfig) -> None:
     surface as one `UserInputError` instead of as every trial failing on a worker.
     """
     cfg = config.model
-    if config.task == "lm" or config.needle_lengths:
-        corpus = load_corpus(config.corpus, min_tokens=cfg.seq_len + 1)
-        if corpus.tokenizer.vocab_size > cfg.vocab_size:
-            raise UserInputError("model.vocab_size", f"tokenizer {corpus.tokenizer.name} has "
-                                 f"{corpus.tokenizer.vocab_size} tokens but the model only {cfg.vocab_size}",
-                                 f"set vocab_size >= {corpus.tokenizer.vocab_size}")
+    corpus = _trial_corpus(config)
+    if corpus is not None:
         if config.needle_lengths:
             needle_examples(corpus.val, corpus.tokenizer, config.needle_lengths, config.needle_depths,
                             seed=config.seed, kind=config.needle_kind, seq_len=cfg.seq_len)
@@ -246,13 +254,7 @@ def run_trial(config: TrialConfig, reporter: Reporter | None = None, on_step: St
     """
     torch.set_num_threads(trial_threads(config.threads))
     cfg = config.model
-    corpus = None
-    if config.task == "lm" or config.needle_lengths:
-        corpus = load_corpus(config.corpus, min_tokens=cfg.seq_len + 1)
-        if corpus.tokenizer.vocab_size > cfg.vocab_size:
-            raise UserInputError("model.vocab_size", f"tokenizer {corpus.tokenizer.name} has "
-                                 f"{corpus.tokenizer.vocab_size} tokens but the model only {cfg.vocab_size}",
-                                 f"set vocab_size >= {corpus.tokenizer.vocab_size}")
+    corpus = _trial_corpus(config)
     torch.manual_seed(config.seed)
     model = LanguageModel(cfg)
     optimizer = build_optimizer(model, config)

@@ -46,14 +46,19 @@ class Source:
 
 
 def s3_endpoint(explicit: str | None) -> str | None:
+    """The S3 endpoint URL to use: explicit, else $MCSCALE_S3_ENDPOINT, else $AWS_ENDPOINT_URL, else None (AWS)."""
     for value in (explicit, os.environ.get("MCSCALE_S3_ENDPOINT"), os.environ.get("AWS_ENDPOINT_URL")):
         if value:
             return value
     return None
 
 
-def s3_filesystem(endpoint: str | None):
-    """A pyarrow S3FileSystem for `endpoint` (e.g. "http://127.0.0.1:9000") or AWS when None."""
+def s3_filesystem(endpoint: str | None, field: str = "corpus.s3_endpoint"):
+    """A pyarrow S3FileSystem for `endpoint` (e.g. "http://127.0.0.1:9000") or AWS when None.
+
+    pyarrow ignores $AWS_ENDPOINT_URL, so the endpoint is passed explicitly; credentials and region
+    come from the usual AWS environment variables. `field` names the setting in error messages.
+    """
     from pyarrow import fs as pafs
 
     kwargs: dict = {"connect_timeout": 10, "request_timeout": 60,
@@ -61,7 +66,7 @@ def s3_filesystem(endpoint: str | None):
     if endpoint:
         parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise UserInputError("corpus.s3_endpoint", f"{endpoint!r} is not an http(s) endpoint URL",
+            raise UserInputError(field, f"{endpoint!r} is not an http(s) endpoint URL",
                                  "write it as http://host:port or https://host")
         kwargs["endpoint_override"] = parsed.netloc + parsed.path.rstrip("/")
         kwargs["scheme"] = parsed.scheme

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from scaling.data.sources import s3_endpoint, s3_filesystem as _s3_filesystem  # noqa: F401 - re-exported
 from scaling.errors import UserInputError
 
 STORAGE_FIX = ("give a local folder (e.g. ./mcscale-runs) or s3://bucket/prefix; for S3 set the endpoint "
@@ -24,36 +25,9 @@ STORAGE_FIX = ("give a local folder (e.g. ./mcscale-runs) or s3://bucket/prefix;
                "($AWS_ACCESS_KEY_ID / $AWS_SECRET_ACCESS_KEY)")
 
 
-def s3_endpoint(explicit: str | None = None) -> str | None:
-    """The S3 endpoint URL to use: explicit, else $MCSCALE_S3_ENDPOINT, else $AWS_ENDPOINT_URL, else None (AWS)."""
-    for value in (explicit, os.environ.get("MCSCALE_S3_ENDPOINT"), os.environ.get("AWS_ENDPOINT_URL")):
-        if value:
-            return value
-    return None
-
-
 def s3_filesystem(endpoint: str | None):
-    """A `pyarrow.fs.S3FileSystem` for `endpoint` (e.g. "http://127.0.0.1:9000"), or AWS itself when None."""
-    from pyarrow import fs as pafs
-
-    kwargs: dict = {"connect_timeout": 10, "request_timeout": 60,
-                    "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=3)}
-    if endpoint:
-        parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise UserInputError("s3_endpoint", f"{endpoint!r} is not an http(s) endpoint URL",
-                                 "write it as http://host:port or https://host")
-        kwargs["endpoint_override"] = parsed.netloc + parsed.path.rstrip("/")
-        kwargs["scheme"] = parsed.scheme
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or ("us-east-1" if endpoint else None)
-    if region:
-        kwargs["region"] = region
-    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
-    if key and secret:
-        kwargs.update(access_key=key, secret_key=secret)
-        if os.environ.get("AWS_SESSION_TOKEN"):
-            kwargs["session_token"] = os.environ["AWS_SESSION_TOKEN"]
-    return pafs.S3FileSystem(**kwargs)
+    """The corpus loader's S3 filesystem, with errors naming the study's `s3_endpoint` setting."""
+    return _s3_filesystem(endpoint, field="s3_endpoint")
 
 
 @dataclass

@@ -72,7 +72,8 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$"
 
 
 # ============================================================================ row builders
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """A real number (int, float or numpy scalar), not a bool or None."""
     if isinstance(value, bool) or value is None:
         return False
     try:
@@ -180,7 +181,7 @@ def curve_rows(trial_id: str, history: list[dict]) -> list[dict]:
             continue
         tokens, flops = _as_int(report.get("tokens")), _as_float(report.get("flops"))
         for key, value in report.items():
-            if key in _NOT_CURVES or not isinstance(key, str) or not _is_number(value):
+            if key in _NOT_CURVES or not isinstance(key, str) or not is_number(value):
                 continue
             by_key[(step, key)] = {"trial_id": trial_id, "step": step, "tokens": tokens, "flops": flops,
                                    "metric": key, "value": float(value)}

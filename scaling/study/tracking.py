@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from scaling.errors import UserInputError
+from scaling.study.store import is_number
 
 ROLE_TAG = "mcscale.role"  # "phase" for a phase parent run, "trial" for a trial run
 PHASE_TAG, TRIAL_TAG, STATUS_TAG, PARENT_TAG = "phase", "trial_id", "status", "mlflow.parentRunId"
@@ -101,21 +102,6 @@ def flatten_params(config: dict, prefix: str = "") -> dict[str, str]:
         else:
             out[_key(key)] = _param_value(value)
     return out
-
-
-def _is_number(value: Any) -> bool:
-    if isinstance(value, bool) or value is None:
-        return False
-    try:
-        import numpy as np
-
-        if isinstance(value, np.bool_):
-            return False
-        if isinstance(value, (np.integer, np.floating)):
-            return True
-    except ImportError:  # pragma: no cover
-        pass
-    return isinstance(value, (int, float))
 
 
 def _chunks(items: list, size: int) -> Iterable[list]:
@@ -320,7 +306,7 @@ class StudyTracker:
         ts, step = _now_ms(), int(step)
         points: list[Metric] = []
         for name, value in (metrics or {}).items():
-            if name in _NOT_METRICS or not _is_number(value):
+            if name in _NOT_METRICS or not is_number(value):
                 continue
             key = _key(name)
             if step > done.get(key, -1):
@@ -402,7 +388,7 @@ def _map_status(status: str) -> tuple[str, str]:
 
 
 def _json_default(value: Any) -> Any:
-    if _is_number(value):
+    if is_number(value):
         f = float(value)
         return int(value) if f.is_integer() and not isinstance(value, float) else f
     try:
