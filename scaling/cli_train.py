@@ -10,13 +10,10 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from scaling.cli import app, user_errors_exit_2
-from scaling.data.corpus import CorpusSpec
-from scaling.data.recall import MQARSpec
 from scaling.errors import UserInputError
 from scaling.models.architectures import parse_architecture
 from scaling.models.config import ModelConfig
 from scaling.models.ladder import DEFAULT_HEAD_DIM, format_count, parse_size, shape_for_params
-from scaling.train import TrialConfig, run_trial
 
 
 def _int_list(text: str, field: str) -> tuple[int, ...]:
@@ -58,6 +55,10 @@ def train(
     threads: Optional[int] = typer.Option(None, help="Torch threads (default: all CPUs this process may use)."),
 ) -> None:
     """Train one model and print its final metrics (loss, bits per byte, recall, throughput)."""
+    from scaling.data.corpus import CorpusSpec  # heavy (torch): imported when the command runs
+    from scaling.data.recall import MQARSpec
+    from scaling.train import TrialConfig, run_trial
+
     architecture = parse_architecture(arch, field="--arch")
     caching = {}
     if architecture.caching != "none":

@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from scaling.models.config import ModelConfig
-from scaling.models.mixers.recurrent import GATES
+from scaling.models.gates import GATES
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from scaling.errors import UserInputError
 from scaling.models.config import ModelConfig
-from scaling.models.mixers.recurrent import GATES
+from scaling.models.gates import GATES
 
 DEFAULT_HEAD_DIM = 64
 DEFAULT_ASPECT = 64.0
