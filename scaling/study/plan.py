@@ -170,8 +170,18 @@ def plan_ladder(spec: StudySpec, tuned: dict[str, dict[str, float]] | None = Non
         name = parse_architecture(arch.name).name
         for segment in (arch.segment_lens or [None]):
             base = _model_base(spec, arch, segment, vocab)
+            shapes: dict[tuple[int, int], float] = {}
             for size in spec.ladder.sizes:
                 rung = _rung(spec, size, base)
+                shape = (rung.config.n_layers, rung.config.d_model)
+                if shape in shapes:
+                    from scaling.errors import UserInputError
+
+                    raise UserInputError(
+                        "ladder.sizes", f"{format_count(shapes[shape])} and {format_count(size)} give the same "
+                        f"{name} shape ({shape[0]} layers x {shape[1]})",
+                        "spread the sizes further apart, or use a smaller ladder.head_dim or ladder.aspect_weight")
+                shapes[shape] = size
                 lr, overrides = spec.optimizer.lr, {}
                 if tuned and name in tuned:
                     best = tuned[name]

@@ -46,6 +46,13 @@ def test_bad_specs_name_the_yaml_path(mutate, field):
     assert "Fix:" in str(err.value)
 
 
+def test_sizes_that_collapse_to_one_shape_are_rejected():
+    spec = parse_spec(base_spec(ladder={"sizes": ["16K", "17K"], "head_dim": 16}))
+    with pytest.raises(UserInputError) as err:
+        plan_ladder(spec)
+    assert err.value.field == "ladder.sizes"
+
+
 def test_yaml_syntax_error_names_the_line(tmp_path):
     path = tmp_path / "broken.yaml"
     path.write_text("name: x\narchitectures: [\n")
@@ -87,6 +94,8 @@ def test_quickstart_is_the_study_the_issue_asks_for():
     assert len({t.segment_len for t in trials if t.arch == "swla+grm"}) >= 2
     assert spec.data.evals.mqar is not None and spec.data.evals.needle is not None
     assert spec.data.corpus.source == "builtin"
+    params = sorted({int(t.tags["params_nonembed"]) for t in trials if t.arch == "transformer"})
+    assert len(params) == len(sizes) and params[-1] / params[0] >= 10
 
 
 @pytest.mark.parametrize("name", ["paper-ladder.yaml", "segment-sweep.yaml"])
