@@ -31,9 +31,11 @@ _X_CHOICES = {"params": "params_nonembed", "compute": "flops"}
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
+    """Compact number: 4 significant digits, exponents without padding (1.34e9)."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
-    return f"{value:.{digits}g}"
+    text = f"{value:.{digits}g}"
+    return text.replace("e+0", "e").replace("e+", "e").replace("e-0", "e-")
 
 
 def _params_table(result: FitResult) -> Table:
@@ -62,23 +64,25 @@ def _params_table(result: FitResult) -> Table:
 def _backtest_table(backtests: dict[str, GroupBacktest], features: tuple[str, ...]) -> Table:
     table = Table(title="backtest: held-out points", title_justify="left")
     table.add_column("group", overflow="fold")
+    short = {"params_nonembed": "N", "tokens": "D", "flops": "C"}
     for f in features:
-        table.add_column(f, justify="right", overflow="fold")
-    for name, justify in (("actual", "right"), ("predicted", "right"), ("interval", "right"), ("rel. error", "right"), ("inside", "center")):
+        table.add_column(short.get(f, f), justify="right", overflow="fold")
+    for name, justify in (("actual", "right"), ("pred.", "right"), ("interval", "right"), ("error", "right"), ("inside", "center")):
         table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for g, bt in backtests.items():
         for p in bt.points:
-            interval = "-" if p.low is None else f"[{p.low:.4g}, {p.high:.4g}]"
+            interval = "-" if p.low is None else f"{p.low:.3g}–{p.high:.3g}"
             inside = "-" if p.in_interval is None else ("yes" if p.in_interval else "[red]no[/]")
             table.add_row(
                 g, *(_fmt(p.inputs.get(f), 3) for f in features), f"{p.actual:.4g}", f"{p.prediction:.4g}",
                 interval, f"{p.rel_error:+.2%}", inside,
             )
-        cov = "" if bt.coverage is None else f", {bt.coverage:.0%} inside the {bt.level:.0%} interval"
+        cov = "" if bt.coverage is None else f"{bt.coverage:.0%}"
         table.add_row(
-            f"[bold]{g}[/]", *([""] * len(features)), "", "", "",
-            f"[bold]mean {bt.mean_abs_rel_error:.2%}\nmax {bt.max_abs_rel_error:.2%}[/]", cov.lstrip(", "),
+            f"[bold]{g}[/]", *([""] * len(features)), "", "", "[bold]mean/max[/]",
+            f"[bold]{bt.mean_abs_rel_error:.2%} / {bt.max_abs_rel_error:.2%}[/]", cov, end_section=True,
         )
+    table.caption = "interval: prediction interval (bootstrap fit uncertainty plus residual noise); inside: share of held-out points in it"
     return table
 
 
@@ -98,14 +102,20 @@ def fit_command(
     drop_highest: int = typer.Option(0, "--drop-highest", help="Drop the K highest-loss points of each group of the whole table, before --fit-where/--predict-where (Epoch drop 5 of Chinchilla's)."),
     fit_where: Optional[str] = typer.Option(None, "--fit-where", help="Pandas query selecting the rows to fit, e.g. \"flops < 1e21\"."),
     predict_where: Optional[str] = typer.Option(None, "--predict-where", help="Pandas query selecting held-out rows to predict (a backtest); the fit defaults to the other rows."),
-    bootstrap: int = typer.Option(200, "--bootstrap", help="Bootstrap resamples for intervals (0: none)."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for intervals (0: none)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
     delta: float = typer.Option(1e-3, "--delta", help="Huber delta on log-loss residuals (Hoffmann et al.: 1e-3)."),
     level: float = typer.Option(0.95, "--level", help="Level of the prediction intervals in the backtest."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Processes for the bootstrap (default: all cores when worthwhile)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the fit (and backtest) as JSON to this path."),
 ) -> None:
-    """Fit a scaling law (Hoffmann et al.'s robust fit, batched over the start grid) to a table."""
+    """Fit a scaling law (Hoffmann et al.'s robust fit, batched over the start grid) to a table.
+
+    Example, Epoch AI's Chinchilla points with a backtest on the largest budgets:
+
+        mcscale fit epoch_chinchilla_points.csv --n-col "Model Size" --c-col "Training FLOP"
+        --drop-highest 5 --fit-where "`Training FLOP` < 1e21" --predict-where "`Training FLOP` >= 1e21"
+    """
     if law not in LAW_NAMES:
         raise UserInputError("--law", f"unknown law {law!r}", f"choose one of: {', '.join(LAW_NAMES)}")
     if x not in _X_CHOICES:
@@ -114,6 +124,10 @@ def fit_command(
         raise UserInputError("--x", f"the {law} law takes both N and D, so --x compute does not apply", "leave --x out, or use --law power")
     if not 0.0 < level < 1.0:
         raise UserInputError("--level", f"{level} is not a probability level", "use e.g. 0.95")
+    if not delta > 0:
+        raise UserInputError("--delta", f"the Huber threshold must be positive, not {delta}", "use e.g. 1e-3 (Hoffmann et al.)")
+    if bootstrap < 0:
+        raise UserInputError("--bootstrap", f"cannot take {bootstrap} resamples", "use 0 (no intervals) or more, e.g. 1000")
     if workers is not None and workers < 1:
         raise UserInputError("--workers", f"needs at least one process, not {workers}", "leave it out or pass 1 or more")
     the_law = get_law(law, _X_CHOICES[x])

@@ -77,6 +77,9 @@ def make_fit_data(
     """Build `FitData` from arrays; ``group`` defaults to one group ``"all"``, ``unit`` to rows."""
     loss = np.asarray(loss, dtype=float)
     n = loss.shape[0]
+    for name, values in features.items():
+        if np.shape(values) != (n,):
+            raise ValueError(f"feature {name!r} has shape {np.shape(values)}, expected ({n},) like the loss")
     group = np.full(n, "all", dtype=object) if group is None else np.asarray(group).astype(str).astype(object)
     unit = np.arange(n).astype(str).astype(object) if unit is None else np.asarray(unit).astype(str).astype(object)
     return FitData(
@@ -122,7 +125,9 @@ def validate_for_law(data: FitData, law: Law) -> None:
                 f"the loss of {label} is constant ({sub.loss[0]:g}), so there is no scaling to fit",
                 "check --loss-col names the loss that changes with scale",
             )
-        min_distinct = 3 if len(law.features) == 1 else 2
+        # E + A x^-alpha needs 3 distinct x; in E + A N^-alpha + B D^-beta only differences between
+        # sizes (and between token counts) separate the terms from E, so each also needs 3.
+        min_distinct = 3
         for name in law.features:
             distinct = np.unique(sub.features[name]).size
             if distinct < min_distinct:

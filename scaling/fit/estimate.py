@@ -8,8 +8,7 @@ weighted copy of the problem, solved batched too and spread over processes.
 
 Groups (architectures) are fitted independently unless some parameters are shared; with a shared
 parameter (typically ``e``, the irreducible loss of a common data set) all groups are fitted
-jointly, starting from the grid (every group at the same grid point) and from the independent
-per-group optima.
+jointly, starting from combinations of each group's best optima found on its own grid.
 
 `fit_many` fits several data sets that share one design (same inputs, groups and runs, only the
 losses differ) as one batched problem: simulation studies (coverage checks, how many sizes a
@@ -18,6 +17,7 @@ study needs) cost about as much as a single fit.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import sys
@@ -145,8 +145,10 @@ class _LayoutFit:
     optima_c: np.ndarray  # (M, K, P), centred, best first
 
 
-def _fit_layout(problem: _Problem, starts_plain: np.ndarray, options: FitOptions) -> _LayoutFit:
-    """Minimise from ``starts_plain`` (``(S, P)`` for every data set, or ``(M, S, P)``)."""
+def _fit_layout(problem: _Problem, starts_plain: np.ndarray, options: FitOptions, n_optima: int | None = None) -> _LayoutFit:
+    """Minimise from ``starts_plain`` (``(S, P)`` for every data set, or ``(M, S, P)``); keep the
+    ``n_optima`` (default ``options.bootstrap_starts``) best distinct optima."""
+    n_optima = options.bootstrap_starts if n_optima is None else n_optima
     M = problem.log_loss.shape[0]
     starts = np.broadcast_to(starts_plain, (M,) + starts_plain.shape[-2:])
     S = starts.shape[1]
@@ -167,7 +169,7 @@ def _fit_layout(problem: _Problem, starts_plain: np.ndarray, options: FitOptions
         n_starts=S,
         n_converged=int(result.converged.sum()),
         status_counts=statuses,
-        optima_c=np.stack([_distinct_optima(x_c[m], f[m], ok[m], options.bootstrap_starts) for m in range(M)]),
+        optima_c=np.stack([_distinct_optima(x_c[m], f[m], ok[m], n_optima) for m in range(M)]),
     )
 
 
@@ -181,10 +183,10 @@ def _bootstrap_chunk(
     weights: np.ndarray,
     log_loss: np.ndarray,
     starts_c: np.ndarray,
-) -> tuple[np.ndarray, int]:
+) -> np.ndarray:
     """Refit resamples: ``weights`` and ``log_loss`` ``(R, n)``, starts ``(R, K, P)`` centred.
 
-    Returns the best plain parameters per resample ``(R, P)`` and how many ended out of bounds.
+    Returns the best plain parameters per resample ``(R, P)`` (in bounds where any start is).
     Top-level (picklable) so a process pool can run it.
     """
     R, K, _ = starts_c.shape
@@ -193,8 +195,8 @@ def _bootstrap_chunk(
     )
     result = minimize_batched(objective, starts_c.reshape(R * K, -1), **opt)
     plain = (result.x @ T.T).reshape(R, K, -1)
-    best, valid = _best(result.f.reshape(R, K), _in_bounds(plain, lower, upper))
-    return plain[np.arange(R), best], int((~valid).sum())
+    best, _ = _best(result.f.reshape(R, K), _in_bounds(plain, lower, upper))
+    return plain[np.arange(R), best]
 
 
 def _pool_context() -> BaseContext:
@@ -217,8 +219,8 @@ def _run_bootstrap(
     starts_c: np.ndarray,
     options: FitOptions,
     progress: Progress | None,
-) -> tuple[np.ndarray, int]:
-    """Best plain parameters per resample ``(R, P)`` and the count of out-of-bounds refits."""
+) -> np.ndarray:
+    """Best plain parameters per resample ``(R, P)``, in chunks, in worker processes if worthwhile."""
     R = weights.shape[0]
     elements = R * starts_c.shape[1] * weights.shape[1]
     workers = options.n_workers or _auto_workers(R * starts_c.shape[1], weights.shape[1])
@@ -229,27 +231,58 @@ def _run_bootstrap(
     chunks = [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
     args = (problem.designs, problem.T, problem.lower, problem.upper, options.delta, options.optimizer_kwargs())
     out = np.empty((R, problem.layout.n_params))
-    invalid = done = 0
+    done = 0
     if progress:
         progress(0, R)
     if workers <= 1:
         for a, b in chunks:
-            out[a:b], bad = _bootstrap_chunk(*args, weights[a:b], log_loss[a:b], starts_c[a:b])
-            invalid, done = invalid + bad, done + b - a
+            out[a:b] = _bootstrap_chunk(*args, weights[a:b], log_loss[a:b], starts_c[a:b])
+            done += b - a
             if progress:
                 progress(done, R)
-        return out, invalid
+        return out
     with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
         futures = {
             pool.submit(_bootstrap_chunk, *args, weights[a:b], log_loss[a:b], starts_c[a:b]): (a, b) for a, b in chunks
         }
         for fut in as_completed(futures):
             a, b = futures[fut]
-            out[a:b], bad = fut.result()
-            invalid, done = invalid + bad, done + b - a
+            out[a:b] = fut.result()
+            done += b - a
             if progress:
                 progress(done, R)
-    return out, invalid
+    return out
+
+
+#: Joint fits start from combinations of each group's best distinct optima: this many per group,
+#: and at most `_MAX_JOINT_STARTS` combinations.
+_JOINT_OPTIMA_PER_GROUP = 4
+_MAX_JOINT_STARTS = 256
+
+
+def _joint_starts(
+    law: Law, layout: Layout, design: FitData, problem: _Problem, starts: np.ndarray, options: FitOptions
+) -> np.ndarray:
+    """Starts ``(M, S, P)`` for a joint fit with shared parameters.
+
+    Why not the grid itself: with G groups the joint vector has 1 + 4G coordinates and a tied
+    grid (every group at the same grid point) spends 4,500 long runs rediscovering each group's
+    own optimum. Instead each group gets Hoffmann's full grid on its own, and the joint fit
+    starts from every combination of the groups' best distinct optima (shared coordinates
+    averaged): sharing E couples the groups through one number, so the joint optimum lies next
+    to one of these combinations.
+    """
+    per_group = _JOINT_OPTIMA_PER_GROUP
+    while per_group > 1 and per_group ** len(layout.groups) > _MAX_JOINT_STARTS:
+        per_group -= 1
+    optima: dict[str, np.ndarray] = {}
+    for g in layout.groups:
+        gmask = design.group.astype(str) == g
+        sub = _build_problem(design.subset(gmask), problem.log_loss[:, gmask], Layout(law, (g,)))
+        optima[g] = sub.to_plain(_fit_layout(sub, starts, options, n_optima=per_group).optima_c)  # (M, K, P_law)
+    combos = itertools.product(*(range(per_group) for _ in layout.groups))
+    joint = [layout.combine({g: optima[g][:, k] for g, k in zip(layout.groups, combo)}) for combo in combos]
+    return np.stack(joint, axis=1)  # (M, combinations, P)
 
 
 def _natural(law: Law, theta_law: np.ndarray) -> dict[str, np.ndarray]:
@@ -326,44 +359,19 @@ def fit_many(
     boot: list[dict[str, dict[str, np.ndarray]]] = [{} for _ in range(M)]
     diagnostics: list[list[dict]] = [[] for _ in range(M)]
     warnings: list[list[str]] = [[] for _ in range(M)]
-    n_invalid = np.zeros(M, dtype=int)
     total = options.bootstrap * M * len(layouts)
-    done_before = 0
-    for layout in layouts:
-        mask = np.isin(base.group.astype(str), layout.groups)
-        design = base.subset(mask)
-        problem = _build_problem(design, log_losses[:, mask], layout)
-        if joint:
-            # Joint fit: the grid with every group at the same point, plus the independent fits.
-            separate = {}
-            for g in layout.groups:
-                gmask = design.group.astype(str) == g
-                sub_problem = _build_problem(design.subset(gmask), problem.log_loss[:, gmask], Layout(law, (g,)))
-                separate[g] = _fit_layout(sub_problem, starts, options).theta  # (M, P_law)
-            combined = layout.combine(separate)  # (M, P)
-            tied = np.broadcast_to(layout.tie(starts), (M, len(starts), layout.n_params))
-            lf = _fit_layout(problem, np.concatenate([tied, combined[:, None, :]], axis=1), options)
-        else:
-            lf = _fit_layout(problem, starts, options)
-        boot_plain = None
-        if options.bootstrap > 0:
-            group_index = np.array([layout.groups.index(str(g)) for g in design.group])
-            B = options.bootstrap
-            weights = np.concatenate([resample_weights(group_index, design.unit, B, rng) for _ in range(M)])
-            sub_progress = (lambda d, t, o=done_before: progress(o + d, total)) if progress else None
-            boot_flat, _ = _run_bootstrap(
-                problem, weights, np.repeat(problem.log_loss, B, axis=0), np.repeat(lf.optima_c, B, axis=0), options, sub_progress
-            )
-            boot_plain = boot_flat.reshape(M, B, -1)
-            plain_boot_ok = _in_bounds(boot_plain, problem.lower, problem.upper)
-            n_invalid += (~plain_boot_ok).sum(axis=1)
-            done_before += M * B
+    for i, layout in enumerate(layouts):
+        offset = i * options.bootstrap * M
+        sub_progress = (lambda d, t, o=offset: progress(o + d, total)) if progress else None
+        lf, boot_plain, n_invalid = _solve_layout(law, layout, base, log_losses, starts, joint, options, rng, sub_progress)
         for m in range(M):
             if not lf.in_bounds[m]:
                 warnings[m].append(
                     f"no start of {', '.join(layout.groups)} ended inside the parameter bounds {law.bounds}; "
                     "the best out-of-bounds optimum is reported"
                 )
+            if n_invalid[m]:
+                warnings[m].append(f"{int(n_invalid[m])} bootstrap refit(s) of {', '.join(layout.groups)} ended outside the parameter bounds")
             diagnostics[m].append(
                 {
                     "groups": list(layout.groups),
@@ -379,40 +387,68 @@ def fit_many(
                 if boot_plain is not None:
                     boot[m][g] = _natural(law, boot_plain[m][:, cols])
 
-    results = []
-    for m, data in enumerate(datasets):
-        group_fits: dict[str, GroupFit] = {}
-        for g in groups:
-            gd = data.of_group(g)
-            pred = law.predict(params[m][g], gd.features)
-            rel = pred / gd.loss - 1.0
-            gf = GroupFit(
-                params=params[m][g],
-                n_points=gd.n_points,
-                residuals_log=(np.log(gd.loss) - np.log(pred)).tolist(),
-                mean_abs_rel_error=float(np.mean(np.abs(rel))),
-                max_abs_rel_error=float(np.max(np.abs(rel))),
-            )
-            if boot[m]:
-                draws = boot[m][g]
-                gf.bootstrap = {k: v.tolist() for k, v in draws.items()}
-                gf.ci95 = {k: [float(np.quantile(v, 0.025)), float(np.quantile(v, 0.975))] for k, v in draws.items()}
-            else:  # same keys either way; null in JSON says "no bootstrap was run"
-                gf.ci95 = {k: [math.nan, math.nan] for k in law.param_names}
-            group_fits[g] = gf
-        if n_invalid[m]:
-            warnings[m].append(f"{int(n_invalid[m])} bootstrap refit(s) ended outside the parameter bounds")
-        results.append(
-            FitResult(
-                law=law.name,
-                law_input=law.features[0] if law.name == "power" else None,
-                formula=law.formula,
-                groups=group_fits,
-                shared=sorted(law.param(s).name for s in shared_fit),
-                settings=_settings(options, law, shared_fit, data, len(starts) + (1 if joint else 0), diagnostics[m], warnings[m]),
-            )
+    return [
+        FitResult(
+            law=law.name,
+            law_input=law.features[0] if law.name == "power" else None,
+            formula=law.formula,
+            groups={g: _group_fit(law, data.of_group(g), params[m][g], boot[m].get(g)) for g in groups},
+            shared=sorted(law.param(s).name for s in shared_fit),
+            settings=_settings(options, law, shared_fit, data, len(starts), diagnostics[m], warnings[m]),
         )
-    return results
+        for m, data in enumerate(datasets)
+    ]
+
+
+def _solve_layout(
+    law: Law,
+    layout: Layout,
+    base: FitData,
+    log_losses: np.ndarray,
+    starts: np.ndarray,
+    joint: bool,
+    options: FitOptions,
+    rng: np.random.Generator,
+    progress: Progress | None,
+) -> tuple[_LayoutFit, np.ndarray | None, np.ndarray]:
+    """Fit one layout for every data set; bootstrap it. Returns the fit, the plain bootstrap
+    parameters ``(M, B, P)`` (or None) and per data set the count of out-of-bounds refits."""
+    M = log_losses.shape[0]
+    mask = np.isin(base.group.astype(str), layout.groups)
+    design = base.subset(mask)
+    problem = _build_problem(design, log_losses[:, mask], layout)
+    layout_starts = _joint_starts(law, layout, design, problem, starts, options) if joint else starts
+    lf = _fit_layout(problem, layout_starts, options)
+    if options.bootstrap == 0:
+        return lf, None, np.zeros(M, dtype=int)
+    B = options.bootstrap
+    group_index = np.array([layout.groups.index(str(g)) for g in design.group])
+    weights = np.concatenate([resample_weights(group_index, design.unit, B, rng) for _ in range(M)])
+    boot_flat = _run_bootstrap(
+        problem, weights, np.repeat(problem.log_loss, B, axis=0), np.repeat(lf.optima_c, B, axis=0), options, progress
+    )
+    boot_plain = boot_flat.reshape(M, B, -1)
+    n_invalid = (~_in_bounds(boot_plain, problem.lower, problem.upper)).sum(axis=1)
+    return lf, boot_plain, n_invalid
+
+
+def _group_fit(law: Law, data: FitData, params: dict[str, float], draws: dict[str, np.ndarray] | None) -> GroupFit:
+    """One group's result: parameters, in-sample errors, residuals and bootstrap summaries."""
+    pred = law.predict(params, data.features)
+    rel = pred / data.loss - 1.0
+    gf = GroupFit(
+        params=params,
+        n_points=data.n_points,
+        residuals_log=(np.log(data.loss) - np.log(pred)).tolist(),
+        mean_abs_rel_error=float(np.mean(np.abs(rel))),
+        max_abs_rel_error=float(np.max(np.abs(rel))),
+    )
+    if draws is not None:
+        gf.bootstrap = {k: v.tolist() for k, v in draws.items()}
+        gf.ci95 = {k: [float(np.quantile(v, 0.025)), float(np.quantile(v, 0.975))] for k, v in draws.items()}
+    else:  # same keys either way; null in JSON says "no bootstrap was run"
+        gf.ci95 = {k: [math.nan, math.nan] for k in law.param_names}
+    return gf
 
 
 def _settings(
@@ -423,7 +459,8 @@ def _settings(
         "delta": options.delta,
         "loss": "Huber on log-loss residuals, summed over points",
         "n_starts": n_starts,
-        "start_grid": "law default (Hoffmann et al.)" if options.starts is None else "custom",
+        "start_grid": ("law default (Hoffmann et al.)" if options.starts is None else "custom")
+        + (" per group; the joint fit starts from combinations of the groups' best optima" if shared_fit else ""),
         "optimizer": "batched L-BFGS (weak Wolfe line search), all starts together",
         "max_iter": options.max_iter,
         "gtol": options.gtol,

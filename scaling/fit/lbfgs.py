@@ -128,6 +128,7 @@ def _line_search(
         lo[gp], f_lo[gp], gd_lo[gp] = tp[grow], ft[grow], gdt[grow]
         lo_g[gp] = gt[grow]
         have_lo[gp] = True
+        # x10: on this near-piecewise-linear (Huber) objective the slope often stays flat for long
         t[gp] = np.where(np.isinf(hi[gp]), 10.0 * tp[grow], 0.5 * (tp[grow] + hi[gp]))
         pending = pending[~accept]
     fallback = ~done & have_lo

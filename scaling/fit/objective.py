@@ -107,14 +107,20 @@ class HuberLSEObjective:
     def _evaluate_fast(self, theta: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Values, gradients and a mask of rows whose result is unusable (to redo stably)."""
         s = theta.shape[0]
+        # Per term, bounds over points of theta . M_k[i] from each column's range: the upper
+        # bounds give the shift; the lower bounds prove no point can underflow entirely.
         shift = np.full(s, -np.inf)
+        floor = np.full(s, -np.inf)
         for lo, hi in self._column_ranges:
-            np.maximum(shift, np.maximum(theta * lo, theta * hi).sum(axis=1), out=shift)
+            a, b = theta * lo, theta * hi
+            np.maximum(shift, np.maximum(a, b).sum(axis=1), out=shift)
+            np.maximum(floor, np.minimum(a, b).sum(axis=1), out=floor)
         shifted = np.concatenate([theta, -shift[:, None]], axis=1)
         ex = [shifted @ A for A in self._varying_aug_T]
-        z = np.zeros((s, self.log_loss.shape[-1]))
         for e in ex:
             np.exp(e, out=e)
+        z = ex[0].copy() if ex else np.zeros((s, self.log_loss.shape[-1]))
+        for e in ex[1:]:
             z += e
         const = [np.exp(theta @ m - shift) for m in self._constant_rows]
         if const:
@@ -122,7 +128,10 @@ class HuberLSEObjective:
         r = np.log(z)
         r += shift[:, None]
         r -= self._targets(rows)
-        bad = ~(z.min(axis=1) >= 1e-280) | ~np.isfinite(shift)
+        bad = ~np.isfinite(shift)
+        unproven = ~(floor - shift > -600.0)  # some point might have every term underflow
+        if unproven.any():
+            bad |= unproven & ~(z.min(axis=1) >= 1e-280)
         point_terms = list(zip(ex, self._varying))
         f, grad = self._huber_and_gradient(theta, rows, r, z, point_terms, list(zip(const, self._constant_rows)))
         return f, grad, bad

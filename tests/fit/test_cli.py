@@ -13,8 +13,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from scaling.cli import app
-import scaling.cli_fit  # noqa: F401  - registers `fit` on the app
+from scaling.cli import _register_subcommands, app
 from scaling.fit import FitResult
 
 
@@ -23,6 +22,7 @@ def _mcscale(*args: str) -> subprocess.CompletedProcess:
 
 
 def _invoke(*args: str):
+    _register_subcommands()  # the whole `mcscale` app, as the console script builds it
     return CliRunner().invoke(app, ["fit", *args])
 
 

@@ -69,8 +69,11 @@ def test_fit_many_equals_separate_fits():
     together = fit_many(datasets, CHINCHILLA, options=options)
     for data, joint in zip(datasets, together):
         alone = fit(data, CHINCHILLA, options=options)
+        # Same optimum; parameters agree to the optimiser's tolerance (BLAS sums rows of
+        # different-sized batches in different orders, ~1e-15, and the optimum is flat along A).
+        assert joint.settings["fits"][0]["objective_huber"] == pytest.approx(alone.settings["fits"][0]["objective_huber"], rel=1e-9)
         for name in TRUTH:
-            assert joint.groups["all"].params[name] == pytest.approx(alone.groups["all"].params[name], rel=1e-6)
+            assert joint.groups["all"].params[name] == pytest.approx(alone.groups["all"].params[name], rel=1e-4)
 
 
 def test_shared_e_joint_fit_recovers_each_architecture():
