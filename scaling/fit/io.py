@@ -23,12 +23,17 @@ FLOPS_PER_PARAM_TOKEN = 6.0  # training FLOPs ~ 6 N D (forward + backward), Kapl
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV or Parquet file (chosen by suffix, else by content)."""
+    """Read a CSV or Parquet file (chosen by suffix, else by content), or a folder of Parquet files
+    such as a study's `trials/` (every `*.parquet` in it, as one table)."""
     p = Path(path)
     if not p.exists():
         raise UserInputError("DATA", f"no file at {str(p)!r}", "pass the path of an existing CSV or Parquet results table")
     if p.is_dir():
-        raise UserInputError("DATA", f"{str(p)!r} is a directory", "pass one CSV or Parquet file")
+        parts = sorted(p.glob("*.parquet"))
+        if not parts:
+            raise UserInputError("DATA", f"{str(p)!r} is a folder without Parquet files",
+                                 "pass one CSV or Parquet file, or a folder of Parquet files (a study's trials/)")
+        return pd.concat([read_table(part) for part in parts], ignore_index=True)
     with p.open("rb") as fh:
         head = fh.read(4)
     is_parquet = p.suffix.lower() in (".parquet", ".pq") or head == b"PAR1"
