@@ -276,6 +276,10 @@ def run_trial(config: TrialConfig, reporter: Reporter | None = None, on_step: St
             step, train_seconds, wall_offset = state["step"], state["train_seconds"], state["wall_seconds"]
             history = state["history"]
             if state["metrics"].get("status") in (STATUS_COMPLETED, STATUS_DIVERGED):
+                # Re-report the final result: a scheduler that lost it (its driver died after the
+                # checkpoint) learns the outcome; reporters are idempotent per step.
+                if reporter is not None:
+                    reporter(dict(state["metrics"], train_loss_steps=[]), str(ckpt_dir))
                 return TrialResult(state["metrics"]["status"], state["metrics"], history, str(ckpt_dir))
     wall_start = time.perf_counter()
     base = {"params_nonembed": params_nonembed, "params_total": model.param_counts()["params_total"],

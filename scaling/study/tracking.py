@@ -197,6 +197,11 @@ class StudyTracker:
             runs = [r for r in runs if r.data.tags.get("config_hash") in (None, config_hash)]
         return runs[0] if runs else None
 
+    def find_trial_run(self, trial_id: str, config_hash: str | None = None) -> str | None:
+        """The run id of a trial's existing run, without reopening it (None when there is none)."""
+        run = self._find_trial(trial_id, config_hash)
+        return run.info.run_id if run is not None else None
+
     def _usable(self, run_id: str, trial_id: str, config_hash: str | None):
         """The run `run_id` if it exists, is active, belongs to this experiment and to this trial."""
         from mlflow.exceptions import MlflowException

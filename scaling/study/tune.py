@@ -186,7 +186,7 @@ class _Bookkeeper:
     def _run_id(self, key: str, planned: PlannedTrial, result: dict[str, Any] | None = None) -> str:
         if result and result.get("mlflow_run_id"):
             self.run_ids[key] = result["mlflow_run_id"]
-        if key not in self.run_ids:
+        if not self.run_ids.get(key):
             self.run_ids[key] = self.tracker.trial_run(key, self.phase, planned.tags, planned.config.to_dict())
         return self.run_ids[key]
 
@@ -431,8 +431,13 @@ def run_ladder_phase(spec: StudySpec, store: ResultStore, tracker: StudyTracker,
         for p in todo:
             run_ids[p.trial_id] = tracker.trial_run(p.trial_id, "ladder", p.tags, p.config.to_dict())
             tracker.client.update_run(run_ids[p.trial_id], status="SCHEDULED")
-        table = {p.trial_id: {"planned": p, "run_id": run_ids[p.trial_id]} for p in todo}
-        by_id = {p.trial_id: p for p in todo}
+        # Every planned trial stays addressable: a restored Tune experiment can hold a trial that the
+        # store already saw finish (the driver died between the two records); it re-reports and ends.
+        for p in planned:
+            if p.trial_id not in run_ids:
+                run_ids[p.trial_id] = tracker.find_trial_run(p.trial_id, p.config_hash) or ""
+        table = {p.trial_id: {"planned": p, "run_id": run_ids[p.trial_id]} for p in planned}
+        by_id = {p.trial_id: p for p in planned}
         callback = StudyCallback("ladder", spec.storage, spec.name, spec.s3_endpoint, tracking_uri_for(spec),
                                  by_id, run_ids)
         trainable = tune.with_resources(tune.with_parameters(study_trainable, trials=table), _resources(spec))
