@@ -212,10 +212,12 @@ class MLPMemory(nn.Module):
 
         decay_mix = _segment_sum_matrix(log_ret)  # F[t, s]
         retain = torch.exp(log_ret.cumsum(-1))  # R_t
+        mom_mix = mom_cum = None
         if log_mom is not None:
             mom_mix = _segment_sum_matrix(log_mom)  # E[s, j]
+            mom_cum = torch.exp(log_mom.cumsum(-1))  # P_s: momentum carried from the chunk start
             mix = torch.matmul(decay_mix, mom_mix)
-            carry = torch.matmul(decay_mix, torch.exp(log_mom.cumsum(-1))[..., None])[..., 0]  # c_t
+            carry = torch.matmul(decay_mix, mom_cum[..., None])[..., 0]  # c_t
         else:
             mix = decay_mix
             carry = None
@@ -224,13 +226,12 @@ class MLPMemory(nn.Module):
         last = coef[..., -1, :, None]  # (..., c, 1)
         new_w1 = retain[..., -1, None, None] * w1 + torch.matmul((delta * last).transpose(-1, -2), k)
         new_w2 = retain[..., -1, None, None] * w2 + torch.matmul((err * last).transpose(-1, -2), act)
-        if log_mom is not None:
+        if mom_mix is not None and mom_cum is not None and carry is not None:
             s1, s2 = state[2], state[3]
-            assert carry is not None
             new_w1 = new_w1 + carry[..., -1, None, None] * s1
             new_w2 = new_w2 + carry[..., -1, None, None] * s2
-            mom_last = (torch.exp(log_mom.cumsum(-1))[..., -1, None, None])
-            m_coef = (-_segment_sum_matrix(log_mom)[..., -1, :] * lr)[..., None]  # (..., c, 1)
+            mom_last = mom_cum[..., -1, None, None]
+            m_coef = (-mom_mix[..., -1, :] * lr)[..., None]  # (..., c, 1)
             new_s1 = mom_last * s1 + torch.matmul((delta * m_coef).transpose(-1, -2), k)
             new_s2 = mom_last * s2 + torch.matmul((err * m_coef).transpose(-1, -2), act)
             new_state: State = (new_w1, new_w2, new_s1, new_s2)

@@ -12,6 +12,12 @@ MATRIX = [(m, mem) for m, mem in RECURRENT if mem == "matrix"]
 MODES = ("checkpoint", "independent")
 
 
+def _mixer_and_input(mixer_name, memory, caching, **overrides):
+    """A spread-weight mixer under `cfg` and a float64 input sequence for it."""
+    cfg = small_config(mixer_name, memory, caching, **overrides)
+    return spread_mixer(cfg), torch.randn(2, cfg.seq_len, cfg.d_model, dtype=torch.float64)
+
+
 def _per_head_output(mixer, x, caching=None, top_k=None):
     inputs, keys, u = mixer.features(x)
     cfg = mixer.cfg
@@ -60,18 +66,14 @@ def test_residual_on_a_matrix_memory_reads_the_summed_state(mixer_name, memory, 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("segmentation", ["constant", "log"])
 def test_soup_equals_grm_on_a_matrix_memory(mixer_name, memory, mode, segmentation):
-    cfg = small_config(mixer_name, memory, "grm", segment_mode=mode, segmentation=segmentation)
-    mixer = spread_mixer(cfg)
-    x = torch.randn(2, cfg.seq_len, cfg.d_model, dtype=torch.float64)
+    mixer, x = _mixer_and_input(mixer_name, memory, "grm", segment_mode=mode, segmentation=segmentation)
     torch.testing.assert_close(_per_head_output(mixer, x, "soup"), _per_head_output(mixer, x, "grm"),
                                rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("mixer_name, memory", [(m, mem) for m, mem in RECURRENT if mem == "mlp"])
 def test_soup_differs_from_grm_on_an_mlp_memory(mixer_name, memory):
-    cfg = small_config(mixer_name, memory, "grm")
-    mixer = spread_mixer(cfg)
-    x = torch.randn(2, cfg.seq_len, cfg.d_model, dtype=torch.float64)
+    mixer, x = _mixer_and_input(mixer_name, memory, "grm")
     diff = (_per_head_output(mixer, x, "soup") - _per_head_output(mixer, x, "grm")).abs().max()
     assert diff > 1e-3
 
@@ -80,10 +82,8 @@ def test_soup_differs_from_grm_on_an_mlp_memory(mixer_name, memory):
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("segmentation", ["constant", "log"])
 def test_ssc_with_k_covering_every_cached_segment_equals_grm(mixer_name, memory, mode, segmentation):
-    cfg = small_config(mixer_name, memory, "grm", segment_mode=mode, segmentation=segmentation)
-    mixer = spread_mixer(cfg)
-    x = torch.randn(2, cfg.seq_len, cfg.d_model, dtype=torch.float64)
-    n_cached = cfg.n_segments() - 1
+    mixer, x = _mixer_and_input(mixer_name, memory, "grm", segment_mode=mode, segmentation=segmentation)
+    n_cached = mixer.cfg.n_segments() - 1
     grm = _per_head_output(mixer, x, "grm")
     torch.testing.assert_close(_per_head_output(mixer, x, "ssc", top_k=n_cached), grm, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(_per_head_output(mixer, x, "ssc", top_k=n_cached + 5), grm, rtol=1e-10, atol=1e-10)
