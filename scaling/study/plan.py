@@ -129,6 +129,38 @@ def _n_segments(model: ModelConfig) -> int:
     return model.n_segments() if model.caching != "none" else 1
 
 
+@dataclass(frozen=True)
+class SeriesModel:
+    """One curve of the study (an architecture at one segment length) and its size-free model config."""
+
+    series: str
+    arch: str
+    segment_len: str
+    base: ModelConfig
+
+
+def series_models(spec: StudySpec) -> dict[str, SeriesModel]:
+    """Every series of the ladder with the base config its rungs are shaped from (in spec order).
+
+    The report needs the exact model of a series at sizes the study never trained (1.3B, 70B) to
+    count its FLOPs and cache bytes; shaping it with the study's own ladder rule keeps it the
+    architecture that was measured.
+    """
+    vocab = _vocab_size(spec)
+    out: dict[str, SeriesModel] = {}
+    for arch in spec.architectures:
+        name = parse_architecture(arch.name).name
+        for segment in (arch.segment_lens or [None]):
+            series = _series(name, segment)
+            out[series] = SeriesModel(series, name, _segment_label(segment), _model_base(spec, arch, segment, vocab))
+    return out
+
+
+def model_at(spec: StudySpec, size: float, base: ModelConfig) -> ModelConfig:
+    """The model config of the ladder rung for `size` (non-embedding parameters) built on `base`."""
+    return _rung(spec, size, base).config
+
+
 def tune_series(spec: StudySpec) -> list[tuple[ArchitectureSettings, int | str | None]]:
     """One tuning target per architecture: its first segment length (or none)."""
     return [(a, a.segment_lens[0] if a.segment_lens else None) for a in spec.architectures]

@@ -396,6 +396,11 @@ class ResultStore:
         self._check_name(name)
         self._write(self._path(name), text.encode())
 
+    def write_bytes(self, name: str, data: bytes) -> None:
+        """A binary study file (a report's figures), written atomically like the others."""
+        self._check_name(name)
+        self._write(self._path(name), bytes(data))
+
     def read_text(self, name: str) -> str | None:
         self._check_name(name)
         data = self._read(self._path(name))

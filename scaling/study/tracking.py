@@ -17,6 +17,7 @@ Tracking URIs: `sqlite:///<path>/mlflow.db` is the local default (`default_track
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import time
@@ -336,6 +337,23 @@ class StudyTracker:
         if not name.endswith(".json"):
             name += ".json"
         self.client.log_text(run_id, json.dumps(obj, indent=2, sort_keys=True, default=_json_default), name)
+
+    def log_report(self, run_id: str, folder: str, metrics: dict[str, float], note: str) -> None:
+        """A report's files as artifacts under `report/`, its headline numbers as metrics and its verdict
+        as the run's description. Each new report logs its metrics one step after the last, so the
+        run keeps the history of re-made reports instead of silently dropping the update."""
+        from mlflow.entities import Metric
+
+        run = self.client.get_run(run_id)
+        history = self._high_water(run)
+        step = max(history.values(), default=-1) + 1
+        ts = _now_ms()
+        points = [Metric(_key(k), float(v), ts, step) for k, v in metrics.items() if is_number(v)
+                  and math.isfinite(float(v))]
+        for chunk in _chunks(points, METRICS_PER_BATCH):
+            self.client.log_batch(run_id, metrics=chunk)
+        self.client.log_artifacts(run_id, folder, artifact_path="report")
+        self.client.set_tag(run_id, "mlflow.note.content", _truncate(note, 5000))
 
     # ------------------------------------------------------------------ endings
     def finish_trial(self, run_id: str, status: str) -> None:

@@ -1,0 +1,302 @@
+"""Study results -> `Report`: the fit, the backtest, the extrapolated comparison, curves and costs.
+
+Why one function owns the order: every number in the report must come from the same fit (the
+verdict, the tables, the bands on the figures), and the backtest must refit with exactly the
+same law, sharing and bootstrap as the headline fit, or it would not test what is reported.
+
+Targets: the spec's ``fit.target_sizes`` (default 1.3B, 7B, 70B non-embedding parameters), and
+for compute-based comparisons the budget of each target size trained on 20 tokens per parameter
+under 6 N D, C = 120 N^2 (an architecture-neutral yardstick: every series gets the same FLOPs,
+and each series' own FLOPs per token decide what it can train with them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable, Sequence
+
+import numpy as np
+
+from scaling.errors import UserInputError
+from scaling.fit.backtest import evaluate_holdout
+from scaling.fit.compare import TOKENS_PER_PARAM_RULE, Comparison, compare
+from scaling.fit.data import FitData, make_fit_data
+from scaling.fit.estimate import FitOptions, fit
+from scaling.fit.intervals import loss_interval
+from scaling.fit.laws import Law, get_law
+from scaling.fit.result import FitResult
+from scaling.report.compute import TABLE_SIZES, SeriesFlops, context_costs
+from scaling.report.inputs import StudyResults, select_points, training_curves
+from scaling.report.schema import Band, CrossoverRow, Point, Report, TargetRow, VersusRow
+from scaling.report.verdict import caveats_for, verdict_for
+from scaling.spec import FitSettings
+from scaling.study.plan import SeriesModel, series_models
+
+#: status(stage, done, total): progress of the long stages (bootstrap refits)
+Progress = Callable[[str, int, int], None]
+
+_BAND_POINTS = 60
+_LEVEL = 0.95
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """How to fit and compare; defaults come from the spec's ``fit:`` block."""
+
+    law: str = "power"
+    x: str = "compute"  # power law input: compute (FLOPs) or params
+    shared_E: bool = True
+    bootstrap: int = 200
+    target_sizes: tuple[float, ...] = (1.3e9, 7e9, 70e9)
+    holdout_sizes: int = 1
+    seed: int = 0
+    workers: int | None = None
+
+    @classmethod
+    def from_settings(cls, settings: FitSettings, **overrides: object) -> "ReportOptions":
+        values = dict(law=settings.law, x=settings.x, shared_E=settings.shared_E, bootstrap=settings.bootstrap,
+                      target_sizes=tuple(settings.target_sizes), holdout_sizes=settings.backtest_holdout_sizes)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def feature(self) -> str:
+        return "flops" if self.x == "compute" else "params_nonembed"
+
+    @property
+    def the_law(self) -> Law:
+        return get_law(self.law, self.feature)
+
+    @property
+    def target_budgets(self) -> tuple[float, ...]:
+        """FLOPs of each target size at 20 tokens/param under 6 N D."""
+        return tuple(6.0 * n * TOKENS_PER_PARAM_RULE * n for n in self.target_sizes)
+
+
+# ---------------------------------------------------------------------------- data for the fit
+def _fit_data(points: Sequence[Point], law: Law) -> FitData:
+    features = {
+        "params_nonembed": np.array([p.params_nonembed for p in points]),
+        "tokens": np.array([p.tokens for p in points]),
+        "flops": np.array([p.flops for p in points]),
+    }
+    return make_fit_data({k: features[k] for k in law.features}, np.array([p.val_loss for p in points]),
+                         group=np.array([p.series for p in points], dtype=object),
+                         unit=np.array([p.trial_id for p in points], dtype=object),
+                         columns={"loss": "val_loss", **{k: k for k in law.features}})
+
+
+def _free_params(law: Law, shared: bool) -> int:
+    """Parameters each series pins on its own (E is pinned jointly when shared)."""
+    return len(law.params) - (1 if shared else 0)
+
+
+def _fittable(points: list[Point], law: Law, shared: bool) -> tuple[list[str], list[str]]:
+    """(series that can be fitted, notes on the ones that cannot): each needs 3 distinct sizes and
+    at least as many points as it has free parameters."""
+    need = max(3, _free_params(law, shared))
+    ok, notes = [], []
+    for series in dict.fromkeys(p.series for p in points):
+        own = [p for p in points if p.series == series]
+        sizes = len({p.params_nonembed for p in own})
+        if sizes < 3 or len(own) < need:
+            notes.append(f"{series} has {sizes} finished size(s) ({len(own)} runs); a {law.name} law needs at least "
+                         f"{need} runs at 3 or more sizes, so it was left out of the fit")
+        else:
+            ok.append(series)
+    return ok, notes
+
+
+def _order(series: list[str], models: dict[str, SeriesModel]) -> list[str]:
+    """Series in spec order (as the user listed them), unknown ones after."""
+    known = [s for s in models if s in series]
+    return known + [s for s in series if s not in known]
+
+
+def _baseline(series: list[str], points: list[Point]) -> str:
+    """The Transformer if the study has one, else the first series without caching, else the first."""
+    arch = {p.series: p.arch for p in points}
+    strategy = {p.series: p.strategy for p in points}
+    for s in series:
+        if arch.get(s) == "transformer":
+            return s
+    for s in series:
+        if strategy.get(s) in ("none", "", None):
+            return s
+    return series[0]
+
+
+# ---------------------------------------------------------------------------- backtest
+def _holdout_mask(points: list[Point], k: int) -> np.ndarray:
+    """Per series, the runs at its ``k`` largest sizes."""
+    mask = np.zeros(len(points), dtype=bool)
+    for series in {p.series for p in points}:
+        sizes = sorted({p.params_nonembed for p in points if p.series == series})
+        held = set(sizes[-k:]) if k > 0 else set()
+        for i, p in enumerate(points):
+            if p.series == series and p.params_nonembed in held:
+                mask[i] = True
+    return mask
+
+
+def _backtest(points: list[Point], law: Law, shared: list[str], options: FitOptions, k: int,
+              progress: Callable[[int, int], None] | None) -> dict:
+    """Refit without each series' ``k`` largest sizes and predict them; an explanation instead
+    when the smaller part cannot pin the law."""
+    split = f"fit all but each series' {k} largest size(s), predict those"
+    if k <= 0:
+        return {"split": split, "error": "fit.backtest_holdout_sizes is 0, so nothing is held out", "groups": {}}
+    held = _holdout_mask(points, k)
+    fit_points = [p for p, h in zip(points, held) if not h]
+    usable, notes = _fittable(fit_points, law, bool(shared))
+    if not usable:
+        return {"split": split, "groups": {}, "error": "holding out the largest size leaves too few runs to fit: "
+                + "; ".join(notes) + ". Add sizes to the ladder (or set fit.backtest_holdout_sizes lower)"}
+    fit_points = [p for p in fit_points if p.series in usable]
+    hold_points = [p for p, h in zip(points, held) if h and p.series in usable]
+    try:
+        result = fit(_fit_data(fit_points, law), law, shared=shared if len(usable) > 1 else [], options=options,
+                     progress=progress)
+    except UserInputError as exc:
+        return {"split": split, "groups": {}, "error": f"the smaller part cannot be fitted: {exc.problem} ({exc.field})"}
+    groups = evaluate_holdout(result, _fit_data(hold_points, law), _LEVEL)
+    return {"split": split, "error": None, "skipped": notes, "groups": {g: b.to_dict() for g, b in groups.items()},
+            "fit": {g: gf.params for g, gf in result.groups.items()}}
+
+
+# ---------------------------------------------------------------------------- curves and bands
+def _rule_tokens(results: StudyResults, params: np.ndarray) -> np.ndarray:
+    """Tokens the study's budget rule gives a model of ``params`` (its ladder's own rule)."""
+    budget = results.spec.budget
+    if budget.tokens_per_param is not None:
+        return budget.tokens_per_param * params
+    return np.full_like(params, float(budget.tokens))
+
+
+def _bands(result: FitResult, results: StudyResults, points: list[Point], models: dict[str, SeriesModel],
+           options: ReportOptions) -> list[Band]:
+    """Each series' fitted curve and bands along compute and along parameters, from the smallest
+    run to the largest target. An axis the law does not take is drawn along the study's own
+    budget rule (N -> D -> C with the series' exact FLOPs per token), so curve and runs agree."""
+    bands: list[Band] = []
+    law_feature = result.law_obj.features
+    n_max = max(options.target_sizes)
+    for series in result.groups:
+        own = [p for p in points if p.series == series]
+        n_grid = np.geomspace(min(p.params_nonembed for p in own), n_max, _BAND_POINTS)
+        d_grid = _rule_tokens(results, n_grid)
+        model = models.get(series)
+        flops_per_token = None
+        if model is not None:
+            flops_per_token = SeriesFlops(results.spec, model, sizes=tuple(np.geomspace(n_grid[0] / 2, n_max * 2, 12)))
+        if law_feature == ("flops",):
+            c_grid = np.geomspace(min(p.flops for p in own), max(options.target_budgets), _BAND_POINTS)
+            bands.append(_band(result, series, "flops", c_grid, {"flops": c_grid}))
+            if flops_per_token is not None:
+                c_of_n = flops_per_token(n_grid) * d_grid
+                bands.append(_band(result, series, "params_nonembed", n_grid, {"flops": c_of_n}))
+        else:
+            X = {"params_nonembed": n_grid, "tokens": d_grid}
+            X = {k: X[k] for k in law_feature}
+            bands.append(_band(result, series, "params_nonembed", n_grid, X))
+            if flops_per_token is not None:
+                bands.append(_band(result, series, "flops", flops_per_token(n_grid) * d_grid, X))
+    return bands
+
+
+def _band(result: FitResult, series: str, axis: str, x: np.ndarray, X: dict[str, np.ndarray]) -> Band:
+    iv = loss_interval(result, series, X, _LEVEL)
+    has = result.n_bootstrap > 0
+    return Band(series, axis, [float(v) for v in x], iv.prediction.tolist(),
+                iv.fit_low.tolist() if has else None, iv.fit_high.tolist() if has else None,
+                iv.low.tolist() if has else None, iv.high.tolist() if has else None)
+
+
+# ---------------------------------------------------------------------------- comparison rows
+def _rows(comparison: Comparison, baseline: str) -> tuple[list[TargetRow], list[VersusRow], list[CrossoverRow]]:
+    targets = [TargetRow(t.target, t.group, t.params_nonembed, t.tokens, t.flops, t.loss.value, t.loss.low,
+                         t.loss.high, t.loss.pred_low, t.loss.pred_high) for t in comparison.targets]
+    versus: list[VersusRow] = []
+    for d in comparison.differences:
+        if baseline not in (d.group_a, d.group_b):
+            continue
+        est = d.difference
+        if d.group_a == baseline:  # orient as series - baseline
+            versus.append(VersusRow(d.target, d.group_b, baseline, -est.value,
+                                    None if est.high is None else -est.high, None if est.low is None else -est.low,
+                                    None if d.p_a_better is None else 1.0 - d.p_a_better))
+        else:
+            versus.append(VersusRow(d.target, d.group_a, baseline, est.value, est.low, est.high, d.p_a_better))
+    crossovers = [CrossoverRow(c.group_b if c.group_a == baseline else c.group_a, baseline, c.axis, c.at, c.low,
+                               c.high, c.fraction_of_draws_crossing, c.status)
+                  for c in comparison.crossovers if baseline in (c.group_a, c.group_b)]
+    return targets, versus, crossovers
+
+
+# ---------------------------------------------------------------------------- the report
+def build_report(results: StudyResults, options: ReportOptions, progress: Progress | None = None) -> Report:
+    """Fit, backtest and compare a study's results; everything the pages show, as one `Report`."""
+    law = options.the_law
+    points, dropped = select_points(results)
+    models = series_models(results.spec)
+    shared_wanted = options.shared_E
+    usable, excluded_notes = _fittable(points, law, shared_wanted)
+    if not usable:
+        raise UserInputError("ladder.sizes", "no series has enough finished runs to fit a scaling law: "
+                             + "; ".join(excluded_notes),
+                             "give the ladder at least 3 sizes (5 or more for a useful extrapolation) and let them "
+                             "finish (`mcscale resume NAME`)")
+    usable = _order(usable, models)
+    fit_points = [p for p in points if p.series in usable]
+    shared = ["E"] if shared_wanted and len(usable) > 1 else []
+    fit_options = FitOptions(bootstrap=options.bootstrap, seed=options.seed, n_workers=options.workers)
+
+    def stage(name: str) -> Callable[[int, int], None] | None:
+        return (lambda done, total: progress(name, done, total)) if progress else None
+
+    result = fit(_fit_data(fit_points, law), law, shared=shared, options=fit_options, progress=stage("fit"))
+    backtest = _backtest(fit_points, law, shared, fit_options, options.holdout_sizes, stage("backtest"))
+
+    flops_fns = None
+    if law.name == "chinchilla":
+        flops_fns = {s: SeriesFlops(results.spec, models[s], sizes=TABLE_SIZES) for s in usable if s in models}
+        missing = [s for s in usable if s not in models]
+        if missing:
+            raise UserInputError("architectures", f"series {missing} have results but are not in the study's spec, so "
+                                 "their FLOPs per token at other sizes are unknown",
+                                 "restore the spec's architectures, or fit with --law power")
+    data_n = (min(p.params_nonembed for p in fit_points), max(p.params_nonembed for p in fit_points))
+    data_c = (min(p.flops for p in fit_points), max(p.flops for p in fit_points))
+    comparison = compare(
+        result, sizes=options.target_sizes, budgets=options.target_budgets, flops_per_token=flops_fns,
+        size_range=(data_n[0], 10 * max(options.target_sizes)), compute_range=(data_c[0], 10 * max(options.target_budgets)),
+        level=_LEVEL, seed=options.seed,
+    )
+    baseline = _baseline(usable, fit_points)
+    targets, versus, crossovers = _rows(comparison, baseline)
+    bands = _bands(result, results, fit_points, models, options)
+    cost_size = min(options.target_sizes)
+    costs = context_costs(results.spec, {s: models[s] for s in usable if s in models}, cost_size)
+
+    settings = {
+        "law": law.name, "formula": law.formula, "x": options.feature if law.name == "power" else None,
+        "shared": shared, "bootstrap": options.bootstrap, "seed": options.seed, "level": _LEVEL,
+        "target_sizes": list(options.target_sizes), "target_budgets": list(options.target_budgets),
+        "target_budget_rule": f"C = 6 N D at {TOKENS_PER_PARAM_RULE:g} tokens/param (= 120 N^2)",
+        "backtest_holdout_sizes": options.holdout_sizes, "seq_len": results.spec.data.seq_len,
+        "flops_source": "exact per-architecture training FLOPs per token (scaling.models.flops), as recorded "
+                        "by each trial",
+        "study_budget": results.spec.budget.model_dump(), "cost_reference_params": cost_size,
+        "data_params_range": list(data_n), "data_flops_range": list(data_c),
+        "excluded_series": excluded_notes, "storage": results.root,
+    }
+    report = Report(
+        study=results.name, generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        settings=settings, verdict="", caveats=[], baseline=baseline, series=usable, points=points, dropped=dropped,
+        fit=result.to_dict(), backtest=backtest, comparison=comparison.to_dict(), targets=targets, versus=versus,
+        crossovers=crossovers, bands=bands, training_curves=training_curves(results, fit_points), costs=costs,
+    )
+    report.verdict = verdict_for(report)
+    report.caveats = caveats_for(report)
+    return report

@@ -1,0 +1,256 @@
+"""The report's content as a list of blocks (headings, paragraphs, tables, figures, lists).
+
+Why a neutral document: `report.md` and `report.html` must say the same thing. The sections
+are written once here from a `Report`; `render.py` only turns blocks into Markdown or HTML.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from scaling.models.ladder import format_count
+from scaling.report.figures import FIGURE_TITLES
+from scaling.report.schema import Report
+from scaling.report.verdict import interval, loss, percent, sci, signed
+
+
+@dataclass
+class Heading:
+    text: str
+    level: int = 2
+
+
+@dataclass
+class Paragraph:
+    text: str
+
+
+@dataclass
+class Table:
+    headers: list[str]
+    rows: list[list[str]]
+    caption: str = ""
+
+
+@dataclass
+class FigureRef:
+    name: str  # file name of the PNG, e.g. loss_vs_compute.png
+    caption: str
+
+
+@dataclass
+class Bullets:
+    items: list[str] = field(default_factory=list)
+
+
+Block = Union[Heading, Paragraph, Table, FigureRef, Bullets]
+
+
+def _count(value: float | None) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else format_count(value)
+
+
+def _figure(report: Report, name: str, blocks: list[Block]) -> None:
+    if name in report.figures:
+        blocks.append(FigureRef(name, FIGURE_TITLES.get(name, name)))
+
+
+def build_document(report: Report) -> list[Block]:
+    """Every section of the report, in reading order."""
+    s = report.settings
+    blocks: list[Block] = [Heading(f"Scaling report: {report.study}", 1)]
+    law_text = s.get("formula", "")
+    blocks.append(Paragraph(
+        f"Generated {report.generated_at}. Law: {law_text}"
+        + (f", shared {', '.join(s['shared'])}" if s.get("shared") else "")
+        + f"; {s.get('bootstrap', 0)} bootstrap resamples of whole runs; 95% intervals. Compute: "
+        f"{s.get('flops_source', '')}. Compute targets: {s.get('target_budget_rule', '')}. Baseline: {report.baseline}."))
+    blocks += [Heading("Verdict"), Paragraph(report.verdict)]
+    blocks += _predictions(report)
+    blocks += _curves(report)
+    blocks += _segments(report)
+    blocks += _recall(report)
+    blocks += _costs(report)
+    blocks += _backtest(report)
+    blocks += _diagnostics(report)
+    blocks += [Heading("Caveats"), Bullets(list(report.caveats))]
+    blocks += _data(report)
+    return blocks
+
+
+def _predictions(report: Report) -> list[Block]:
+    versus = {(v.target, v.series): v for v in report.versus}
+    rows = []
+    for t in report.targets:
+        v = versus.get((t.target, t.series))
+        rows.append([
+            t.target, t.series, _count(t.params_nonembed), sci(t.tokens), sci(t.flops), loss(t.loss),
+            interval(t.low, t.high), interval(t.pred_low, t.pred_high),
+            "baseline" if t.series == report.baseline else (signed(v.difference) if v else "n/a"),
+            "" if v is None else interval(v.low, v.high, signed), "" if v is None or v.p_better is None else percent(v.p_better),
+        ])
+    blocks: list[Block] = [Heading("Predictions at the targets"), Table(
+        ["target", "series", "N (params)", "D (tokens)", "C (FLOPs)", "loss", "95% CI (curve)", "95% PI (a new run)",
+         f"minus {report.baseline}", "difference 95% CI", f"P(lower than {report.baseline})"], rows,
+        "CI: spread of the fitted curve over the bootstrap refits; PI: adds run-to-run scatter (the fit's residuals). "
+        "P: share of bootstrap refits in which the series' loss is lower than the baseline's.")]
+    cross = [[c.series, c.baseline, c.axis, sci(c.at) if "flops" in c.axis else _count(c.at),
+              interval(c.low, c.high, sci if "flops" in c.axis else _count), percent(c.fraction_of_draws_crossing),
+              c.status] for c in report.crossovers]
+    if cross:
+        blocks += [Heading("Where the curves cross", 3), Table(
+            ["series", "baseline", "axis", "crossing", "95% CI (refits that cross)", "refits crossing", "status"], cross,
+            "First crossing of the series' fitted curve with the baseline's, searched from the smallest run to 10x the "
+            "largest target.")]
+    frontier = report.comparison.get("frontier", []) if report.settings.get("law") == "chinchilla" else []
+    if frontier:
+        rows = [[f["group"], sci(f["flops"]), _count(f["params_nonembed"]["value"]),
+                 interval(f["params_nonembed"]["low"], f["params_nonembed"]["high"], _count),
+                 sci(f["tokens"]["value"]), loss(f["loss"]["value"])] for f in frontier]
+        blocks += [Heading("Compute-optimal allocation", 3), Table(
+            ["series", "C (FLOPs)", "N_opt", "N_opt 95% CI", "D_opt (tokens)", "loss"], rows,
+            "With each series' exact FLOPs per token, C = f(N) D; N_opt minimises the fitted loss at fixed C.")]
+    return blocks
+
+
+def _curves(report: Report) -> list[Block]:
+    blocks: list[Block] = [Heading("Loss against compute and parameters")]
+    _figure(report, "loss_vs_compute.png", blocks)
+    _figure(report, "loss_vs_params.png", blocks)
+    if len(blocks) == 1:
+        blocks.append(Paragraph("No figures were drawn (matplotlib failed or there was nothing to draw)."))
+    return blocks
+
+
+def _segments(report: Report) -> list[Block]:
+    blocks: list[Block] = [Heading("Segment length (number of cached segments N)")]
+    by_arch: dict[str, set[str]] = {}
+    for p in report.points:
+        by_arch.setdefault(p.arch, set()).add(p.segment_len)
+    swept = [a for a, lens in by_arch.items() if len(lens) > 1]
+    if not swept:
+        blocks.append(Paragraph("This study varies no architecture's segment length, so the effect of N cannot be "
+                                "read from it. List several `segment_lens` under one architecture in the spec."))
+        return blocks
+    _figure(report, "segment_effect.png", blocks)
+    sizes = sorted({(p.params_nonembed, p.size_label) for p in report.points if p.arch in swept})
+    labels = list(dict.fromkeys(label for _, label in sizes))
+    rows = []
+    for arch in swept:
+        for series in dict.fromkeys(p.series for p in report.points if p.arch == arch):
+            own = [p for p in report.points if p.series == series]
+            by_label = {p.size_label: p.val_loss for p in own}
+            rows.append([arch, series, own[0].segment_len, str(own[0].n_segments)]
+                        + [loss(by_label.get(label)) for label in labels])
+    blocks.append(Table(["architecture", "series", "segment length C", "segments N"] + labels, rows,
+                        "Final validation loss per size; N = sequence length / C."))
+    return blocks
+
+
+def _recall(report: Report) -> list[Block]:
+    blocks: list[Block] = [Heading("Recall accuracy against scale")]
+    rows = []
+    needle_keys = sorted({k for p in report.points for k in p.needle_acc}, key=lambda k: int(k) if k.isdigit() else 0)
+    for p in report.points:
+        if p.mqar_acc is None and not p.needle_acc:
+            continue
+        rows.append([p.series, p.size_label, _count(p.params_nonembed), percent(p.mqar_acc, 1)]
+                    + [percent(p.needle_acc.get(k), 1) for k in needle_keys])
+    if not rows:
+        blocks.append(Paragraph("The study ran no recall evaluation (add `data.evals.mqar` or `data.evals.needle`)."))
+        return blocks
+    _figure(report, "recall_vs_scale.png", blocks)
+    blocks.append(Table(["series", "size", "N (params)", "MQAR accuracy"] + [f"needle @ {k}" for k in needle_keys], rows,
+                        "Accuracy on the final evaluation of each run."))
+    return blocks
+
+
+def _costs(report: Report) -> list[Block]:
+    blocks: list[Block] = [Heading("Cost per token against context length")]
+    if not report.costs:
+        blocks.append(Paragraph("No cost table: the study's spec did not describe the series."))
+        return blocks
+    _figure(report, "cost_vs_context.png", blocks)
+    shown = [L for L in sorted({c.seq_len for c in report.costs}) if L in (1024, 8192, 32768, 131072)] or \
+        sorted({c.seq_len for c in report.costs})
+    rows = []
+    for c in report.costs:
+        if c.seq_len not in shown:
+            continue
+        rows.append([c.series, f"{c.seq_len:,}", sci(c.forward_flops_per_token),
+                     percent(c.cached_read_flops_per_token / c.forward_flops_per_token if c.forward_flops_per_token else None, 1),
+                     _bytes(c.state_bytes + c.cache_bytes), _bytes(c.transformer_kv_cache_bytes)])
+    size = report.costs[0].params_nonembed
+    blocks.append(Table(["series", "context (tokens)", "forward FLOPs/token", "MC read share", "state + cache per sequence",
+                         "Transformer KV cache (same width, depth)"], rows,
+                        f"Models shaped by the study's ladder rule at {_count(size)} non-embedding parameters; FLOPs and "
+                        "bytes (bf16) from scaling.models.flops. Caching reads grow with the number of segments, so "
+                        "they are not automatically cheaper than attention."))
+    return blocks
+
+
+def _bytes(value: float) -> str:
+    for unit, scale in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+        if value >= scale:
+            return f"{value / scale:.3g} {unit}"
+    return f"{value:.0f} B"
+
+
+def _backtest(report: Report) -> list[Block]:
+    bt = report.backtest or {}
+    blocks: list[Block] = [Heading("Backtest: predicting the largest runs from the smaller ones")]
+    if bt.get("error"):
+        blocks.append(Paragraph(f"No backtest could be run: {bt['error']}."))
+        return blocks
+    groups: dict[str, Any] = bt.get("groups", {})
+    summary = [[g, str(b["n_fit"]), str(b["n_holdout"]), percent(b["mean_abs_rel_error"], 2),
+                percent(b["max_abs_rel_error"], 2), percent(b.get("coverage"))] for g, b in groups.items()]
+    points = [[g, _count(p["inputs"].get("params_nonembed")), sci(p["inputs"].get("flops")), loss(p["actual"]),
+               loss(p["prediction"]), interval(p.get("low"), p.get("high")), f"{100 * p['rel_error']:+.2f}%",
+               "n/a" if p.get("in_interval") is None else ("yes" if p["in_interval"] else "NO")]
+              for g, b in groups.items() for p in b["points"]]
+    blocks += [Paragraph(f"Split: {bt.get('split', '')}. The refit uses the same law, sharing and bootstrap."),
+               Table(["series", "runs fitted", "runs held out", "mean |error|", "max |error|", "inside 95% PI"], summary),
+               Table(["series", "N", "C (FLOPs)", "actual", "predicted", "95% PI", "error", "inside"], points,
+                     "Each held-out run: its loss, the prediction from the refit and the prediction interval.")]
+    return blocks
+
+
+def _diagnostics(report: Report) -> list[Block]:
+    fit = report.fit or {}
+    groups: dict[str, Any] = fit.get("groups", {})
+    names = sorted({k for g in groups.values() for k in g.get("params", {})}, key=["E", "A", "alpha", "B", "beta"].index)
+    rows = []
+    for g, gf in groups.items():
+        cells = [g, str(gf.get("n_points"))]
+        for k in names:
+            lo, hi = (gf.get("ci95", {}).get(k) or [None, None])[:2]
+            cells.append(f"{sci(gf['params'].get(k), 4)} [{sci(lo)}, {sci(hi)}]")
+        cells += [percent(gf.get("mean_abs_rel_error"), 2), percent(gf.get("max_abs_rel_error"), 2)]
+        rows.append(cells)
+    blocks: list[Block] = [Heading("Fit diagnostics"), Table(
+        ["series", "runs"] + [k + (" (shared)" if k in (fit.get("shared") or []) else "") for k in names]
+        + ["in-sample mean |error|", "max |error|"], rows,
+        f"{fit.get('formula', '')}; brackets: 95% bootstrap intervals.")]
+    _figure(report, "residuals.png", blocks)
+    settings = fit.get("settings") or {}
+    detail = [f"Estimator: Huber loss (delta {settings.get('delta')}) on log-loss residuals, summed; "
+              f"{settings.get('optimizer', '')}; {settings.get('n_starts')} starts ({settings.get('start_grid', '')})."]
+    if settings.get("bootstrap"):
+        detail.append(f"Bootstrap: {settings['bootstrap']} resamples of {settings.get('bootstrap_unit', 'runs')}, "
+                      f"each refitted from the {settings.get('bootstrap_starts')} best distinct optima; seed {settings.get('seed')}.")
+    blocks.append(Bullets(detail + [f"Warning: {w}" for w in settings.get("warnings", [])]))
+    return blocks
+
+
+def _data(report: Report) -> list[Block]:
+    rows = [[p.trial_id, p.series, p.size_label, _count(p.params_nonembed), sci(p.tokens), sci(p.flops), loss(p.val_loss)]
+            for p in report.points]
+    blocks: list[Block] = [Heading("Data"), Table(["trial", "series", "size", "N (params)", "D (tokens)", "C (FLOPs)",
+                                                  "val loss"], rows, "Every finished ladder run, as fitted.")]
+    if report.dropped:
+        blocks.append(Table(["trial", "series", "size", "why it was left out"],
+                            [[d.trial_id, d.series, d.size_label, d.reason] for d in report.dropped], "Runs not fitted."))
+    return blocks

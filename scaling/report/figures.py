@@ -1,0 +1,510 @@
+"""The report's figures, drawn from a `Report` alone, as PNG bytes keyed by file name.
+
+Why from the `Report` and nothing else: the pages and ``report.json`` must show the same numbers
+as the pictures, and a figure maker that reads only this value can be tested on a report built
+by hand. Each figure is omitted (not drawn empty) when the report has no data for it, so a
+study with no recall evaluations or no context costs still gets a clean report.
+
+matplotlib is imported inside the functions, and only its object API is used (no ``pyplot``):
+the CLI starts fast, and drawing touches no global state, so reports can be drawn in threads or
+in tests side by side.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from scaling.models.ladder import format_count
+from scaling.report.schema import Band, Point, Report
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+DPI = 110
+FIGSIZE = (8.0, 5.0)
+BASELINE_COLOUR = "#000000"
+#: matplotlib's tab10, spelled out so colours can be chosen without importing matplotlib
+TAB10 = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+         "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+KV_CACHE_LABEL = "Transformer KV cache (same width and depth)"
+
+FIGURE_TITLES: dict[str, str] = {
+    "loss_vs_compute.png": "Validation loss against training compute: runs, fitted laws with 95% bands, "
+                           "and the compute targets",
+    "loss_vs_params.png": "Validation loss against non-embedding parameters: runs, fitted laws with 95% bands, "
+                          "and the target sizes",
+    "segment_effect.png": "Effect of the segment length: validation loss against the number of segments, per size",
+    "recall_vs_scale.png": "Recall against model size: MQAR accuracy and mean needle-in-a-haystack accuracy",
+    "cost_vs_context.png": "Inference cost against context length: forward FLOPs per token and memory per sequence",
+    "residuals.png": "Fit residuals: how far each run lies from its series' fitted law",
+}
+
+
+# --- small helpers ----------------------------------------------------------------------------
+
+
+def series_colours(report: Report) -> dict[str, str]:
+    """One colour per series, shared by every figure: the baseline black, the others tab10 in
+    the order of ``report.series`` (series seen only in the data follow, in order of appearance)."""
+    names = list(dict.fromkeys([*report.series, *(p.series for p in report.points),
+                                *(b.series for b in report.bands), *(c.series for c in report.costs)]))
+    colours: dict[str, str] = {}
+    k = 0
+    for name in names:
+        if name == report.baseline:
+            colours[name] = BASELINE_COLOUR
+        else:
+            colours[name] = TAB10[k % len(TAB10)]
+            k += 1
+    return colours
+
+
+def _finite(value: Any) -> bool:
+    """True for a real, finite number (None and NaN, as JSON round trips leave them, are not)."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and math.isfinite(float(value))
+
+
+def _positive(value: Any) -> bool:
+    """A value that can sit on a log axis."""
+    return _finite(value) and float(value) > 0
+
+
+def _array(values: Sequence[Any] | None) -> np.ndarray | None:
+    """A list from the report (possibly holding None) as a float array with NaN for the gaps."""
+    if values is None:
+        return None
+    return np.array([float(v) if _finite(v) else math.nan for v in values], dtype=float)
+
+
+def _series_order(report: Report, present: Iterable[str]) -> list[str]:
+    """Series in the report's order, then any others that appear in the data."""
+    present = list(dict.fromkeys(present))
+    return [s for s in report.series if s in present] + [s for s in present if s not in report.series]
+
+
+def _new_figure(width: float = FIGSIZE[0], height: float = FIGSIZE[1]) -> "Figure":
+    """A figure bound to its own Agg canvas, so nothing passes through pyplot's global state."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig: "Figure") -> bytes:
+    """The figure as PNG bytes."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    return buf.getvalue()
+
+
+def _line_width(report: Report, series: str) -> float:
+    """The baseline a little heavier, so the eye compares the others to it."""
+    return 2.2 if series == report.baseline else 1.6
+
+
+# --- loss against compute / parameters ---------------------------------------------------------
+
+
+def _point_x(point: Point, axis: str) -> float:
+    """The run's position along ``axis`` ("flops" or "params_nonembed")."""
+    return float(point.flops if axis == "flops" else point.params_nonembed)
+
+
+def _draw_band(ax: "Axes", band: Band, colour: str, label: str | None, width: float) -> bool:
+    """Fitted curve with its prediction band (light) and confidence band (darker); True if drawn."""
+    x, loss = _array(band.x), _array(band.loss)
+    if x is None or loss is None or x.size == 0 or x.size != loss.size:
+        return False
+    ok = np.isfinite(x) & (x > 0) & np.isfinite(loss)
+    if not ok.any():
+        return False
+    for low, high, alpha in ((band.pred_low, band.pred_high, 0.10), (band.fit_low, band.fit_high, 0.28)):
+        lo, hi = _array(low), _array(high)
+        if lo is None or hi is None or lo.size != x.size or hi.size != x.size:
+            continue
+        good = ok & np.isfinite(lo) & np.isfinite(hi)
+        if good.any():
+            ax.fill_between(x[good], lo[good], hi[good], color=colour, alpha=alpha, linewidth=0)
+    ax.plot(x[ok], loss[ok], color=colour, lw=width, label=label)
+    return True
+
+
+def _draw_points(ax: "Axes", points: list[Point], axis: str, colour: str, label: str | None) -> bool:
+    """The runs' final losses as markers; True if any was drawn."""
+    xy = [(_point_x(p, axis), float(p.val_loss)) for p in points
+          if _positive(_point_x(p, axis)) and _finite(p.val_loss)]
+    if not xy:
+        return False
+    xs, ys = zip(*sorted(xy))
+    ax.scatter(xs, ys, color=colour, s=28, zorder=3, edgecolors="white", linewidths=0.6, label=label)
+    return True
+
+
+def _draw_training_curves(ax: "Axes", report: Report, colours: dict[str, str]) -> None:
+    """Each trial's validation loss along training: thin faint lines, context for the final points."""
+    for curve in report.training_curves:
+        x, y = _array(curve.flops), _array(curve.val_loss)
+        if x is None or y is None or x.size != y.size:
+            continue
+        ok = np.isfinite(x) & (x > 0) & np.isfinite(y)
+        if ok.sum() >= 2:
+            ax.plot(x[ok], y[ok], color=colours.get(curve.series, "#999999"), lw=0.7, alpha=0.3, zorder=1)
+
+
+def _target_lines(report: Report, prefix: str, field: str) -> list[tuple[float, str]]:
+    """Distinct target positions (x, short label) from target rows whose name starts with ``prefix``."""
+    found: dict[float, str] = {}
+    for row in report.targets:
+        value = getattr(row, field)
+        if row.target.startswith(prefix) and _positive(value) and float(value) not in found:
+            short = row.target.split(",")[0].replace(" FLOPs", "").replace(" params", "").strip()
+            found[float(value)] = short
+    return sorted(found.items())
+
+
+def _mark_targets(ax: "Axes", lines: list[tuple[float, str]]) -> None:
+    """Dotted vertical lines at the targets, labelled along the top of the axes."""
+    for x, label in lines:
+        ax.axvline(x, color="#555555", ls=":", lw=1.0, zorder=0)
+        ax.text(x, 0.98, f" {label}", transform=ax.get_xaxis_transform(), rotation=90,
+                va="top", ha="right", fontsize=7.5, color="#444444")
+
+
+def _shade_extrapolated(ax: "Axes", observed_max: float | None) -> None:
+    """Grey out everything right of the largest run: the numbers there are extrapolations."""
+    if observed_max is None:
+        return
+    left, right = ax.get_xlim()
+    if right <= observed_max:
+        return
+    ax.axvspan(observed_max, right, color="#888888", alpha=0.07, lw=0, zorder=0)
+    ax.text(observed_max, 0.02, "  extrapolated \u2192", transform=ax.get_xaxis_transform(),
+            va="bottom", ha="left", fontsize=8, color="#555555")
+    ax.set_xlim(left, right)
+
+
+def _loss_limits(ax: "Axes", points: list[Point], bands: list[Band]) -> None:
+    """Y range from the runs and fitted curves, so early-training losses do not squash the plot."""
+    values = [float(p.val_loss) for p in points if _finite(p.val_loss)]
+    for band in bands:
+        for arr in (band.loss, band.pred_low, band.pred_high):
+            a = _array(arr)
+            if a is not None:
+                values.extend(a[np.isfinite(a)].tolist())
+    if not values:
+        return
+    low, high = min(values), max(values)
+    pad = 0.06 * (high - low) if high > low else 0.1 * max(abs(high), 1.0)
+    ax.set_ylim(low - pad, high + pad)
+
+
+def _outside_legend(ax: "Axes", handles: list[Any] | None = None, labels: list[str] | None = None) -> None:
+    """Legend to the right of the axes: curves and target labels fill the whole plot area."""
+    if handles is None or labels is None:
+        handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+
+
+def _legend_for_bands(ax: "Axes", bands: list[Band]) -> None:
+    """A legend with the series plus grey swatches explaining the two band shades."""
+    from matplotlib.patches import Patch
+
+    handles, labels = ax.get_legend_handles_labels()
+    if any(b.pred_low is not None for b in bands):
+        handles.append(Patch(color="#555555", alpha=0.12))
+        labels.append("95% prediction band")
+    if any(b.fit_low is not None for b in bands):
+        handles.append(Patch(color="#555555", alpha=0.35))
+        labels.append("95% confidence band")
+    if handles:
+        _outside_legend(ax, handles, labels)
+
+
+def _loss_vs_axis(report: Report, axis: str, with_curves: bool, targets: list[tuple[float, str]],
+                  xlabel: str, title: str) -> "Figure | None":
+    """Shared body of the compute and size plots: runs, fitted laws with bands, targets."""
+    colours = series_colours(report)
+    bands = [b for b in report.bands if b.axis == axis]
+    points = [p for p in report.points if _positive(_point_x(p, axis)) and _finite(p.val_loss)]
+    if not points and not bands:
+        return None
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    ax.set_xscale("log")
+    if with_curves:
+        _draw_training_curves(ax, report, colours)
+    drawn_bands: list[Band] = []
+    for series in _series_order(report, [*(p.series for p in points), *(b.series for b in bands)]):
+        colour = colours[series]
+        labelled = False
+        for band in (b for b in bands if b.series == series):
+            if _draw_band(ax, band, colour, None if labelled else series, _line_width(report, series)):
+                labelled = True
+                drawn_bands.append(band)
+        _draw_points(ax, [p for p in points if p.series == series], axis, colour, None if labelled else series)
+    _mark_targets(ax, targets)
+    _loss_limits(ax, points, drawn_bands)
+    _shade_extrapolated(ax, max((_point_x(p, axis) for p in points), default=None))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("validation loss (nats/token)")
+    ax.set_title(title)
+    ax.grid(True, which="major", alpha=0.3)
+    _legend_for_bands(ax, drawn_bands)
+    return fig
+
+
+def loss_vs_compute(report: Report) -> "Figure | None":
+    """Loss against training FLOPs: the view in which budgets (C=...) are compared."""
+    return _loss_vs_axis(report, "flops", True, _target_lines(report, "C=", "flops"),
+                         "training compute (FLOPs)", "Validation loss against training compute")
+
+
+def loss_vs_params(report: Report) -> "Figure | None":
+    """Loss against non-embedding parameters: the view in which target sizes (N=...) are compared."""
+    return _loss_vs_axis(report, "params_nonembed", False, _target_lines(report, "N=", "params_nonembed"),
+                         "non-embedding parameters", "Validation loss against model size")
+
+
+# --- segment length -------------------------------------------------------------------------
+
+
+def _segment_archs(points: list[Point]) -> dict[str, list[Point]]:
+    """Architectures whose runs cover at least two segment lengths, with those runs."""
+    by_arch: dict[str, list[Point]] = defaultdict(list)
+    for p in points:
+        by_arch[p.arch].append(p)
+    return {arch: ps for arch, ps in by_arch.items() if len({p.segment_len for p in ps}) >= 2}
+
+
+def _n_segments(point: Point) -> float:
+    """Number of segments; a run without caching ("-") counts as one segment."""
+    return 1.0 if point.segment_len == "-" else float(point.n_segments)
+
+
+def _size_lines(points: list[Point]) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Per size label (ordered by parameters): mean loss at each number of segments."""
+    by_size: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    params: dict[str, list[float]] = defaultdict(list)
+    for p in points:
+        n = _n_segments(p)
+        if _positive(n) and _finite(p.val_loss):
+            by_size[p.size_label][n].append(float(p.val_loss))
+            if _finite(p.params_nonembed):
+                params[p.size_label].append(float(p.params_nonembed))
+    order = sorted(by_size, key=lambda s: float(np.median(params[s])) if params[s] else math.inf)
+    lines = []
+    for label in order:
+        ns = sorted(by_size[label])
+        lines.append((label, np.array(ns), np.array([np.mean(by_size[label][n]) for n in ns])))
+    return lines
+
+
+def segment_effect(report: Report) -> "Figure | None":
+    """Loss against the number of segments per size: does more (shorter) segments help or hurt?"""
+    from matplotlib import colormaps
+    from matplotlib.ticker import NullFormatter
+
+    archs = {a: ps for a, ps in _segment_archs(report.points).items() if _size_lines(ps)}
+    if not archs:
+        return None
+    fig = _new_figure(min(16.0, max(FIGSIZE[0], 4.5 * len(archs))), FIGSIZE[1])
+    axes = fig.subplots(1, len(archs), squeeze=False)[0]
+    for ax, (arch, points) in zip(axes, archs.items()):
+        lines = _size_lines(points)
+        cmap = colormaps["viridis"]
+        for i, (label, n, loss) in enumerate(lines):
+            colour = cmap(0.85 * i / max(1, len(lines) - 1))
+            ax.plot(n, loss, marker="o", color=colour, lw=1.5, label=label)
+        ax.set_xscale("log", base=2)
+        ticks = sorted({float(v) for _, n, _ in lines for v in n})
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("number of segments")
+        ax.set_ylabel("validation loss (nats/token)")
+        ax.set_title(arch)
+        ax.grid(True, alpha=0.3)
+        ax.legend(title="size", fontsize=8, title_fontsize=8)
+    fig.suptitle("Effect of the segment length (fewer, longer segments to the left)")
+    return fig
+
+
+# --- recall -----------------------------------------------------------------------------------
+
+
+def _mean_needle(point: Point) -> float | None:
+    """Mean needle-in-a-haystack accuracy over context lengths, None without any."""
+    values = [float(v) for v in (point.needle_acc or {}).values() if _finite(v)]
+    return float(np.mean(values)) if values else None
+
+
+def _recall_series(report: Report, metric: Callable[[Point], Any]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per series: (params, metric) sorted by params, skipping runs without the metric."""
+    out: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for p in report.points:
+        value = metric(p)
+        if _finite(value) and _positive(p.params_nonembed):
+            out[p.series].append((float(p.params_nonembed), float(value)))
+    result = {}
+    for series in _series_order(report, out):
+        xy = sorted(out[series])
+        result[series] = (np.array([a for a, _ in xy]), np.array([b for _, b in xy]))
+    return result
+
+
+def recall_vs_scale(report: Report) -> "Figure | None":
+    """MQAR and needle accuracy against size: recall is where caching should pay off."""
+    colours = series_colours(report)
+    panels = [(title, data) for title, data in (
+        ("MQAR accuracy", _recall_series(report, lambda p: p.mqar_acc)),
+        ("needle-in-a-haystack accuracy (mean over context lengths)", _recall_series(report, _mean_needle)),
+    ) if data]
+    if not panels:
+        return None
+    fig = _new_figure(FIGSIZE[0] if len(panels) == 1 else 11.0, FIGSIZE[1])
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (title, data) in zip(axes, panels):
+        for series, (x, y) in data.items():
+            ax.plot(x, y, marker="o", color=colours[series], lw=_line_width(report, series), label=series)
+        ax.set_xscale("log")
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_xlabel("non-embedding parameters")
+        ax.set_ylabel("accuracy")
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("Recall against model size")
+    return fig
+
+
+# --- inference cost ---------------------------------------------------------------------------
+
+
+def _cost_lines(report: Report, value: Callable[[Any], float]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per series: (seq_len, value) sorted by seq_len, keeping only what fits a log-log plot."""
+    out: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for c in report.costs:
+        v = value(c)
+        if _positive(c.seq_len) and _positive(v):
+            out[c.series].append((float(c.seq_len), float(v)))
+    result = {}
+    for series in _series_order(report, out):
+        xy = sorted(out[series])
+        result[series] = (np.array([a for a, _ in xy]), np.array([b for _, b in xy]))
+    return result
+
+
+def _cost_total_bytes(cost: Any) -> float:
+    """Bytes a sequence holds at inference: recurrent state plus cached segment memories."""
+    parts = [cost.state_bytes, cost.cache_bytes]
+    return sum(float(v) for v in parts if _finite(v)) if any(_finite(v) for v in parts) else math.nan
+
+
+def cost_vs_context(report: Report) -> "Figure | None":
+    """FLOPs and memory per token against context length: what the loss gains cost at inference."""
+    if not report.costs:
+        return None
+    colours = series_colours(report)
+    flops = _cost_lines(report, lambda c: c.forward_flops_per_token)
+    memory = _cost_lines(report, _cost_total_bytes)
+    if not flops and not memory:
+        return None
+    fig = _new_figure(12.0, FIGSIZE[1])
+    left, right = fig.subplots(1, 2)
+    for series, (x, y) in flops.items():
+        left.plot(x, y, marker=".", color=colours[series], lw=_line_width(report, series), label=series)
+    for series, (x, y) in memory.items():
+        right.plot(x, y, marker=".", color=colours[series], lw=_line_width(report, series), label=series)
+    first = _series_order(report, (c.series for c in report.costs))[0]
+    kv = [(float(c.seq_len), float(c.transformer_kv_cache_bytes)) for c in report.costs
+          if c.series == first and _positive(c.seq_len) and _positive(c.transformer_kv_cache_bytes)]
+    if kv:
+        x, y = zip(*sorted(kv))
+        right.plot(x, y, ls="--", color="#888888", lw=1.4, label=KV_CACHE_LABEL)
+    for ax, ylabel, title in ((left, "forward FLOPs per token", "Compute per token"),
+                              (right, "bytes per sequence (state + cache)", "Memory per sequence")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("context length (tokens)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, which="major", alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    sizes = [float(c.params_nonembed) for c in report.costs if _positive(c.params_nonembed)]
+    at = f" at {format_count(float(np.median(sizes)))} non-embedding parameters" if sizes else ""
+    fig.suptitle(f"Inference cost against context length{at}")
+    return fig
+
+
+# --- fit diagnostics --------------------------------------------------------------------------
+
+
+def _residual_series(report: Report) -> tuple[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """(x axis name, per series (x, residual %)). A series whose residual count differs from its
+    point count is skipped: residuals are matched to points by position, so a mismatch would
+    put them on the wrong runs."""
+    fit = report.fit or {}
+    axis = "flops" if fit.get("law_input") == "flops" else "params_nonembed"
+    groups = fit.get("groups") or {}
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for series in _series_order(report, groups):
+        residuals = _array((groups.get(series) or {}).get("residuals_log") or [])
+        points = [p for p in report.points if p.series == series]
+        if residuals is None or residuals.size == 0 or residuals.size != len(points):
+            continue
+        x = np.array([_point_x(p, axis) if _finite(_point_x(p, axis)) else math.nan for p in points])
+        ok = np.isfinite(x) & (x > 0) & np.isfinite(residuals)
+        if ok.any():
+            out[series] = (x[ok], 100.0 * np.expm1(residuals[ok]))
+    return axis, out
+
+
+def residuals(report: Report) -> "Figure | None":
+    """Each run's distance from its fitted law: a trend here means the law's form is wrong."""
+    axis, data = _residual_series(report)
+    if not data:
+        return None
+    colours = series_colours(report)
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    ax.axhline(0.0, color="#000000", lw=0.8)
+    for series, (x, y) in data.items():
+        ax.scatter(x, y, color=colours[series], s=30, label=series, zorder=3, edgecolors="white", linewidths=0.6)
+    ax.set_xscale("log")
+    ax.set_xlabel("training compute (FLOPs)" if axis == "flops" else "non-embedding parameters")
+    ax.set_ylabel("actual / predicted loss - 1 (%)")
+    ax.set_title(f"Fit residuals ({(report.fit or {}).get('law', 'fit')} law)")
+    ax.grid(True, alpha=0.3)
+    _outside_legend(ax)
+    return fig
+
+
+# --- all together -----------------------------------------------------------------------------
+
+FIGURE_MAKERS: dict[str, Callable[[Report], "Figure | None"]] = {
+    "loss_vs_compute.png": loss_vs_compute,
+    "loss_vs_params.png": loss_vs_params,
+    "segment_effect.png": segment_effect,
+    "recall_vs_scale.png": recall_vs_scale,
+    "cost_vs_context.png": cost_vs_context,
+    "residuals.png": residuals,
+}
+
+
+def draw_figures(report: Report) -> dict[str, bytes]:
+    """Every figure the report has data for, as ``{file name: PNG bytes}`` in a fixed order."""
+    out: dict[str, bytes] = {}
+    for name, make in FIGURE_MAKERS.items():
+        fig = make(report)
+        if fig is not None:
+            out[name] = _png(fig)
+    return out

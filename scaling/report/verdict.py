@@ -1,0 +1,304 @@
+"""The report's verdict paragraph and its caveats, written from the numbers, never boilerplate.
+
+Why generated text: a reader who only reads one paragraph must get the answer (which
+architecture is predicted to win at the largest target, by how much, how sure, where curves
+cross) and how far to trust it (backtest error, interval width, orders of magnitude
+extrapolated). Every sentence here is conditional on the numbers, so a study that cannot tell
+the architectures apart says exactly that.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+from scaling.models.ladder import format_count
+from scaling.report.schema import Report, TargetRow, VersusRow
+
+_STRATEGY_NAMES = {"grm": "GRM", "ssc": "SSC", "soup": "Memory Soup", "residual": "residual caching",
+                   "none": "no caching"}
+
+
+def sci(value: float | None, digits: int = 3) -> str:
+    """1.23e21-style number (no '+', no leading zero in the exponent)."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    text = f"{value:.{digits}g}"
+    return text.replace("e+0", "e").replace("e+", "e").replace("e-0", "e-")
+
+
+def loss(value: float | None) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.3f}"
+
+
+def interval(low: float | None, high: float | None, fmt=loss) -> str:  # noqa: ANN001
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return "no interval (no bootstrap)"
+    return f"{fmt(low)} to {fmt(high)}"
+
+
+def signed(value: float | None) -> str:
+    """A loss difference: 3 decimals, or 2 significant digits when it is smaller than 0.001."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return f"{value:+.3f}" if abs(value) >= 1e-3 or value == 0 else f"{value:+.1e}"
+
+
+def percent(value: float | None, digits: int = 0) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{100 * value:.{digits}f}%"
+
+
+# ---------------------------------------------------------------------------- targets
+def compute_targets(report: Report) -> list[TargetRow]:
+    """Rows at compute budgets (equal FLOPs for every series), if the law gives them."""
+    return [t for t in report.targets if t.target.startswith(("C=", "flops="))]
+
+
+def size_targets(report: Report) -> list[TargetRow]:
+    """Rows at target sizes with the 20 tokens/param rule (chinchilla) or the power law in params."""
+    return [t for t in report.targets if t.target.startswith("params_nonembed=")
+            or (t.target.startswith("N=") and "tokens/param" in t.target)]
+
+
+def headline_targets(report: Report) -> tuple[str | None, str | None]:
+    """(largest, smallest) target names on the axis the verdict speaks about: equal compute where
+    available, else size."""
+    rows = compute_targets(report) or size_targets(report)
+    if not rows:
+        return None, None
+    key = (lambda t: t.flops or 0.0) if rows[0].target.startswith(("C=", "flops=")) else (lambda t: t.params_nonembed or 0.0)
+    ordered = sorted(rows, key=key)
+    return ordered[-1].target, ordered[0].target
+
+
+def describe_target(report: Report, target: str) -> str:
+    """'the compute of a 70B model at 20 tokens/param (5.88e23 FLOPs)' or 'N = 70B parameters'."""
+    rows = [t for t in report.targets if t.target == target]
+    if target.startswith(("C=", "flops=")) and rows:
+        flops = rows[0].flops
+        budgets = report.settings.get("target_budgets", [])
+        sizes = report.settings.get("target_sizes", [])
+        for size, budget in zip(sizes, budgets):
+            if flops and math.isclose(budget, flops, rel_tol=1e-6):
+                return f"the compute of a {format_count(size)}-parameter model at 20 tokens/param ({sci(flops)} FLOPs)"
+        return f"{sci(flops)} FLOPs"
+    if rows and rows[0].params_nonembed:
+        return f"{format_count(rows[0].params_nonembed)} non-embedding parameters"
+    return target
+
+
+def _row(report: Report, target: str, series: str) -> TargetRow | None:
+    return next((t for t in report.targets if t.target == target and t.series == series), None)
+
+
+def _versus(report: Report, target: str, series: str) -> VersusRow | None:
+    return next((v for v in report.versus if v.target == target and v.series == series), None)
+
+
+def _strategy(report: Report, series: str) -> str:
+    return next((p.strategy for p in report.points if p.series == series), "none")
+
+
+def best_per_strategy(report: Report, target: str) -> list[str]:
+    """The lowest-loss series of each caching strategy (and of the plain recurrent ones), best first."""
+    best: dict[str, TargetRow] = {}
+    for series in report.series:
+        if series == report.baseline:
+            continue
+        row = _row(report, target, series)
+        if row is None:
+            continue
+        key = _strategy(report, series)
+        if key not in best or row.loss < best[key].loss:
+            best[key] = row
+    return [r.series for r in sorted(best.values(), key=lambda r: r.loss)]
+
+
+def resolved(v: VersusRow) -> bool:
+    """The difference's interval excludes zero."""
+    return v.low is not None and v.high is not None and (v.high < 0 or v.low > 0)
+
+
+# ---------------------------------------------------------------------------- verdict
+def verdict_for(report: Report) -> str:
+    """One paragraph: the prediction at the largest target, per caching strategy, with intervals."""
+    large, small = headline_targets(report)
+    n_runs = sum(1 for p in report.points if p.series in report.series)
+    if large is None:
+        return "No target could be predicted from this fit."
+    base = _row(report, large, report.baseline)
+    parts = [f"Fitted on {n_runs} finished runs of {len(report.series)} series, the laws predict at "
+             f"{describe_target(report, large)} a validation loss of {loss(base.loss) if base else 'n/a'} for "
+             f"{report.baseline} (95% CI {interval(base.low, base.high) if base else 'n/a'})."]
+    contenders = best_per_strategy(report, large)
+    for series in contenders:
+        row, v = _row(report, large, series), _versus(report, large, series)
+        if row is None or v is None:
+            continue
+        name = _STRATEGY_NAMES.get(_strategy(report, series), _strategy(report, series))
+        direction = "lower" if v.difference < 0 else "higher"
+        sentence = (f"{series} ({name}): {loss(row.loss)} ({interval(row.low, row.high)}), "
+                    f"{signed(abs(v.difference))[1:]} {direction} than {report.baseline} (difference {interval(v.low, v.high, signed)}")
+        if v.p_better is not None:
+            sentence += f"; lower in {percent(v.p_better)} of bootstrap refits"
+        sentence += ")."
+        parts.append(sentence)
+    if contenders:
+        parts.append(_resolution(report, large, contenders))
+        crossing = _crossing_sentence(report, contenders[0])
+        if crossing:
+            parts.append(crossing)
+        if small is not None and small != large:
+            v = _versus(report, small, contenders[0])
+            if v is not None:
+                parts.append(f"At {describe_target(report, small)}, {contenders[0]} minus {report.baseline} is "
+                             f"{signed(v.difference)} ({interval(v.low, v.high, signed)}).")
+    parts.append(_backtest_sentence(report))
+    return " ".join(p for p in parts if p)
+
+
+def _resolution(report: Report, target: str, contenders: Iterable[str]) -> str:
+    rows = [v for s in contenders if (v := _versus(report, target, s)) is not None]
+    if not rows or all(v.low is None for v in rows):
+        return "Without a bootstrap the differences have no intervals: rerun with fit.bootstrap > 0 before trusting them."
+    settled = [v for v in rows if resolved(v)]
+    if not settled:
+        return ("No difference from the baseline is resolved there: every interval spans zero, so this study "
+                "cannot say which architecture is better at that scale.")
+    words = [f"{v.series} {'beats' if v.high is not None and v.high < 0 else 'trails'} {report.baseline}"
+             for v in settled]
+    return "Resolved at 95%: " + "; ".join(words) + "."
+
+
+def _crossing_sentence(report: Report, series: str) -> str:
+    rows = [c for c in report.crossovers if c.series == series]
+    if not rows:
+        return ""
+    c = rows[-1] if report.settings.get("law") == "chinchilla" else rows[0]
+    axis = "FLOPs" if "flops" in c.axis else "parameters"
+    fmt = sci if axis == "FLOPs" else (lambda v: format_count(v) if v else "n/a")
+    share = "" if c.fraction_of_draws_crossing is None else f" ({percent(c.fraction_of_draws_crossing)} of bootstrap refits cross)"
+    if c.at is not None:
+        return (f"{series}'s curve crosses {report.baseline}'s at {fmt(c.at)} {axis} "
+                f"(95% CI {interval(c.low, c.high, fmt)}){share}.")
+    lo, hi = _search_range(c.status)
+    text = f"In the point fit, {series}'s curve does not cross {report.baseline}'s between {fmt(lo)} and {fmt(hi)} {axis}"
+    frac = c.fraction_of_draws_crossing
+    if frac is not None and frac >= 0.05:
+        return text + f", but {percent(frac)} of bootstrap refits do, so the ordering there is not settled."
+    return text + share + "."
+
+
+def _search_range(status: str) -> tuple[float, float]:
+    """The range named in a "no crossover in range [lo, hi]" status."""
+    if "[" in status and "]" in status:
+        lo, hi = status[status.index("[") + 1:status.index("]")].split(",")
+        return float(lo), float(hi)
+    return math.nan, math.nan
+
+
+def _backtest_sentence(report: Report) -> str:
+    bt = report.backtest or {}
+    if bt.get("error"):
+        return f"No backtest could be run ({bt['error']})."
+    groups = bt.get("groups", {})
+    if not groups:
+        return ""
+    errors = [g["mean_abs_rel_error"] for g in groups.values()]
+    worst = max(g["max_abs_rel_error"] for g in groups.values())
+    inside = [p["in_interval"] for g in groups.values() for p in g["points"] if p.get("in_interval") is not None]
+    text = (f"Backtest ({bt.get('split')}): mean absolute error {percent(sum(errors) / len(errors), 1)} over series, "
+            f"worst {percent(worst, 1)}")
+    if inside:
+        text += f"; {sum(inside)} of {len(inside)} held-out runs fell inside their 95% prediction intervals"
+    return text + "."
+
+
+# ---------------------------------------------------------------------------- caveats
+def caveats_for(report: Report) -> list[str]:
+    """What limits the verdict, each computed from this study's numbers."""
+    out: list[str] = []
+    s = report.settings
+    c_lo_data, c_hi_data = s.get("data_flops_range", [math.nan, math.nan])
+    n_lo_data, n_hi_data = s.get("data_params_range", [math.nan, math.nan])
+    budgets, sizes = s.get("target_budgets", []), s.get("target_sizes", [])
+    if budgets and c_hi_data:
+        out.append(f"Extrapolation: the runs span {math.log10(c_hi_data / c_lo_data):.1f} orders of magnitude of "
+                   f"compute ({sci(c_lo_data)} to {sci(c_hi_data)} FLOPs) and {format_count(n_lo_data)} to "
+                   f"{format_count(n_hi_data)} parameters; the largest target lies "
+                   f"{math.log10(max(budgets) / c_hi_data):.1f} orders of magnitude beyond the largest run in compute "
+                   f"and {math.log10(max(sizes) / n_hi_data):.1f} in parameters.")
+    large, _ = headline_targets(report)
+    if large is not None:
+        widths = [(t.series, (t.pred_high - t.pred_low) / t.loss) for t in report.targets
+                  if t.target == large and t.pred_low is not None and t.pred_high is not None and t.loss]
+        if widths:
+            series, widest = max(widths, key=lambda w: w[1])
+            diffs = [abs(v.difference) for v in report.versus if v.target == large]
+            text = (f"Interval width at {describe_target(report, large)}: 95% prediction intervals are "
+                    f"{percent(min(w for _, w in widths), 1)} to {percent(widest, 1)} of the predicted loss "
+                    f"(widest: {series})")
+            if diffs:
+                text += (f", against predicted differences from {report.baseline} of at most {max(diffs):.3f} nats "
+                         f"({percent(max(diffs) / next(t.loss for t in report.targets if t.target == large), 2)})")
+            out.append(text + ".")
+    out.extend(_fit_caveats(report))
+    out.extend(_backtest_caveats(report))
+    if report.dropped:
+        listing = "; ".join(f"{d.trial_id} ({d.reason})" for d in report.dropped[:12])
+        more = f" and {len(report.dropped) - 12} more" if len(report.dropped) > 12 else ""
+        out.append(f"Dropped points: {len(report.dropped)} trial(s) were not fitted: {listing}{more}.")
+    else:
+        out.append("Dropped points: none; every ladder trial finished and was fitted.")
+    for note in s.get("excluded_series", []):
+        out.append(f"Series left out: {note}.")
+    seeds = {p.trial_id.rsplit("-s", 1)[-1] for p in report.points}
+    if len(seeds) <= 1:
+        out.append("One seed per size: run-to-run noise is estimated from the fit's residuals only; more seeds at "
+                   "the largest sizes would tighten the prediction intervals honestly.")
+    return out
+
+
+def _fit_caveats(report: Report) -> list[str]:
+    out: list[str] = []
+    fit = report.fit or {}
+    groups = fit.get("groups", {})
+    if "E" in (fit.get("shared") or []) and groups:
+        first = next(iter(groups.values()))
+        lo, hi = (first.get("ci95", {}).get("E") or [None, None])[:2]
+        out.append(f"Shared loss floor: E = {loss(first['params'].get('E'))} (95% CI {interval(lo, hi)}) is common to "
+                   "every series, so far beyond the data the predictions converge on E and the differences come from "
+                   "each series' A and alpha alone.")
+    small = [g for g, v in groups.items() if v.get("n_points", 0) < 5]
+    if small:
+        out.append(f"Few sizes: {', '.join(small)} {'has' if len(small) == 1 else 'have'} fewer than 5 fitted runs; "
+                   "a law's exponent is poorly pinned by so few points.")
+    for warning in (fit.get("settings") or {}).get("warnings", []):
+        out.append(f"Fit warning: {warning}.")
+    if report.settings.get("law") == "chinchilla":
+        ratios = {round(p.tokens / p.params_nonembed, 3) for p in report.points if p.series in report.series}
+        if len(ratios) <= 1:
+            out.append("Every run used the same tokens per parameter, so the N and D terms of the chinchilla law are "
+                       "not separately identified; its compute-optimal allocations rest on that assumption.")
+    return out
+
+
+def _backtest_caveats(report: Report) -> list[str]:
+    bt = report.backtest or {}
+    if bt.get("error"):
+        return [f"Backtest: none could be run ({bt['error']}); treat the extrapolation as untested."]
+    out: list[str] = []
+    points = [p for g in bt.get("groups", {}).values() for p in g["points"]]
+    inside = [p["in_interval"] for p in points if p.get("in_interval") is not None]
+    if inside and sum(inside) / len(inside) < 0.9:
+        out.append(f"Backtest coverage: only {sum(inside)} of {len(inside)} held-out runs fell inside their 95% "
+                   "prediction intervals, so the intervals here are probably too narrow for extrapolation.")
+    errors = [abs(p["rel_error"]) for p in points]
+    diffs = [abs(v.difference / t.loss) for v in report.versus for t in report.targets
+             if t.target == v.target and t.series == v.baseline and t.loss]
+    if errors and diffs and max(errors) > min(max(diffs), 1.0):
+        out.append(f"Backtest error vs differences: the worst held-out error ({percent(max(errors), 1)}) exceeds the "
+                   f"largest predicted relative difference between series ({percent(max(diffs), 1)}).")
+    for note in bt.get("skipped", []):
+        out.append(f"Backtest left out: {note}.")
+    return out
