@@ -50,20 +50,27 @@ def _print_summary(console: Console, summary) -> None:  # noqa: ANN001
     console.print(f"{len(trials)} trials ({', '.join(f'{v} {k}' for k, v in counts.items())}) in "
                   f"{summary.seconds:.0f} s. Results: {summary.root}; MLflow: {summary.tracking_uri} "
                   f"(browse with `mcscale ui {summary.name}`).")
-    console.print("The scaling-law fit and report stage is not wired to studies yet: the study stops after the "
-                  "ladder. `mcscale fit` works on the results table meanwhile.")
+    if summary.report is not None:
+        from scaling.cli_report import print_report_summary
+
+        print_report_summary(console, summary.report, summary.report_files)
+    elif summary.report_error:
+        console.print(f"[yellow]no report yet:[/] {summary.report_error}", soft_wrap=True)
+        console.print(f"The results are kept; once the cause is fixed, `mcscale report {summary.name}` makes the report.")
 
 
 @app.command("run")
 @user_errors_exit_2
 def run(spec: str = typer.Argument(..., help="Study spec (YAML), e.g. studies/quickstart.yaml."),
-        address: Optional[str] = typer.Option(None, help="Ray cluster address (default: embedded local Ray).")) -> None:
-    """Run a study end to end on Ray: tune (if the spec asks), then the ladder; resumable."""
+        address: Optional[str] = typer.Option(None, help="Ray cluster address (default: embedded local Ray)."),
+        report: bool = typer.Option(True, "--report/--no-report", help="Fit, backtest and write the report after the ladder.")) -> None:
+    """Run a study end to end on Ray: tune (if the spec asks), the ladder, then the scaling-law fit and
+    report (<storage>/<name>/report/report.html); resumable."""
     study = load_spec(spec)
     from scaling.study.tune import run_study
 
     console = _console()
-    summary = run_study(study, address=address, spec_text=open(spec).read(), console=console)
+    summary = run_study(study, address=address, spec_text=open(spec).read(), console=console, report=report)
     _print_summary(console, summary)
 
 
@@ -72,8 +79,9 @@ def run(spec: str = typer.Argument(..., help="Study spec (YAML), e.g. studies/qu
 def resume(study: str = typer.Argument(..., help="Study name (as in the spec's `name`)."),
            storage: str = typer.Option(DEFAULT_STORAGE, help="Storage location: a folder or s3://bucket/prefix."),
            s3_endpoint: Optional[str] = typer.Option(None, help="Endpoint of an S3-compatible store."),
-           address: Optional[str] = typer.Option(None, help="Ray cluster address (default: embedded local Ray).")) -> None:
-    """Continue an interrupted study from its storage; finished trials are not rerun."""
+           address: Optional[str] = typer.Option(None, help="Ray cluster address (default: embedded local Ray)."),
+           report: bool = typer.Option(True, "--report/--no-report", help="Fit, backtest and write the report after the ladder.")) -> None:
+    """Continue an interrupted study from its storage; finished trials are not rerun; the report is remade."""
     from scaling.study.store import ResultStore
     from scaling.study.tune import run_study
 
@@ -86,7 +94,7 @@ def resume(study: str = typer.Argument(..., help="Study name (as in the spec's `
 
     spec = parse_spec(yaml.safe_load(text), source=f"{store.root}/spec.yaml")
     console = _console()
-    summary = run_study(spec, address=address, console=console)
+    summary = run_study(spec, address=address, console=console, report=report)
     _print_summary(console, summary)
 
 

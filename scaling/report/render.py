@@ -33,8 +33,13 @@ section.verdict p { background: #f6f8fa; border-left: 4px solid #333; padding: .
 
 
 # ---------------------------------------------------------------------------- Markdown
+def _md_text(text: str) -> str:
+    """Text that Markdown renderers show as written: no raw HTML from the data gets through."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _md_cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    return _md_text(text).replace("|", "\\|").replace("\n", " ")
 
 
 def to_markdown(blocks: list[Block], figures_dir: str = FIGURES_DIR) -> str:
@@ -42,11 +47,11 @@ def to_markdown(blocks: list[Block], figures_dir: str = FIGURES_DIR) -> str:
     out: list[str] = []
     for b in blocks:
         if isinstance(b, Heading):
-            out.append("#" * b.level + " " + b.text)
+            out.append("#" * b.level + " " + _md_text(b.text))
         elif isinstance(b, Paragraph):
-            out.append(b.text)
+            out.append(_md_text(b.text))
         elif isinstance(b, Bullets):
-            out.append("\n".join(f"- {item}" for item in b.items))
+            out.append("\n".join(f"- {_md_text(item)}" for item in b.items))
         elif isinstance(b, FigureRef):
             out.append(f"![{b.caption}]({figures_dir}/{b.name})\n\n*{b.caption}*")
         elif isinstance(b, Table):
@@ -54,7 +59,7 @@ def to_markdown(blocks: list[Block], figures_dir: str = FIGURES_DIR) -> str:
                      "|" + "|".join("---" for _ in b.headers) + "|"]
             lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in b.rows]
             if b.caption:
-                lines.append(f"\n*{b.caption}*")
+                lines.append(f"\n*{_md_text(b.caption)}*")
             out.append("\n".join(lines))
     return "\n\n".join(out) + "\n"
 

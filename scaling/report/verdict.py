@@ -239,7 +239,7 @@ def caveats_for(report: Report) -> list[str]:
                     f"{percent(min(w for _, w in widths), 1)} to {percent(widest, 1)} of the predicted loss "
                     f"(widest: {series})")
             if diffs:
-                text += (f", against predicted differences from {report.baseline} of at most {max(diffs):.3f} nats "
+                text += (f", against predicted differences from {report.baseline} of at most {signed(max(diffs))[1:]} nats "
                          f"({percent(max(diffs) / next(t.loss for t in report.targets if t.target == large), 2)})")
             out.append(text + ".")
     out.extend(_fit_caveats(report))

@@ -29,6 +29,7 @@ from ray.tune import Callback
 from scaling.study.plan import PlannedTrial, config_hash, plan_ladder, plan_tune, tune_series
 from scaling.study.store import ResultStore, curve_rows, trial_row
 from scaling.study.tracking import StudyTracker, default_tracking_uri
+from scaling.errors import UserInputError
 from scaling.spec import StudySpec
 from scaling.train import STATUS_COMPLETED, STATUS_DIVERGED, TrialConfig, check_inputs, run_trial
 
@@ -462,11 +463,15 @@ class StudySummary:
     tuned: dict[str, dict[str, float]] | None
     trials: Any  # pandas.DataFrame of the store's trial rows
     seconds: float
+    report: Any = None  # scaling.report.Report when the report stage ran
+    report_files: Any = None  # scaling.report.ReportFiles
+    report_error: str | None = None  # why no report could be made (too few finished sizes, ...)
 
 
 def run_study(spec: StudySpec, address: str | None = None, spec_text: str | None = None,
-              console: Any | None = None) -> StudySummary:
-    """Run (or continue) a whole study: tune, then ladder. Idempotent: a finished trial never reruns."""
+              console: Any | None = None, report: bool = True) -> StudySummary:
+    """Run (or continue) a whole study: tune, ladder, then the fit and report. Idempotent: a finished
+    trial never reruns; the report is remade from whatever the store holds."""
     import time
 
     from rich.console import Console
@@ -499,4 +504,27 @@ def run_study(spec: StudySpec, address: str | None = None, spec_text: str | None
     trials = store.read_trials()
     state.update(status="ladder-complete", trials=int(len(trials)))
     store.write_json("study.json", state)
-    return StudySummary(spec.name, store.root, uri, tuned, trials, time.perf_counter() - started)
+    summary = StudySummary(spec.name, store.root, uri, tuned, trials, time.perf_counter() - started)
+    if report:
+        _report_stage(spec, store, tracker, console, state, summary)
+        summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _report_stage(spec: StudySpec, store: ResultStore, tracker: StudyTracker, console: Any, state: dict,
+                  summary: StudySummary) -> None:
+    """Fit, backtest and report. A study whose results cannot be fitted yet (too few finished sizes)
+    still ends well: the reason is recorded in study.json and shown, and `mcscale report` retries."""
+    from scaling.report.inputs import StudyResults
+    from scaling.report.stage import make_report
+
+    results = StudyResults(spec.name, store.root, spec, summary.trials, store.read_curves())
+    try:
+        summary.report, summary.report_files = make_report(store, console, tracker=tracker, results=results)
+    except UserInputError as exc:
+        summary.report_error = str(exc)
+        state.update(status="ladder-complete", report_error=summary.report_error)
+    else:
+        state.pop("report_error", None)
+        state.update(status="complete", report=summary.report_files.uri("report.html"))
+    store.write_json("study.json", state)

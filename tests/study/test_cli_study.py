@@ -12,7 +12,7 @@ import urllib.request
 from scaling.study.store import ResultStore, trial_row
 from scaling.study.tracking import StudyTracker, default_tracking_uri
 
-from .conftest import free_port
+from tests.conftest import free_port
 
 
 def _mcscale(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:

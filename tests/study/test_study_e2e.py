@@ -7,6 +7,7 @@ finished with the right status, also after the driver was killed mid-study and r
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -90,6 +91,12 @@ def test_study_end_to_end_on_s3_storage_and_an_mlflow_server(tmp_path, s3_server
     listed = mcscale("ls", "--storage", spec["storage"], "--s3-endpoint", s3_server.endpoint)
     assert listed.returncode == 0 and "e2e-s3" in listed.stdout
 
+    # Two sizes cannot pin a law: the study still ends well, says why there is no report, keeps every result.
+    assert "no report yet" in result.stdout and "at least 3 sizes" in result.stdout
+    state = store.read_json("study.json")
+    assert state["status"] == "ladder-complete" and "ladder.sizes" in state["report_error"]
+    assert store.read_text("report/report.html") is None
+
 
 def _descendants(pid: int) -> list[psutil.Process]:
     try:
@@ -159,6 +166,17 @@ def test_resume_after_the_driver_is_killed_gives_every_trial_once(tmp_path):
     for run_id in runs["run_id"]:  # no doubled points in a resumed run's curves
         steps = [m.step for m in tracker.client.get_metric_history(run_id, "val_loss")]
         assert steps == sorted(set(steps)) == [10, 20, 30, 40]
+
+    # The resumed study ends with the fit and report over every trial, in storage and in MLflow.
+    assert "Verdict" in resumed.stdout
+    assert store.read_json("study.json")["status"] == "complete"
+    report = json.loads(store.read_text("report/report.json"))
+    assert sorted(p["trial_id"] for p in report["points"]) == sorted(p.trial_id for p in planned)
+    assert report["dropped"] == [] and report["verdict"]
+    assert (storage / spec["name"] / "report" / "report.html").stat().st_size > 10_000
+    phases = tracker.runs()
+    report_run = phases[(phases["tags.mcscale.role"] == "phase") & (phases["tags.phase"] == "report")]
+    assert len(report_run) == 1 and report_run.iloc[0]["status"] == "FINISHED"
 
 
 def test_tune_phase_searches_lr_with_optuna_and_asha_then_carries_it_to_the_ladder(tmp_path):

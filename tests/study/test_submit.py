@@ -32,7 +32,7 @@ import pytest
 from scaling.errors import UserInputError
 from scaling.study.submit import (DEFAULT_EXCLUDES, SPEC_ENV, job_logs, job_status, list_jobs, prepare_submission,
                                   stop_job)
-from tests.study.conftest import free_port
+from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from scaling.errors import UserInputError
 from scaling.study.tracking import MAX_PARAM_VALUE, StudyTracker, default_tracking_uri, flatten_params
 
-from .conftest import free_port
+from tests.conftest import free_port
 
 CONFIG = {"model": {"d_model": 64, "n_layers": 2, "mixer": "swla", "memory": "matrix", "caching": "grm",
                     "segment_len": 64, "extra": {"deep": [1, 2, 3]}},

@@ -1,4 +1,4 @@
-"""Shared fixtures for the study-service tests: real servers on loopback, started and stopped by the tests.
+"""Shared fixtures: real servers on loopback (S3, MLflow), started and stopped by the tests that use them.
 
 - `free_port()`: a TCP port nobody listens on right now (also as the `unused_port` fixture).
 - `s3_server` (session): a moto S3-compatible server in a thread on 127.0.0.1, with dummy AWS

@@ -1,0 +1,71 @@
+"""The report stage as users run it: after a study's ladder (`mcscale run`) or alone (`mcscale report`).
+
+Why shared: both paths must read the same results, fit with the same settings, show the same
+progress and publish to the same places; only where the options come from differs.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from scaling.report.analysis import ReportOptions, build_report
+from scaling.report.inputs import StudyResults, load_study
+from scaling.report.publish import ReportFiles, publish
+from scaling.report.schema import Report
+from scaling.spec import StudySpec
+from scaling.study.store import ResultStore
+
+_STAGE_NAMES = {"fit": "bootstrap refits of the fit", "backtest": "bootstrap refits of the backtest"}
+
+
+def study_tracking_uri(store: ResultStore, spec: StudySpec) -> str:
+    """Where the study recorded its runs: the spec's server, else the SQLite file beside local results
+    (for results on S3, the local ./mcscale-runs/<study>/ folder `mcscale run` used)."""
+    from scaling.study.tracking import default_tracking_uri
+
+    if spec.tracking_uri:
+        return spec.tracking_uri
+    root = store.root
+    if "://" in root:
+        return default_tracking_uri(str(Path("./mcscale-runs").resolve() / spec.name))
+    return default_tracking_uri(root)
+
+
+@contextmanager
+def fit_progress(console: Console) -> Iterator:
+    """A progress callback ``(stage, done, total)`` drawing one bar per bootstrap stage."""
+    bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=False)
+    tasks: dict[str, TaskID] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bars.add_task(_STAGE_NAMES.get(stage, stage), total=total)
+        bars.update(tasks[stage], completed=done, total=total)
+
+    with bars:
+        yield update
+
+
+def make_report(store: ResultStore, console: Console, options: ReportOptions | None = None,
+                tracking_uri: str | None = None, use_mlflow: bool = True,
+                results: StudyResults | None = None, tracker=None) -> tuple[Report, ReportFiles]:  # noqa: ANN001
+    """Load, fit, backtest, compare, draw and publish; returns the report and where it went."""
+    results = results or load_study(store)
+    options = options or ReportOptions.from_settings(results.fit_settings)
+    console.print(f"[bold]report[/] {results.name}: fitting a {options.law} law"
+                  + (f" in {options.x}" if options.law == "power" else "")
+                  + f" with {options.bootstrap} bootstrap resamples, then a backtest")
+    with fit_progress(console) as progress:
+        report = build_report(results, options, progress=progress)
+    if use_mlflow and tracker is None:
+        from scaling.study.tracking import StudyTracker
+
+        tracker = StudyTracker(tracking_uri or study_tracking_uri(store, results.spec), results.name)
+    files = publish(report, store, tracker if use_mlflow else None)
+    return report, files
