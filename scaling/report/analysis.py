@@ -87,15 +87,10 @@ def _fit_data(points: Sequence[Point], law: Law) -> FitData:
                          columns={"loss": "val_loss", **{k: k for k in law.features}})
 
 
-def _free_params(law: Law, shared: bool) -> int:
-    """Parameters each series pins on its own (E is pinned jointly when shared)."""
-    return len(law.params) - (1 if shared else 0)
-
-
 def _fittable(points: list[Point], law: Law, shared: bool) -> tuple[list[str], list[str]]:
     """(series that can be fitted, notes on the ones that cannot): each needs 3 distinct sizes and
-    at least as many points as it has free parameters."""
-    need = max(3, _free_params(law, shared))
+    at least as many runs as the law has parameters (the estimator's own rule, shared E or not)."""
+    need = max(3, len(law.params))
     ok, notes = [], []
     for series in dict.fromkeys(p.series for p in points):
         own = [p for p in points if p.series == series]

@@ -159,13 +159,15 @@ def _draw_training_curves(ax: "Axes", report: Report, colours: dict[str, str]) -
             ax.plot(x[ok], y[ok], color=colours.get(curve.series, "#999999"), lw=0.7, alpha=0.3, zorder=1)
 
 
-def _target_lines(report: Report, prefix: str, field: str) -> list[tuple[float, str]]:
-    """Distinct target positions (x, short label) from target rows whose name starts with ``prefix``."""
+def _target_lines(report: Report, prefix: tuple[str, ...], field: str) -> list[tuple[float, str]]:
+    """Distinct target positions (x, short label) from target rows whose name starts with ``prefix``
+    (chinchilla comparisons name them "C=..."/"N=...", power-law ones "flops=..."/"params_nonembed=...")."""
     found: dict[float, str] = {}
     for row in report.targets:
         value = getattr(row, field)
         if row.target.startswith(prefix) and _positive(value) and float(value) not in found:
             short = row.target.split(",")[0].replace(" FLOPs", "").replace(" params", "").strip()
+            short = short.replace("flops=", "C=").replace("params_nonembed=", "N=")
             found[float(value)] = short
     return sorted(found.items())
 
@@ -264,13 +266,13 @@ def _loss_vs_axis(report: Report, axis: str, with_curves: bool, targets: list[tu
 
 def loss_vs_compute(report: Report) -> "Figure | None":
     """Loss against training FLOPs: the view in which budgets (C=...) are compared."""
-    return _loss_vs_axis(report, "flops", True, _target_lines(report, "C=", "flops"),
+    return _loss_vs_axis(report, "flops", True, _target_lines(report, ("C=", "flops="), "flops"),
                          "training compute (FLOPs)", "Validation loss against training compute")
 
 
 def loss_vs_params(report: Report) -> "Figure | None":
     """Loss against non-embedding parameters: the view in which target sizes (N=...) are compared."""
-    return _loss_vs_axis(report, "params_nonembed", False, _target_lines(report, "N=", "params_nonembed"),
+    return _loss_vs_axis(report, "params_nonembed", False, _target_lines(report, ("N=", "params_nonembed="), "params_nonembed"),
                          "non-embedding parameters", "Validation loss against model size")
 
 

@@ -276,10 +276,12 @@ def _fit_caveats(report: Report) -> list[str]:
     for warning in (fit.get("settings") or {}).get("warnings", []):
         out.append(f"Fit warning: {warning}.")
     if report.settings.get("law") == "chinchilla":
-        ratios = {round(p.tokens / p.params_nonembed, 3) for p in report.points if p.series in report.series}
-        if len(ratios) <= 1:
-            out.append("Every run used the same tokens per parameter, so the N and D terms of the chinchilla law are "
-                       "not separately identified; its compute-optimal allocations rest on that assumption.")
+        ratios = [p.tokens / p.params_nonembed for p in report.points if p.series in report.series]
+        if ratios and max(ratios) / min(ratios) < 2.0:
+            out.append(f"Tokens per parameter hardly vary ({min(ratios):.3g} to {max(ratios):.3g}), so the N and D "
+                       "terms of the chinchilla law are not separately identified: its compute-optimal allocations "
+                       "and its predictions at other token budgets rest on the functional form alone. Vary the "
+                       "budget (several tokens_per_param values) to pin them.")
     return out
 
 

@@ -17,6 +17,7 @@ from scaling.report.analysis import ReportOptions, build_report
 from scaling.report.compute import CONTEXT_LENGTHS, SeriesFlops
 from scaling.report.inputs import load_study
 from scaling.report.schema import Report
+from scaling.report.verdict import caveats_for
 from scaling.spec import parse_spec
 from scaling.study.plan import model_at, series_models
 from tests.report.studies import A_TRUE, ALPHA_TRUE, E_TRUE, spec_dict, write_study
@@ -147,7 +148,10 @@ def test_chinchilla_report_uses_exact_flops_and_gives_a_frontier(tmp_path):
     n_opt = [f["params_nonembed"]["value"] for f in sorted(frontier, key=lambda f: f["flops"])]
     assert len(n_opt) == 2 and n_opt[1] > n_opt[0]
     assert any(t.target.startswith("N=7e+10 params, 20 tokens/param") for t in report.targets)
-    assert not any("same tokens per parameter" in c for c in report.caveats)
+    assert not any("Tokens per parameter hardly vary" in c for c in report.caveats)
+    for p in report.points:  # the same fit over a ladder at one tokens/param cannot separate N from D
+        p.tokens = 20.0 * p.params_nonembed
+    assert any("Tokens per parameter hardly vary (20 to 20)" in c for c in caveats_for(report))
 
 
 def test_series_with_too_few_sizes_is_left_out_with_a_note(tmp_path):

@@ -193,6 +193,21 @@ def test_compute_figure_marks_targets_and_the_extrapolated_region():
     assert any(t.strip().startswith("N=1.3e+09") for t in size_texts)
 
 
+def test_power_law_target_names_are_marked_too():
+    """A power-law comparison names its targets "flops=..." / "params_nonembed=...": same lines, short labels."""
+    report = sample_report(n_sizes=2)
+    renamed = []
+    for row in report.targets:
+        if row.target.startswith("C="):
+            renamed.append(dataclasses.replace(row, target=f"flops={row.flops:.3g}"))
+        elif row.target.startswith("N="):
+            renamed.append(dataclasses.replace(row, target=f"params_nonembed={row.params_nonembed:.3g}"))
+    report = dataclasses.replace(report, targets=renamed)
+    compute_texts = [t.strip() for t in _texts(figures.loss_vs_compute(report))]
+    assert sum(t.startswith("C=") for t in compute_texts) == len({r.flops for r in renamed if r.target.startswith("flops=")})
+    assert any(t.strip().startswith("N=7e+10") for t in _texts(figures.loss_vs_params(report)))
+
+
 def test_segment_effect_has_one_panel_per_swept_arch_and_counts_no_caching_as_one_segment():
     report = sample_report(n_sizes=2)
     assert len(figures.segment_effect(report).axes) == 1
