@@ -224,7 +224,7 @@ def _rows(comparison: Comparison, baseline: str) -> tuple[list[TargetRow], list[
         else:
             versus.append(VersusRow(d.target, d.group_a, baseline, est.value, est.low, est.high, d.p_a_better))
     crossovers = [CrossoverRow(c.group_b if c.group_a == baseline else c.group_a, baseline, c.axis, c.at, c.low,
-                               c.high, c.fraction_of_draws_crossing, c.status)
+                               c.high, c.fraction_of_draws_crossing, c.status, list(c.search_range))
                   for c in comparison.crossovers if baseline in (c.group_a, c.group_b)]
     return targets, versus, crossovers
 

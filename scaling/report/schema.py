@@ -128,6 +128,7 @@ class CrossoverRow:
     high: float | None
     fraction_of_draws_crossing: float | None
     status: str
+    search_range: list[float] | None = None  # [low, high] of the axis searched for a crossing
 
 
 @dataclass

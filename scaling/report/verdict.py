@@ -83,7 +83,15 @@ def describe_target(report: Report, target: str) -> str:
                 return f"the compute of a {format_count(size)}-parameter model at 20 tokens/param ({sci(flops)} FLOPs)"
         return f"{sci(flops)} FLOPs"
     if rows and rows[0].params_nonembed:
-        return f"{format_count(rows[0].params_nonembed)} non-embedding parameters"
+        text = f"{format_count(rows[0].params_nonembed)} non-embedding parameters"
+        if "tokens/param" in target:
+            return text + f" at {target.split(', ', 1)[-1]}"
+        budget = report.settings.get("study_budget") or {}
+        if budget.get("tokens_per_param"):
+            return text + f" at the study's {budget['tokens_per_param']:g} tokens/param"
+        if budget.get("tokens"):
+            return text + f" on the study's {sci(budget['tokens'])} tokens"
+        return text
     return target
 
 
@@ -181,20 +189,12 @@ def _crossing_sentence(report: Report, series: str) -> str:
     if c.at is not None:
         return (f"{series}'s curve crosses {report.baseline}'s at {fmt(c.at)} {axis} "
                 f"(95% CI {interval(c.low, c.high, fmt)}){share}.")
-    lo, hi = _search_range(c.status)
+    lo, hi = c.search_range or (math.nan, math.nan)
     text = f"In the point fit, {series}'s curve does not cross {report.baseline}'s between {fmt(lo)} and {fmt(hi)} {axis}"
     frac = c.fraction_of_draws_crossing
     if frac is not None and frac >= 0.05:
         return text + f", but {percent(frac)} of bootstrap refits do, so the ordering there is not settled."
     return text + share + "."
-
-
-def _search_range(status: str) -> tuple[float, float]:
-    """The range named in a "no crossover in range [lo, hi]" status."""
-    if "[" in status and "]" in status:
-        lo, hi = status[status.index("[") + 1:status.index("]")].split(",")
-        return float(lo), float(hi)
-    return math.nan, math.nan
 
 
 def _backtest_sentence(report: Report) -> str:

@@ -185,3 +185,17 @@ def test_backtest_that_cannot_fit_says_why(tmp_path):
 
 
 
+
+
+def test_power_law_in_params_compares_at_target_sizes(tmp_path):
+    store = write_study(tmp_path, "inparams", fit={"law": "power", "x": "params", "bootstrap": 20})
+    results = load_study(store)
+    report = build_report(results, ReportOptions.from_settings(results.fit_settings))
+    assert report.fit["law_input"] == "params_nonembed"
+    assert {t.target for t in report.targets} == {"params_nonembed=1.3e+09", "params_nonembed=7e+09",
+                                                  "params_nonembed=7e+10"}
+    assert "at 70B non-embedding parameters at the study's 20 tokens/param" in report.verdict
+    axes = {(b.series, b.axis) for b in report.bands}
+    assert axes == {(s, a) for s in SERIES for a in ("flops", "params_nonembed")}
+    flops_band = next(b for b in report.bands if b.series == "transformer" and b.axis == "flops")
+    assert np.all(np.diff(flops_band.x) > 0)  # compute grows along the size grid
