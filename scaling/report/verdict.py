@@ -269,6 +269,13 @@ def _fit_caveats(report: Report) -> list[str]:
         out.append(f"Shared loss floor: E = {loss(first['params'].get('E'))} (95% CI {interval(lo, hi)}) is common to "
                    "every series, so far beyond the data the predictions converge on E and the differences come from "
                    "each series' A and alpha alone.")
+    errors = {g: v.get("max_abs_rel_error") for g, v in groups.items() if v.get("max_abs_rel_error") is not None}
+    if errors and max(errors.values()) > 0.03:
+        worst = max(errors, key=errors.get)
+        out.append(f"Fit quality: in-sample errors reach {percent(errors[worst], 1)} ({worst}); the runs deviate from "
+                   "one power law by more than run-to-run noise would explain (the robust Huber fit follows most "
+                   "points and lets the others go), so the exponents, and everything extrapolated from them, "
+                   "deserve less trust than their intervals suggest.")
     small = [g for g, v in groups.items() if v.get("n_points", 0) < 5]
     if small:
         out.append(f"Few sizes: {', '.join(small)} {'has' if len(small) == 1 else 'have'} fewer than 5 fitted runs; "

@@ -199,3 +199,10 @@ def test_power_law_in_params_compares_at_target_sizes(tmp_path):
     assert axes == {(s, a) for s in SERIES for a in ("flops", "params_nonembed")}
     flops_band = next(b for b in report.bands if b.series == "transformer" and b.axis == "flops")
     assert np.all(np.diff(flops_band.x) > 0)  # compute grows along the size grid
+
+
+def test_fit_quality_caveat_appears_only_when_the_law_misses_runs(power_report):
+    assert not any(c.startswith("Fit quality") for c in power_report.caveats)  # 0.3% noise: the law fits
+    bent = Report.from_dict(power_report.to_dict())
+    bent.fit["groups"]["swla+grm@C64"]["max_abs_rel_error"] = 0.088
+    assert any(c.startswith("Fit quality: in-sample errors reach 8.8% (swla+grm@C64)") for c in caveats_for(bent))
