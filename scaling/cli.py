@@ -27,6 +27,13 @@ app = typer.Typer(
 )
 
 err_console = Console(stderr=True)
+DEFAULT_STORAGE = "./mcscale-runs"  # where the embedded default keeps studies (DESIGN.md)
+
+
+def output_console() -> Console:
+    """stdout console; 200 columns wide when piped, so tables and verdicts are not folded to 80."""
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
 F = TypeVar("F", bound=Callable[..., Any])
 
 

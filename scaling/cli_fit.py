@@ -19,6 +19,7 @@ from rich.table import Table
 
 from scaling.cli import app, err_console, user_errors_exit_2
 from scaling.errors import UserInputError
+from scaling.formatting import sci
 from scaling.fit.backtest import GroupBacktest, evaluate_holdout
 from scaling.fit.estimate import FitOptions, fit
 from scaling.fit.io import Columns, keep_after_dropping_highest, read_table, row_mask, to_fit_data
@@ -31,11 +32,9 @@ _X_CHOICES = {"params": "params_nonembed", "compute": "flops"}
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
-    """Compact number: 4 significant digits, exponents without padding (1.34e9)."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    text = f"{value:.{digits}g}"
-    return text.replace("e+0", "e").replace("e+", "e").replace("e-0", "e-")
+    """Compact number (1.34e9); '-' where a table cell has no value."""
+    text = sci(value, digits)
+    return "-" if text == "n/a" else text
 
 
 def _params_table(result: FitResult) -> Table:

@@ -8,17 +8,11 @@ from rich.table import Table
 
 from scaling.cli import app, user_errors_exit_2
 from scaling.errors import UserInputError
+from scaling.formatting import byte_size
 from scaling.models.architectures import parse_architecture
 from scaling.models.config import ModelConfig
 from scaling.models.flops import forward_flops, sequence_bytes
 from scaling.models.ladder import DEFAULT_ASPECT, DEFAULT_HEAD_DIM, format_count, parse_size, shape_for_params
-
-
-def _bytes(value: float) -> str:
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if value >= scale:
-            return f"{value / scale:.3g} {unit}"
-    return f"{value:.0f} B"
 
 
 @app.command("models")
@@ -73,8 +67,8 @@ def models(
             format_count(target), f"{cfg.n_layers} x {cfg.d_model}", str(cfg.n_heads),
             format_count(rung.params_nonembed), format_count(rung.params_total),
             f"{flops.training:.3g}", f"{flops.cached_read / flops.forward:.1%}",
-            _bytes(memory.state_bytes), _bytes(memory.cache_bytes),
-            f"{ref_flops.training:.3g}", _bytes(ref_bytes.cache_bytes))
+            byte_size(memory.state_bytes), byte_size(memory.cache_bytes),
+            f"{ref_flops.training:.3g}", byte_size(ref_bytes.cache_bytes))
     console = Console()
     if not console.is_terminal:
         console = Console(width=180)

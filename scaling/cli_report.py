@@ -8,16 +8,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from scaling.cli import app, user_errors_exit_2
+from scaling.cli import DEFAULT_STORAGE, app, output_console, user_errors_exit_2
 from scaling.errors import UserInputError
-
-DEFAULT_STORAGE = "./mcscale-runs"
-
-
-def _console() -> Console:
-    console = Console()
-    return console if console.is_terminal else Console(width=200)
-
 
 def print_report_summary(console: Console, report, files) -> None:  # noqa: ANN001 - Report, ReportFiles
     """The verdict, the predictions at the largest target and where the files are."""
@@ -95,7 +87,7 @@ def report(
         raise UserInputError("--holdout-sizes", f"cannot hold out {holdout_sizes} sizes", "use 0 (no backtest) or more")
     if workers is not None and workers < 1:
         raise UserInputError("--workers", f"needs at least one process, not {workers}", "leave it out or pass 1 or more")
-    console = _console()
+    console = output_console()
     store = ResultStore(storage, study, s3_endpoint)
     results = load_study(store)
     options = ReportOptions.from_settings(results.fit_settings, law=law, x=x, bootstrap=bootstrap,

@@ -11,12 +11,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from scaling.cli import app, user_errors_exit_2
+from scaling.cli import DEFAULT_STORAGE, app, output_console, user_errors_exit_2
 from scaling.errors import UserInputError
 from scaling.spec import load_spec, parse_spec
-
-DEFAULT_STORAGE = "./mcscale-runs"
-
 
 def _trial_table(trials, title: str) -> Table:  # noqa: ANN001
     table = Table(title=title)
@@ -36,11 +33,6 @@ def _trial_table(trials, title: str) -> Table:  # noqa: ANN001
                 cells.append(str(value))
         table.add_row(*cells)
     return table
-
-
-def _console() -> Console:
-    console = Console()
-    return console if console.is_terminal else Console(width=200)
 
 
 def _print_summary(console: Console, summary) -> None:  # noqa: ANN001
@@ -69,7 +61,7 @@ def run(spec: str = typer.Argument(..., help="Study spec (YAML), e.g. studies/qu
     study = load_spec(spec)
     from scaling.study.tune import run_study
 
-    console = _console()
+    console = output_console()
     summary = run_study(study, address=address, spec_text=open(spec).read(), console=console, report=report)
     _print_summary(console, summary)
 
@@ -93,7 +85,7 @@ def resume(study: str = typer.Argument(..., help="Study name (as in the spec's `
     import yaml
 
     spec = parse_spec(yaml.safe_load(text), source=f"{store.root}/spec.yaml")
-    console = _console()
+    console = output_console()
     summary = run_study(spec, address=address, console=console, report=report)
     _print_summary(console, summary)
 
@@ -116,7 +108,7 @@ def ls(storage: str = typer.Option(DEFAULT_STORAGE, help="Storage location: a fo
         other = len(trials) - counts.get("completed", 0) - counts.get("diverged", 0)
         table.add_row(name, str(state.get("status", "-")), str(len(trials)), str(counts.get("completed", 0)),
                       str(counts.get("diverged", 0)), str(other))
-    _console().print(table)
+    output_console().print(table)
 
 
 @app.command("show")
@@ -130,7 +122,7 @@ def show(study: str = typer.Argument(..., help="Study name."),
     store = ResultStore(storage, study, s3_endpoint)
     if not store.exists():
         raise UserInputError("STUDY", f"no study {study!r} under {store.root}", "list studies with `mcscale ls`")
-    _console().print(_trial_table(store.read_trials(), f"study {study} ({store.root})"))
+    output_console().print(_trial_table(store.read_trials(), f"study {study} ({store.root})"))
 
 
 @app.command("ui")
@@ -149,9 +141,9 @@ def ui(study: str = typer.Argument(..., help="Study name."),
                                  "pass --storage where the study ran, or --tracking-uri for a server")
         tracking_uri = f"sqlite:///{db}"
     if tracking_uri.startswith("http"):
-        _console().print(f"The study is tracked on a server: open {tracking_uri} in a browser.")
+        output_console().print(f"The study is tracked on a server: open {tracking_uri} in a browser.")
         return
-    _console().print(f"MLflow UI for {study} at http://127.0.0.1:{port} (Ctrl-C to stop)")
+    output_console().print(f"MLflow UI for {study} at http://127.0.0.1:{port} (Ctrl-C to stop)")
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     raise typer.Exit(subprocess.call([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri,
                                       "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], env=env))

@@ -16,15 +16,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from scaling.cli import app, err_console, user_errors_exit_2
+from scaling.cli import app, err_console, output_console, user_errors_exit_2
 
 ADDRESS_HELP = ("Ray dashboard address of the cluster's head node, e.g. http://HEAD:8265 "
                 "(default: $MCSCALE_RAY_ADDRESS, $RAY_API_SERVER_ADDRESS or $RAY_ADDRESS).")
-
-
-def _console() -> Console:
-    console = Console()
-    return console if console.is_terminal else Console(width=200)
 
 
 def _when(ms: Optional[int]) -> str:
@@ -108,7 +103,7 @@ def status(job_id: Optional[str] = typer.Argument(None, help="Job id printed by 
     """Show one job's status (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED), or a table of the cluster's jobs."""
     from scaling.study.submit import META_STORAGE, META_STUDY, job_status, list_jobs
 
-    console = _console()
+    console = output_console()
     if job_id is not None:
         info = job_status(address, job_id)
         meta = info.metadata or {}

@@ -170,7 +170,7 @@ def _rule_tokens(results: StudyResults, params: np.ndarray) -> np.ndarray:
 
 
 def _bands(result: FitResult, results: StudyResults, points: list[Point], models: dict[str, SeriesModel],
-           options: ReportOptions) -> list[Band]:
+           options: ReportOptions, counted: dict[str, SeriesFlops] | None = None) -> list[Band]:
     """Each series' fitted curve and bands along compute and along parameters, from the smallest
     run to the largest target. An axis the law does not take is drawn along the study's own
     budget rule (N -> D -> C with the series' exact FLOPs per token), so curve and runs agree."""
@@ -182,8 +182,8 @@ def _bands(result: FitResult, results: StudyResults, points: list[Point], models
         n_grid = np.geomspace(min(p.params_nonembed for p in own), n_max, _BAND_POINTS)
         d_grid = _rule_tokens(results, n_grid)
         model = models.get(series)
-        flops_per_token = None
-        if model is not None:
+        flops_per_token = (counted or {}).get(series)  # the comparison's full table, when it built one
+        if flops_per_token is None and model is not None:
             flops_per_token = SeriesFlops(results.spec, model, sizes=tuple(np.geomspace(n_grid[0] / 2, n_max * 2, 12)))
         if law_feature == ("flops",):
             c_grid = np.geomspace(min(p.flops for p in own), max(options.target_budgets), _BAND_POINTS)
@@ -270,7 +270,7 @@ def build_report(results: StudyResults, options: ReportOptions, progress: Progre
     )
     baseline = _baseline(usable, fit_points)
     targets, versus, crossovers = _rows(comparison, baseline)
-    bands = _bands(result, results, fit_points, models, options)
+    bands = _bands(result, results, fit_points, models, options, flops_fns)
     cost_size = min(options.target_sizes)
     costs = context_costs(results.spec, {s: models[s] for s in usable if s in models}, cost_size)
 

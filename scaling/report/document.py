@@ -10,10 +10,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+from scaling.formatting import byte_size, sci
 from scaling.models.ladder import format_count
 from scaling.report.figures import FIGURE_TITLES
 from scaling.report.schema import Report
-from scaling.report.verdict import interval, loss, percent, sci, signed
+from scaling.report.verdict import interval, loss, percent, signed
 
 
 @dataclass
@@ -181,7 +182,7 @@ def _costs(report: Report) -> list[Block]:
             continue
         rows.append([c.series, f"{c.seq_len:,}", sci(c.forward_flops_per_token),
                      percent(c.cached_read_flops_per_token / c.forward_flops_per_token if c.forward_flops_per_token else None, 1),
-                     _bytes(c.state_bytes + c.cache_bytes), _bytes(c.transformer_kv_cache_bytes)])
+                     byte_size(c.state_bytes + c.cache_bytes), byte_size(c.transformer_kv_cache_bytes)])
     size = report.costs[0].params_nonembed
     blocks.append(Table(["series", "context (tokens)", "forward FLOPs/token", "MC read share", "state + cache per sequence",
                          "Transformer KV cache (same width, depth)"], rows,
@@ -189,13 +190,6 @@ def _costs(report: Report) -> list[Block]:
                         "bytes (bf16) from scaling.models.flops. Caching reads grow with the number of segments, so "
                         "they are not automatically cheaper than attention."))
     return blocks
-
-
-def _bytes(value: float) -> str:
-    for unit, scale in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
-        if value >= scale:
-            return f"{value / scale:.3g} {unit}"
-    return f"{value:.0f} B"
 
 
 def _backtest(report: Report) -> list[Block]:

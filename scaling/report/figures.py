@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 import numpy as np
 
 from scaling.models.ladder import format_count
-from scaling.report.schema import Band, Point, Report
+from scaling.report.schema import COMPUTE_TARGET_PREFIXES, SIZE_TARGET_PREFIXES, Band, Point, Report
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -266,13 +266,13 @@ def _loss_vs_axis(report: Report, axis: str, with_curves: bool, targets: list[tu
 
 def loss_vs_compute(report: Report) -> "Figure | None":
     """Loss against training FLOPs: the view in which budgets (C=...) are compared."""
-    return _loss_vs_axis(report, "flops", True, _target_lines(report, ("C=", "flops="), "flops"),
+    return _loss_vs_axis(report, "flops", True, _target_lines(report, COMPUTE_TARGET_PREFIXES, "flops"),
                          "training compute (FLOPs)", "Validation loss against training compute")
 
 
 def loss_vs_params(report: Report) -> "Figure | None":
     """Loss against non-embedding parameters: the view in which target sizes (N=...) are compared."""
-    return _loss_vs_axis(report, "params_nonembed", False, _target_lines(report, ("N=", "params_nonembed="), "params_nonembed"),
+    return _loss_vs_axis(report, "params_nonembed", False, _target_lines(report, SIZE_TARGET_PREFIXES, "params_nonembed"),
                          "non-embedding parameters", "Validation loss against model size")
 
 
@@ -348,6 +348,15 @@ def _mean_needle(point: Point) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+def _sorted_by_series(report: Report, pairs: dict[str, list[tuple[float, float]]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per series in report order: its (x, y) pairs sorted by x, as two arrays ready to plot."""
+    result = {}
+    for series in _series_order(report, pairs):
+        xy = sorted(pairs[series])
+        result[series] = (np.array([a for a, _ in xy]), np.array([b for _, b in xy]))
+    return result
+
+
 def _recall_series(report: Report, metric: Callable[[Point], Any]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per series: (params, metric) sorted by params, skipping runs without the metric."""
     out: dict[str, list[tuple[float, float]]] = defaultdict(list)
@@ -355,11 +364,7 @@ def _recall_series(report: Report, metric: Callable[[Point], Any]) -> dict[str, 
         value = metric(p)
         if _finite(value) and _positive(p.params_nonembed):
             out[p.series].append((float(p.params_nonembed), float(value)))
-    result = {}
-    for series in _series_order(report, out):
-        xy = sorted(out[series])
-        result[series] = (np.array([a for a, _ in xy]), np.array([b for _, b in xy]))
-    return result
+    return _sorted_by_series(report, out)
 
 
 def recall_vs_scale(report: Report) -> "Figure | None":
@@ -397,11 +402,7 @@ def _cost_lines(report: Report, value: Callable[[Any], float]) -> dict[str, tupl
         v = value(c)
         if _positive(c.seq_len) and _positive(v):
             out[c.series].append((float(c.seq_len), float(v)))
-    result = {}
-    for series in _series_order(report, out):
-        xy = sorted(out[series])
-        result[series] = (np.array([a for a, _ in xy]), np.array([b for _, b in xy]))
-    return result
+    return _sorted_by_series(report, out)
 
 
 def _cost_total_bytes(cost: Any) -> float:

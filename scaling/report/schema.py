@@ -19,6 +19,12 @@ from typing import Any, Mapping
 from scaling.fit.result import to_jsonable
 
 
+#: how `scaling.fit.compare` names targets: at a compute budget ("C=..." for chinchilla, "flops=..." for a
+#: power law in compute) and at a size ("N=..." for chinchilla, "params_nonembed=..." for a power law in params)
+COMPUTE_TARGET_PREFIXES = ("C=", "flops=")
+SIZE_TARGET_PREFIXES = ("N=", "params_nonembed=")
+
+
 @dataclass
 class DroppedPoint:
     """A trial that the fit did not use, and why (diverged, unfinished, no validation loss...)."""

@@ -12,19 +12,12 @@ from __future__ import annotations
 import math
 from typing import Iterable
 
+from scaling.formatting import sci
 from scaling.models.ladder import format_count
-from scaling.report.schema import Report, TargetRow, VersusRow
+from scaling.report.schema import COMPUTE_TARGET_PREFIXES, SIZE_TARGET_PREFIXES, Report, TargetRow, VersusRow
 
 _STRATEGY_NAMES = {"grm": "GRM", "ssc": "SSC", "soup": "Memory Soup", "residual": "residual caching",
                    "none": "no caching"}
-
-
-def sci(value: float | None, digits: int = 3) -> str:
-    """1.23e21-style number (no '+', no leading zero in the exponent)."""
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    text = f"{value:.{digits}g}"
-    return text.replace("e+0", "e").replace("e+", "e").replace("e-0", "e-")
 
 
 def loss(value: float | None) -> str:
@@ -51,13 +44,13 @@ def percent(value: float | None, digits: int = 0) -> str:
 # ---------------------------------------------------------------------------- targets
 def compute_targets(report: Report) -> list[TargetRow]:
     """Rows at compute budgets (equal FLOPs for every series), if the law gives them."""
-    return [t for t in report.targets if t.target.startswith(("C=", "flops="))]
+    return [t for t in report.targets if t.target.startswith(COMPUTE_TARGET_PREFIXES)]
 
 
 def size_targets(report: Report) -> list[TargetRow]:
     """Rows at target sizes with the 20 tokens/param rule (chinchilla) or the power law in params."""
-    return [t for t in report.targets if t.target.startswith("params_nonembed=")
-            or (t.target.startswith("N=") and "tokens/param" in t.target)]
+    return [t for t in report.targets if t.target.startswith(SIZE_TARGET_PREFIXES)
+            and (not t.target.startswith("N=") or "tokens/param" in t.target)]
 
 
 def headline_targets(report: Report) -> tuple[str | None, str | None]:
@@ -66,7 +59,7 @@ def headline_targets(report: Report) -> tuple[str | None, str | None]:
     rows = compute_targets(report) or size_targets(report)
     if not rows:
         return None, None
-    key = (lambda t: t.flops or 0.0) if rows[0].target.startswith(("C=", "flops=")) else (lambda t: t.params_nonembed or 0.0)
+    key = (lambda t: t.flops or 0.0) if rows[0].target.startswith(COMPUTE_TARGET_PREFIXES) else (lambda t: t.params_nonembed or 0.0)
     ordered = sorted(rows, key=key)
     return ordered[-1].target, ordered[0].target
 
@@ -74,7 +67,7 @@ def headline_targets(report: Report) -> tuple[str | None, str | None]:
 def describe_target(report: Report, target: str) -> str:
     """'the compute of a 70B model at 20 tokens/param (5.88e23 FLOPs)' or 'N = 70B parameters'."""
     rows = [t for t in report.targets if t.target == target]
-    if target.startswith(("C=", "flops=")) and rows:
+    if target.startswith(COMPUTE_TARGET_PREFIXES) and rows:
         flops = rows[0].flops
         budgets = report.settings.get("target_budgets", [])
         sizes = report.settings.get("target_sizes", [])
