@@ -1,0 +1,223 @@
+"""Run one trial: build a model, train it on a corpus (or a recall task), evaluate, checkpoint.
+
+`run_trial(config, reporter)` is the unit a study schedules thousands of times, so it is built
+to be interrupted: every checkpoint is written atomically and holds the model, the optimiser,
+the step, the elapsed time and the metric history. Batches are a pure function of (seed,
+step), so a resumed run sees exactly the batches the uninterrupted run would have.
+
+One optimiser step = `batch_tokens` tokens, split over `workers` data-parallel workers and, on
+each, into micro-batches of `micro_batch_tokens`. The loss is a sum over target tokens divided
+by the step's global count of targets, so any split gives the full-batch gradient (exactly, up
+to rounding), including MQAR batches whose ignored positions differ between micro-batches.
+
+The reporter is a plain callable `reporter(metrics, checkpoint_dir)` so a trial runs without
+Ray; the Ray Tune adapter and the Ray Train worker wrap it. A non-finite loss marks the trial
+`diverged` with its step, reports that, and returns; it never raises into the caller.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from scaling.models import LanguageModel
+from scaling.models.flops import training_flops_per_token
+from scaling.train import device as dev
+from scaling.train.batches import BatchPrefetcher, trial_corpus, worker_batch
+from scaling.train.checkpoint import load_checkpoint, save_checkpoint
+from scaling.train.config import STATUS_COMPLETED, STATUS_DIVERGED, STATUS_RUNNING, TrialConfig, TrialResult
+from scaling.train.distributed import WorkerGroup
+from scaling.train.evaluate import evaluate
+from scaling.train.optim import build_optimizer, lr_at
+from scaling.train.throughput import mfu, peak_flops
+
+Reporter = Callable[[dict[str, Any], Optional[str]], None]
+StepCallback = Callable[[dict[str, float]], None]
+IGNORE_INDEX = -100
+
+
+class _Trainer:
+    """The model as the step loop drives it: maybe data-parallel, maybe compiled; eval uses the raw model."""
+
+    def __init__(self, model: LanguageModel, config: TrialConfig, group: WorkerGroup, device: torch.device):
+        self.model, self.group = model, group
+        self.module: torch.nn.Module = group.wrap(model, config.parallelism, device)
+        self.compiled = dev.use_compile(config.compile, device)
+        self.forward: Callable[[torch.Tensor], torch.Tensor] = (
+            torch.compile(self.module) if self.compiled else self.module)
+        self.compile_failed = False
+
+    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+        try:
+            return self.forward(inputs)
+        except Exception as exc:  # noqa: BLE001 - a compiler failure must not cost the trial
+            if not self.compiled or self.compile_failed:
+                raise
+            warnings.warn(f"torch.compile failed ({type(exc).__name__}: {exc}); training eagerly", stacklevel=2)
+            self.compile_failed, self.forward = True, self.module
+            return self.forward(inputs)
+
+    def sync_context(self, last_micro_batch: bool) -> contextlib.AbstractContextManager:
+        return self.group.gradient_sync(self.module, enabled=last_micro_batch)
+
+
+def _step_loss(trainer: _Trainer, config: TrialConfig, inputs: torch.Tensor, targets: torch.Tensor,
+               device: torch.device) -> torch.Tensor:
+    """Forward and backward of one optimiser step's share on this worker; returns the global mean loss."""
+    group = trainer.group
+    valid = group.all_reduce_sum((targets != IGNORE_INDEX).sum().to(torch.float64))
+    scale = group.world_size / valid.clamp_min(1.0)  # data-parallel averaging divides by the world size
+    micro = config.micro_batch_size()
+    n_micro = inputs.shape[0] // micro
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    for j in range(n_micro):
+        rows = slice(j * micro, (j + 1) * micro)
+        with trainer.sync_context(j == n_micro - 1):
+            with dev.autocast(device, config.precision):
+                logits = trainer(inputs[rows])
+            loss_sum = F.cross_entropy(logits.float().flatten(0, 1), targets[rows].flatten(),
+                                       ignore_index=IGNORE_INDEX, reduction="sum")
+            (loss_sum * scale.to(loss_sum.dtype)).backward()
+        total += loss_sum.detach().to(torch.float64)
+    return group.all_reduce_sum(total) / valid.clamp_min(1.0)
+
+
+def run_trial(config: TrialConfig, reporter: Reporter | None = None, on_step: StepCallback | None = None,
+              stop_after_steps: int | None = None, group: WorkerGroup | None = None) -> TrialResult:
+    """Train one model to its token budget, resuming from `config.checkpoint_dir` if it holds a checkpoint.
+
+    `group` is this process's place among the trial's data-parallel workers (None: the only
+    one). Every worker runs this function; the main worker writes checkpoints, and every worker
+    calls the reporter (Ray Train's report is collective) with the same metrics.
+    `stop_after_steps` ends the run early (after checkpointing) at that step, as an
+    interruption would; it exists so resume can be exercised without killing processes.
+    """
+    group = group or WorkerGroup()
+    torch.set_num_threads(dev.trial_threads(config.threads))
+    device = dev.resolve_device(config.device, group.local_rank)
+    cfg = config.model
+    corpus = trial_corpus(config)
+    torch.manual_seed(config.seed)
+    model = LanguageModel(cfg).to(device)
+    counts = model.param_counts()
+    params_nonembed = counts["params_nonembed"]
+    budget = config.tokens if config.tokens is not None else int(config.tokens_per_param * params_nonembed)
+    tokens_per_step = config.batch_size() * cfg.seq_len
+    total_steps = max(1, math.ceil(budget / tokens_per_step))
+    flops_per_token = training_flops_per_token(cfg)
+    name = dev.device_name(device)
+    peak = (config.peak_flops_per_second or peak_flops(name, config.precision)) * group.world_size
+
+    step, train_seconds, wall_offset = 0, 0.0, 0.0
+    history: list[dict[str, Any]] = []
+    pending_losses: list[tuple[int, float]] = []
+    ckpt_dir = Path(config.checkpoint_dir) if config.checkpoint_dir else None
+    state = load_checkpoint(ckpt_dir) if ckpt_dir is not None else None
+    if state is not None and state["metrics"].get("status") in (STATUS_COMPLETED, STATUS_DIVERGED):
+        # Re-report the final result: a scheduler that lost it (its driver died after the
+        # checkpoint) learns the outcome; reporters are idempotent per step.
+        if reporter is not None:
+            reporter(dict(state["metrics"], train_loss_steps=[]), str(ckpt_dir))
+        return TrialResult(state["metrics"]["status"], state["metrics"], state["history"], str(ckpt_dir))
+    optimizer = build_optimizer(model, config, device)
+    trainer = _Trainer(model, config, group, device)
+    if state is not None:
+        group.load_state(model, optimizer, state["model"], state["optimizer"])
+        for param_group in optimizer.param_groups:  # a checkpoint from another device keeps this device's kernel
+            param_group["fused"] = device.type == "cuda"
+        step, train_seconds, wall_offset = state["step"], state["train_seconds"], state["wall_seconds"]
+        history = state["history"]
+    wall_start = time.perf_counter()
+    dev.reset_peak_memory(device)
+    base = {"params_nonembed": params_nonembed, "params_total": counts["params_total"],
+            "total_steps": total_steps, "flops_per_token": flops_per_token, "workers": group.world_size,
+            "device": name, "precision": config.precision, "compiled": int(trainer.compiled)}
+    checkpoint_seconds = 0.0
+
+    def snapshot(status: str, extra: dict[str, Any]) -> dict[str, Any]:
+        tokens_done = step * tokens_per_step
+        flops_per_second = tokens_done * flops_per_token / train_seconds if train_seconds else 0.0
+        metrics = dict(base, step=step, tokens=tokens_done, flops=tokens_done * flops_per_token,
+                       train_seconds=train_seconds, wall_seconds=wall_offset + time.perf_counter() - wall_start,
+                       tokens_per_second=tokens_done / train_seconds if train_seconds else 0.0,
+                       flops_per_second=flops_per_second, mfu=mfu(flops_per_second, peak),
+                       device_memory_peak_bytes=dev.peak_memory_bytes(device),
+                       checkpoint_seconds=checkpoint_seconds, status=status)
+        metrics["compile_failed"] = int(trainer.compile_failed)
+        metrics.update(extra)
+        return metrics
+
+    def save_state(metrics: dict[str, Any]) -> None:
+        nonlocal checkpoint_seconds
+        started = time.perf_counter()
+        model_state, optim_state = group.full_state(model, optimizer)  # collective under FSDP
+        if ckpt_dir is not None and group.is_main:
+            save_checkpoint(ckpt_dir, {"model": model_state, "optimizer": optim_state, "step": step,
+                                       "train_seconds": train_seconds, "wall_seconds": metrics["wall_seconds"],
+                                       "history": history, "metrics": metrics, "config": config.to_dict()})
+        checkpoint_seconds = time.perf_counter() - started
+        metrics["checkpoint_seconds"] = checkpoint_seconds
+
+    def checkpoint_and_report(metrics: dict[str, Any]) -> None:
+        metrics["train_loss_steps"] = list(pending_losses)
+        history.append({k: v for k, v in metrics.items() if k != "train_loss_steps"})
+        if ckpt_dir is not None:
+            save_state(metrics)
+            history[-1]["checkpoint_seconds"] = metrics["checkpoint_seconds"]
+        if reporter is not None:
+            reporter(metrics, str(ckpt_dir) if ckpt_dir is not None else None)
+        pending_losses.clear()
+
+    def finish(status: str, metrics: dict[str, Any]) -> TrialResult:
+        prefetch.close()
+        return TrialResult(status, metrics, history, str(ckpt_dir) if ckpt_dir else None)
+
+    model.train()
+    last_loss = float("nan")
+    prefetch = BatchPrefetcher(lambda s: worker_batch(config, corpus, s, group.rank), device, total_steps)
+    while step < total_steps:
+        t0 = time.perf_counter()
+        for param_group in optimizer.param_groups:
+            param_group["lr"] = lr_at(step, total_steps, config)
+        inputs, targets = prefetch.get(step)
+        optimizer.zero_grad(set_to_none=True)
+        loss = _step_loss(trainer, config, inputs, targets, device)
+        if not torch.isfinite(loss):
+            metrics = snapshot(STATUS_DIVERGED, {"diverged_step": step, "train_loss": float("nan")})
+            checkpoint_and_report(metrics)
+            return finish(STATUS_DIVERGED, metrics)
+        grad_norm = group.clip_grad_norm(model, config.grad_clip)
+        if not math.isfinite(grad_norm):
+            metrics = snapshot(STATUS_DIVERGED, {"diverged_step": step, "train_loss": loss.item()})
+            checkpoint_and_report(metrics)
+            return finish(STATUS_DIVERGED, metrics)
+        optimizer.step()
+        step += 1
+        last_loss = loss.item()  # also waits for the device, so train_seconds is the step's real time
+        train_seconds += time.perf_counter() - t0
+        pending_losses.append((step, last_loss))
+        if on_step is not None:
+            on_step({"step": step, "total_steps": total_steps, "tokens": step * tokens_per_step,
+                     "loss": last_loss, "tokens_per_second": step * tokens_per_step / max(train_seconds, 1e-9)})
+        if step % config.eval_every_steps == 0 or step == total_steps:
+            status = STATUS_COMPLETED if step == total_steps else STATUS_RUNNING
+            metrics = snapshot(status, {"train_loss": last_loss, "lr": lr_at(step - 1, total_steps, config),
+                                        **evaluate(trainer.model, config, corpus, device)})
+            checkpoint_and_report(metrics)
+            if status == STATUS_COMPLETED:
+                return finish(status, metrics)
+        if stop_after_steps is not None and step >= stop_after_steps:
+            metrics = snapshot(STATUS_RUNNING, {"train_loss": last_loss})
+            if ckpt_dir is not None:  # as if interrupted right after a checkpoint at this step
+                save_state(metrics)
+            return finish(STATUS_RUNNING, metrics)
+    metrics = snapshot(STATUS_COMPLETED, {"train_loss": last_loss, **evaluate(trainer.model, config, corpus, device)})
+    checkpoint_and_report(metrics)
+    return finish(STATUS_COMPLETED, metrics)
