@@ -193,9 +193,101 @@ class TuneSettings(_Strict):
         return _size(value)
 
 
-class ResourceSettings(_Strict):
-    cpus_per_trial: float = Field(default=1.0, gt=0)
-    gpus_per_trial: float = Field(default=0.0, ge=0)
+class TrainerSettings(_Strict):
+    """How every trial trains: device, precision, micro-batches, compilation, parallelism."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when the trial holds a GPU
+    precision: Literal["fp32", "bf16"] = "fp32"
+    # Tokens per forward/backward on one worker: a multiple of seq_len dividing each worker's share
+    # of batch_tokens; `auto` takes the largest that the memory estimate fits in the trial's GPU.
+    micro_batch_tokens: Optional[int | Literal["auto"]] = None
+    compile: Optional[bool] = None  # torch.compile; default on for cuda, off for cpu
+    parallelism: Literal["ddp", "fsdp"] = "ddp"  # across a multi-worker trial's workers
+    # Recompute each block in backward (saves activations, costs ~1 extra forward); `auto`: only
+    # for trials that would not fit their GPU otherwise.
+    activation_checkpointing: bool | Literal["auto"] = False
+    peak_tflops: Optional[float] = Field(default=None, gt=0)  # per device, overrides the MFU table
+    assumed_mfu: float = Field(default=0.35, gt=0, le=1)  # `mcscale plan`'s device-hours assume this MFU
+
+    @field_validator("micro_batch_tokens")
+    @classmethod
+    def _micro(cls, value: Any) -> Any:
+        if isinstance(value, int) and value <= 0:
+            raise ValueError("must be a positive number of tokens (a multiple of data.seq_len) or auto")
+        return value
+
+
+class ResourceShape(_Strict):
+    """What one trial holds. gpus_per_trial > 1 runs the trial on that many workers (1 GPU each)."""
+
+    cpus_per_trial: float = Field(default=1.0, gt=0)  # per worker when the trial has several workers
+    gpus_per_trial: float = Field(default=0.0, ge=0)  # fractional (< 1) lets small trials share a GPU
+    workers_per_trial: Optional[int] = Field(default=None, ge=1)  # default: max(1, gpus_per_trial)
+    accelerator_type: Optional[str] = None  # Ray accelerator type, e.g. H100 or A100-80G
+    gpu_memory_gb: Optional[float] = Field(default=None, gt=0)  # default: from accelerator_type
+
+    @model_validator(mode="after")
+    def _workers(self) -> "ResourceShape":
+        gpus, workers = self.gpus_per_trial, self.workers_per_trial
+        if gpus > 1 and gpus != int(gpus):
+            raise ValueError(f"gpus_per_trial: {gpus} is more than one GPU but not a whole number; use 1, 2, 4, 8 "
+                             "(one worker each) or a fraction below 1 to share a GPU")
+        if workers is not None and workers > 1 and gpus not in (0, workers):
+            raise ValueError(f"gpus_per_trial: {workers} workers need {workers} GPUs (one each) or none (CPU); "
+                             f"set gpus_per_trial: {workers} or 0")
+        if workers == 1 and gpus > 1:
+            raise ValueError(f"workers_per_trial: one worker cannot use {gpus:g} GPUs; set workers_per_trial: "
+                             f"{int(gpus)} or leave it out")
+        return self
+
+    @property
+    def workers(self) -> int:
+        if self.workers_per_trial is not None:
+            return self.workers_per_trial
+        return max(1, int(self.gpus_per_trial))
+
+
+class SizeResources(_Strict):
+    """Resources for the ladder rungs of at least `min_params` non-embedding parameters."""
+
+    min_params: float
+    cpus_per_trial: Optional[float] = Field(default=None, gt=0)
+    gpus_per_trial: Optional[float] = Field(default=None, ge=0)
+    workers_per_trial: Optional[int] = Field(default=None, ge=1)
+    accelerator_type: Optional[str] = None
+    gpu_memory_gb: Optional[float] = Field(default=None, gt=0)
+
+    @field_validator("min_params", mode="before")
+    @classmethod
+    def _min(cls, value: Any) -> float:
+        return _size(value)
+
+
+class ResourceSettings(ResourceShape):
+    by_size: list[SizeResources] = Field(default_factory=list)  # first match, largest min_params first
+
+    @model_validator(mode="after")
+    def _overrides_valid(self) -> "ResourceSettings":
+        for i, override in enumerate(self.by_size):
+            try:
+                self._merged(override)
+            except ValueError as exc:
+                raise ValueError(f"by_size[{i}]: {exc}") from None
+        return self
+
+    def _merged(self, override: SizeResources) -> ResourceShape:
+        fields = {k: getattr(self, k) for k in ResourceShape.model_fields}
+        fields.update({k: v for k, v in override.model_dump().items() if k != "min_params" and v is not None})
+        if override.gpus_per_trial is not None and override.workers_per_trial is None:
+            fields["workers_per_trial"] = None  # the worker count follows the override's GPUs
+        return ResourceShape(**fields)
+
+    def for_params(self, params_nonembed: float) -> ResourceShape:
+        """The resources of a trial of `params_nonembed` parameters (the largest matching override)."""
+        matches = [o for o in self.by_size if params_nonembed >= o.min_params]
+        if not matches:
+            return ResourceShape(**{k: getattr(self, k) for k in ResourceShape.model_fields})
+        return self._merged(max(matches, key=lambda o: o.min_params))
 
 
 class FitSettings(_Strict):
@@ -222,6 +314,7 @@ class StudySpec(_Strict):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     optimizer: OptimizerSettings = Field(default_factory=OptimizerSettings)
     tune: Optional[TuneSettings] = None
+    trainer: TrainerSettings = Field(default_factory=TrainerSettings)
     resources: ResourceSettings = Field(default_factory=ResourceSettings)
     concurrency: int = Field(default=2, ge=1)
     storage: str = "./mcscale-runs"
@@ -269,10 +362,32 @@ class StudySpec(_Strict):
                 if length > seq_len:
                     raise ValueError(f"data.evals.needle.lengths[{j}]: {length} exceeds data.seq_len {seq_len}; "
                                      "the needle task cannot fit")
+        self._check_trainer()
         if self.optimizer.batch_tokens < seq_len:
             raise ValueError(f"optimizer.batch_tokens: {self.optimizer.batch_tokens} is below one sequence "
                              f"({seq_len}); use a multiple of data.seq_len")
         return self
+
+
+    def _check_trainer(self) -> None:
+        shapes = [("resources", self.resources)] + [(f"resources.by_size[{i}]", self.resources._merged(o))
+                                                     for i, o in enumerate(self.resources.by_size)]
+        micro = self.trainer.micro_batch_tokens
+        for where, shape in shapes:
+            if shape.gpus_per_trial > 0 and self.trainer.device == "cpu":
+                raise ValueError(f"trainer.device: cpu, but {where} asks for {shape.gpus_per_trial:g} GPU(s) per "
+                                 "trial, which would sit idle; use device: auto (or cuda), or set gpus_per_trial: 0")
+            sequences = self.optimizer.batch_tokens // self.data.seq_len
+            if sequences % shape.workers:
+                raise ValueError(f"optimizer.batch_tokens: {sequences} sequences per step do not split over the "
+                                 f"{shape.workers} workers of {where}; use a multiple of {shape.workers * self.data.seq_len}"
+                                 " tokens")
+            if isinstance(micro, int):
+                share = sequences // shape.workers
+                if micro % self.data.seq_len or share % (micro // self.data.seq_len or 1) or micro < self.data.seq_len:
+                    raise ValueError(f"trainer.micro_batch_tokens: {micro} must be a multiple of data.seq_len "
+                                     f"({self.data.seq_len}) that divides each worker's {share * self.data.seq_len} "
+                                     f"tokens per step ({where}); use e.g. {self.data.seq_len} or auto")
 
 
 def _divisor_hint(seq_len: int) -> str:
@@ -287,7 +402,7 @@ def _format_validation_error(error: ValidationError, source: str) -> UserInputEr
         return UserInputError(path, "unknown field", f"remove it or check its spelling ({source})")
     if first["type"] == "missing":
         return UserInputError(path, "required field is missing", f"add {path} to {source}")
-    if path == "" and message.startswith(("architectures[", "data.", "optimizer.")):
+    if path == "" and message.startswith(("architectures[", "data.", "optimizer.", "trainer.", "resources")):
         field_name, _, rest = message.partition(": ")
         problem, _, fix = rest.partition("; ")
         return UserInputError(field_name, problem, fix or "see the study spec documentation in studies/")

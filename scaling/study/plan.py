@@ -25,6 +25,7 @@ from scaling.models.architectures import parse_architecture
 from scaling.models.config import ModelConfig
 from scaling.models.ladder import format_count, shape_for_params
 from scaling.spec import ArchitectureSettings, StudySpec
+from scaling.study.execution import TrialResources, execution_fields, trial_resources
 from scaling.train import TrialConfig
 
 
@@ -42,6 +43,7 @@ class PlannedTrial:
     config: TrialConfig
     config_hash: str
     tags: dict[str, str] = field(default_factory=dict)
+    resources: TrialResources | None = None  # what the trial asks Ray for (per rung)
 
 
 def config_hash(config: TrialConfig) -> str:
@@ -106,13 +108,15 @@ def _trial_config(spec: StudySpec, model: ModelConfig, seed: int, lr: float, tok
         mqar = MQARSpec(n_pairs=ev.mqar.n_pairs, n_queries=ev.mqar.n_queries, key_vocab=ev.mqar.key_vocab,
                         value_vocab=ev.mqar.value_vocab, seq_len=spec.data.seq_len)
     needle = ev.needle
+    resources = trial_resources(spec, model)
     fields: dict[str, Any] = dict(
         model=model, corpus=_corpus(spec), tokens=None if tokens is None else int(tokens),
         tokens_per_param=tokens_per_param, batch_tokens=opt.batch_tokens, lr=lr, min_lr_ratio=opt.min_lr_ratio,
         warmup_fraction=opt.warmup_fraction, weight_decay=opt.weight_decay, grad_clip=opt.grad_clip, seed=seed,
         eval_every_steps=ev.every_steps, eval_windows=ev.val_windows, mqar=mqar,
         needle_lengths=tuple(needle.lengths) if needle else (), needle_depths=tuple(needle.depths) if needle else (0.5,),
-        needle_kind=needle.kind if needle else "passkey", threads=max(1, int(spec.resources.cpus_per_trial)))
+        needle_kind=needle.kind if needle else "passkey", threads=max(1, int(resources.cpus)),
+        **execution_fields(spec, model, resources))
     fields.update(overrides or {})
     return TrialConfig(**fields)
 
@@ -174,7 +178,7 @@ def plan_tune(spec: StudySpec, arch: ArchitectureSettings, segment: int | str | 
     config = _trial_config(spec, rung.config, spec.seeds[0], spec.optimizer.lr, spec.tune.tokens, None)
     name = parse_architecture(arch.name).name
     return _planned("tune", name, segment, format_count(spec.tune.proxy_size), spec.tune.proxy_size,
-                    spec.seeds[0], config)
+                    spec.seeds[0], config, trial_resources(spec, rung.config))
 
 
 def _rung(spec: StudySpec, size: float, base: ModelConfig):
@@ -223,7 +227,8 @@ def plan_ladder(spec: StudySpec, tuned: dict[str, dict[str, float]] | None = Non
                 for seed in spec.seeds:
                     config = _trial_config(spec, rung.config, seed, lr, spec.budget.tokens,
                                            spec.budget.tokens_per_param, overrides)
-                    trials.append(_planned("ladder", name, segment, format_count(size), size, seed, config))
+                    trials.append(_planned("ladder", name, segment, format_count(size), size, seed, config,
+                                           trial_resources(spec, rung.config)))
     ids = [t.trial_id for t in trials]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
@@ -235,7 +240,7 @@ def plan_ladder(spec: StudySpec, tuned: dict[str, dict[str, float]] | None = Non
 
 
 def _planned(phase: str, arch: str, segment: int | str | None, size_label: str, size: float, seed: int,
-             config: TrialConfig) -> PlannedTrial:
+             config: TrialConfig, resources: TrialResources) -> PlannedTrial:
     seg = _segment_label(segment)
     safe_arch = arch.replace("+", "_")
     trial_id = f"{phase}-{safe_arch}-C{seg if segment is not None else 'na'}-{size_label}-s{seed}".lower()
@@ -250,4 +255,5 @@ def _planned(phase: str, arch: str, segment: int | str | None, size_label: str, 
     tags["config_hash"] = digest
     return PlannedTrial(trial_id=trial_id, phase=phase, arch=arch, series=_series(arch, segment),
                         size_label=size_label, target_params=size, segment_len=seg,
-                        n_segments=_n_segments(model), seed=seed, config=config, config_hash=digest, tags=tags)
+                        n_segments=_n_segments(model), seed=seed, config=config, config_hash=digest, tags=tags,
+                        resources=resources)

@@ -15,6 +15,7 @@ Division of labour (why it is split this way):
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -43,9 +44,25 @@ def _scalar_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str)) and k != "train_loss_steps"}
 
 
+def tune_result(metrics: dict[str, Any], trial_id: str, run_id: str) -> dict[str, Any]:
+    """A trial's metrics as the Tune result the driver's bookkeeping reads (scalars, objective, ids)."""
+    out = _scalar_metrics(metrics)
+    val = metrics.get("val_loss")
+    out[OBJECTIVE] = float(val) if val is not None and math.isfinite(val) else DIVERGED_OBJECTIVE
+    out["trial_key"] = trial_id
+    out["mlflow_run_id"] = run_id
+    out["train_loss_steps_json"] = json.dumps(metrics.get("train_loss_steps", []))
+    return out
+
+
 def study_trainable(params: dict[str, Any], trials: dict[str, dict[str, Any]] | None = None,
-                    template: PlannedTrial | None = None) -> None:
-    """Ray Tune function trainable: one mcscale trial, resumable from its Tune checkpoint."""
+                    template: PlannedTrial | None = None, train_storage: tuple[str, Any] | None = None) -> None:
+    """Ray Tune function trainable: one mcscale trial, resumable from its Tune checkpoint.
+
+    A trial with several workers runs as a Ray Train TorchTrainer launched from here (its
+    checkpoints live in Train's storage, `train_storage`); a one-worker trial trains in this
+    process on the CPUs or GPU the trial holds.
+    """
     from ray import tune
 
     if template is not None:  # tune phase: hyperparameters sampled by Optuna around the template
@@ -56,6 +73,16 @@ def study_trainable(params: dict[str, Any], trials: dict[str, dict[str, Any]] | 
     else:
         entry = trials[params["trial_id"]]  # type: ignore[index]
         planned, trial_id, run_id = entry["planned"], params["trial_id"], entry.get("run_id", "")
+
+    if planned.config.workers > 1:
+        from scaling.train.multiworker import WorkerResources, run_multiworker_trial
+
+        assert planned.resources is not None and train_storage is not None
+        res = planned.resources
+        run_multiworker_trial(planned.config, functools.partial(tune_result, trial_id=trial_id, run_id=run_id),
+                              WorkerResources(res.cpus, res.gpus_per_worker, res.accelerator_type),
+                              name=trial_id, storage_path=train_storage[0], storage_filesystem=train_storage[1])
+        return
 
     workdir = Path(tempfile.mkdtemp(prefix=f"mcscale-{trial_id[:40]}-"))
     checkpoint = tune.get_checkpoint()
@@ -69,13 +96,8 @@ def study_trainable(params: dict[str, Any], trials: dict[str, dict[str, Any]] | 
     config: TrialConfig = replace(planned.config, checkpoint_dir=str(workdir), threads=max(1, int(cpus)))
 
     def reporter(metrics: dict[str, Any], ckpt_dir: str | None) -> None:
-        out = _scalar_metrics(metrics)
-        val = metrics.get("val_loss")
-        out[OBJECTIVE] = float(val) if val is not None and math.isfinite(val) else DIVERGED_OBJECTIVE
-        out["trial_key"] = trial_id
-        out["mlflow_run_id"] = run_id
-        out["train_loss_steps_json"] = json.dumps(metrics.get("train_loss_steps", []))
-        tune.report(out, checkpoint=tune.Checkpoint.from_directory(ckpt_dir) if ckpt_dir else None)
+        tune.report(tune_result(metrics, trial_id, run_id),
+                    checkpoint=tune.Checkpoint.from_directory(ckpt_dir) if ckpt_dir else None)
 
     try:
         run_trial(config, reporter=reporter)
@@ -273,7 +295,8 @@ class _Bookkeeper:
 _TRIAL_METRIC_KEYS = {
     "step", "tokens", "flops", "train_seconds", "wall_seconds", "tokens_per_second", "flops_per_second",
     "status", "train_loss", "val_loss", "val_bpb", "mqar_acc", "diverged_step", "lr", "params_nonembed",
-    "params_total", "total_steps", "flops_per_token",
+    "params_total", "total_steps", "flops_per_token", "mfu", "device_memory_peak_bytes", "checkpoint_seconds",
+    "workers", "device", "precision",
 }
 
 
@@ -331,11 +354,21 @@ def init_ray(address: str | None = None) -> None:
                  logging_level=logging.WARNING)
 
 
-def _resources(spec: StudySpec) -> dict[str, float]:
-    res = {"cpu": spec.resources.cpus_per_trial}
-    if spec.resources.gpus_per_trial:
-        res["gpu"] = spec.resources.gpus_per_trial
-    return res
+def _resources(planned: dict[str, PlannedTrial], template: PlannedTrial | None = None) -> Callable[[dict], dict]:
+    """Per-trial Ray resources: each rung asks for its own (the 8K and the 1.3B model of one
+    ladder do not need the same hardware)."""
+    def request(config: dict[str, Any]) -> dict[str, float]:
+        trial = template if template is not None else planned[config["trial_id"]]
+        assert trial.resources is not None
+        return trial.resources.tune_request()
+
+    return request
+
+
+def _train_storage(spec: StudySpec) -> tuple[str, Any]:
+    """Where multi-worker trials keep their Ray Train runs and checkpoints."""
+    storage_path, filesystem = ray_storage(spec)
+    return f"{storage_path}/train", filesystem
 
 
 def _run_config(spec: StudySpec, name: str, callback: StudyCallback):
@@ -379,7 +412,9 @@ def run_tune_phase(spec: StudySpec, store: ResultStore, tracker: StudyTracker) -
         name = f"tune-{template.arch.replace('+', '_')}"
         callback = StudyCallback("tune", spec.storage, spec.name, spec.s3_endpoint, tracking_uri_for(spec), {}, {},
                                  template=template)
-        trainable = tune.with_resources(tune.with_parameters(study_trainable, template=template), _resources(spec))
+        trainable = tune.with_resources(tune.with_parameters(study_trainable, template=template,
+                                                             train_storage=_train_storage(spec)),
+                                        _resources({}, template))
         every = spec.data.evals.every_steps
         scheduler = ASHAScheduler(time_attr="training_iteration", metric=OBJECTIVE, mode="min",
                                   grace_period=max(1, spec.tune.grace_period_steps // every),
@@ -441,7 +476,9 @@ def run_ladder_phase(spec: StudySpec, store: ResultStore, tracker: StudyTracker,
         by_id = {p.trial_id: p for p in planned}
         callback = StudyCallback("ladder", spec.storage, spec.name, spec.s3_endpoint, tracking_uri_for(spec),
                                  by_id, run_ids)
-        trainable = tune.with_resources(tune.with_parameters(study_trainable, trials=table), _resources(spec))
+        trainable = tune.with_resources(tune.with_parameters(study_trainable, trials=table,
+                                                             train_storage=_train_storage(spec)),
+                                        _resources(by_id))
         restore = _restorable(spec, "ladder")
         if restore is not None:
             tuner = tune.Tuner.restore(restore[0], trainable, resume_errored=True, storage_filesystem=restore[1])

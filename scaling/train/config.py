@@ -56,6 +56,7 @@ class TrialConfig:
     precision: str = "fp32"  # bf16: autocast with fp32 master weights, fp32 loss
     micro_batch_tokens: int | None = None  # tokens per forward/backward per worker; None: the whole share
     compile: bool | None = None  # torch.compile; None: on for cuda, off for cpu
+    activation_checkpointing: bool = False  # recompute each block in backward instead of saving it
     workers: int = 1  # data-parallel workers (Ray Train) sharing each optimiser step
     parallelism: str = "ddp"  # ddp (replicated) or fsdp (fully_shard) across the workers
     peak_flops_per_second: float | None = None  # MFU denominator per device; None: the device table

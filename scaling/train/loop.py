@@ -48,6 +48,8 @@ class _Trainer:
 
     def __init__(self, model: LanguageModel, config: TrialConfig, group: WorkerGroup, device: torch.device):
         self.model, self.group = model, group
+        if config.activation_checkpointing:
+            _checkpoint_blocks(model)
         self.module: torch.nn.Module = group.wrap(model, config.parallelism, device)
         self.compiled = dev.use_compile(config.compile, device)
         self.forward: Callable[[torch.Tensor], torch.Tensor] = (
@@ -66,6 +68,15 @@ class _Trainer:
 
     def sync_context(self, last_micro_batch: bool) -> contextlib.AbstractContextManager:
         return self.group.gradient_sync(self.module, enabled=last_micro_batch)
+
+
+def _checkpoint_blocks(model: LanguageModel) -> None:
+    """Recompute each block in backward (torch's checkpoint wrapper, as torchtitan uses it; its
+    state-dict hooks keep parameter names unchanged, so checkpoints stay interchangeable)."""
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+
+    for i, block in enumerate(model.blocks):
+        model.blocks[i] = checkpoint_wrapper(block)
 
 
 def _step_loss(trainer: _Trainer, config: TrialConfig, inputs: torch.Tensor, targets: torch.Tensor,
