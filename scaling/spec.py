@@ -20,6 +20,7 @@ from scaling.models.architectures import parse_architecture
 from scaling.models.ladder import parse_size
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_NESTED_FIELD = re.compile(r"^([a-z_]+(?:\[\d+\])?(?:\.[a-z_]+)*): (.*)$", re.S)
 
 
 class _Strict(BaseModel):
@@ -406,6 +407,11 @@ def _format_validation_error(error: ValidationError, source: str) -> UserInputEr
         field_name, _, rest = message.partition(": ")
         problem, _, fix = rest.partition("; ")
         return UserInputError(field_name, problem, fix or "see the study spec documentation in studies/")
+    nested = _NESTED_FIELD.match(message)
+    if path and nested:  # a block's own validator names the field inside the block
+        field_name, problem, fix = f"{path}.{nested[1]}", nested[2], ""
+        problem, _, fix = problem.partition("; ")
+        return UserInputError(field_name, problem, fix or f"correct {field_name} in {source}")
     extra = f" ({len(error.errors()) - 1} more problem(s) after this one)" if len(error.errors()) > 1 else ""
     return UserInputError(path or "spec", message + extra, f"correct {path or 'the spec'} in {source}")
 

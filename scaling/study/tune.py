@@ -296,7 +296,7 @@ _TRIAL_METRIC_KEYS = {
     "step", "tokens", "flops", "train_seconds", "wall_seconds", "tokens_per_second", "flops_per_second",
     "status", "train_loss", "val_loss", "val_bpb", "mqar_acc", "diverged_step", "lr", "params_nonembed",
     "params_total", "total_steps", "flops_per_token", "mfu", "device_memory_peak_bytes", "checkpoint_seconds",
-    "workers", "device", "precision",
+    "workers", "device", "precision", "resumed_from_step",
 }
 
 

@@ -149,7 +149,8 @@ def run_trial(config: TrialConfig, reporter: Reporter | None = None, on_step: St
     dev.reset_peak_memory(device)
     base = {"params_nonembed": params_nonembed, "params_total": counts["params_total"],
             "total_steps": total_steps, "flops_per_token": flops_per_token, "workers": group.world_size,
-            "device": name, "precision": config.precision, "compiled": int(trainer.compiled)}
+            "device": name, "precision": config.precision, "compiled": int(trainer.compiled),
+            "resumed_from_step": step}
     checkpoint_seconds = 0.0
 
     def snapshot(status: str, extra: dict[str, Any]) -> dict[str, Any]:
