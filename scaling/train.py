@@ -125,6 +125,19 @@ class TrialResult:
 
 
 # ----------------------------------------------------------------------------- helpers
+# --- issue 14 (live metrics; port into scaling/train/): dense bf16 peak per GPU, MFU's denominator (0: unknown/CPU)
+PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12}
+
+
+def device_peak_stats() -> tuple[float, int]:
+    """(peak FLOP/s of this device, peak memory bytes: CUDA allocator, else peak RSS - ru_maxrss is KiB)."""
+    import resource
+    if not torch.cuda.is_available():
+        return 0.0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    name = torch.cuda.get_device_name()
+    return next((p for k, p in PEAK_BF16_FLOPS.items() if k in name), 0.0), int(torch.cuda.max_memory_allocated())
+
+
 def trial_threads(requested: int | None) -> int:
     """Torch threads for this trial: what was asked for, else the CPUs this process may use."""
     if requested:
@@ -292,15 +305,22 @@ def run_trial(config: TrialConfig, reporter: Reporter | None = None, on_step: St
                        tokens_per_second=tokens_done / train_seconds if train_seconds else 0.0,
                        flops_per_second=tokens_done * flops_per_token / train_seconds if train_seconds else 0.0,
                        status=status)
+        peak, memory = device_peak_stats()  # issue 14: the three live-metrics fields
+        metrics.update(mfu=metrics["flops_per_second"] / peak if peak else 0.0, device_memory_peak_bytes=memory,
+                       checkpoint_seconds=checkpoint_seconds[0])
         metrics.update(extra)
         return metrics
 
+    checkpoint_seconds = [0.0]  # issue 14: time spent in the last checkpoint save
+
     def save_state(metrics: dict[str, Any]) -> None:
         assert ckpt_dir is not None
+        started = time.perf_counter()
         _save_checkpoint(ckpt_dir, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                     "step": step, "train_seconds": train_seconds,
                                     "wall_seconds": metrics["wall_seconds"], "history": history,
                                     "metrics": metrics, "config": config.to_dict()})
+        checkpoint_seconds[0] = time.perf_counter() - started
 
     def checkpoint_and_report(metrics: dict[str, Any]) -> None:
         metrics["train_loss_steps"] = list(pending_losses)

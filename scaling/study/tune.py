@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 from ray.tune import Callback
 
+from scaling.study.metrics import export_trial_metrics, export_trial_states
 from scaling.study.plan import PlannedTrial, config_hash, plan_ladder, plan_tune, tune_series
 from scaling.study.store import ResultStore, curve_rows, trial_row
 from scaling.study.tracking import StudyTracker, default_tracking_uri
@@ -44,7 +45,7 @@ def _scalar_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def study_trainable(params: dict[str, Any], trials: dict[str, dict[str, Any]] | None = None,
-                    template: PlannedTrial | None = None) -> None:
+                    template: PlannedTrial | None = None, study: str = "") -> None:
     """Ray Tune function trainable: one mcscale trial, resumable from its Tune checkpoint."""
     from ray import tune
 
@@ -75,6 +76,7 @@ def study_trainable(params: dict[str, Any], trials: dict[str, dict[str, Any]] | 
         out["trial_key"] = trial_id
         out["mlflow_run_id"] = run_id
         out["train_loss_steps_json"] = json.dumps(metrics.get("train_loss_steps", []))
+        export_trial_metrics(out, study, planned.series, planned.size_label, trial_id)
         tune.report(out, checkpoint=tune.Checkpoint.from_directory(ckpt_dir) if ckpt_dir else None)
 
     try:
@@ -146,6 +148,11 @@ class StudyCallback(Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):  # noqa: ANN001
         self.book.on_start(trial)
+
+    def on_step_end(self, iteration, trials, **info):  # noqa: ANN001
+        views, keys = self.book.views, self.book.ray_to_key  # mcscale's state where known, else Tune's
+        export_trial_states(self.settings["study"], [views[keys[t.trial_id]].state if keys.get(t.trial_id) in views
+                                                     else t.status for t in trials])
 
 
 class _Bookkeeper:
@@ -379,7 +386,8 @@ def run_tune_phase(spec: StudySpec, store: ResultStore, tracker: StudyTracker) -
         name = f"tune-{template.arch.replace('+', '_')}"
         callback = StudyCallback("tune", spec.storage, spec.name, spec.s3_endpoint, tracking_uri_for(spec), {}, {},
                                  template=template)
-        trainable = tune.with_resources(tune.with_parameters(study_trainable, template=template), _resources(spec))
+        trainable = tune.with_resources(tune.with_parameters(study_trainable, template=template, study=spec.name),
+                                        _resources(spec))
         every = spec.data.evals.every_steps
         scheduler = ASHAScheduler(time_attr="training_iteration", metric=OBJECTIVE, mode="min",
                                   grace_period=max(1, spec.tune.grace_period_steps // every),
@@ -441,7 +449,8 @@ def run_ladder_phase(spec: StudySpec, store: ResultStore, tracker: StudyTracker,
         by_id = {p.trial_id: p for p in planned}
         callback = StudyCallback("ladder", spec.storage, spec.name, spec.s3_endpoint, tracking_uri_for(spec),
                                  by_id, run_ids)
-        trainable = tune.with_resources(tune.with_parameters(study_trainable, trials=table), _resources(spec))
+        trainable = tune.with_resources(tune.with_parameters(study_trainable, trials=table, study=spec.name),
+                                        _resources(spec))
         restore = _restorable(spec, "ladder")
         if restore is not None:
             tuner = tune.Tuner.restore(restore[0], trainable, resume_errored=True, storage_filesystem=restore[1])
