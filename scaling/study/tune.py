@@ -303,7 +303,8 @@ def local_root(spec: StudySpec) -> Path:
 
 
 def tracking_uri_for(spec: StudySpec) -> str:
-    return spec.tracking_uri or default_tracking_uri(str(local_root(spec)))
+    """The spec's tracking_uri, else $MLFLOW_TRACKING_URI (how clusters inject it from a Secret), else local."""
+    return spec.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(str(local_root(spec)))
 
 
 # ----------------------------------------------------------------------------- phases
