@@ -114,9 +114,10 @@ def test_kuberay_manifest_validates_strictly(path):
 
 def test_strict_kuberay_schema_rejects_misspelt_fields():
     cluster = load(KUBERAY_MANIFESTS[0])
-    cluster["spec"]["workerGroupSpecs"][0]["maxReplica"] = cluster["spec"]["workerGroupSpecs"][0].pop("maxReplicas")
+    group = cluster["spec"]["workerGroupSpecs"][0]
+    group["idleTimeoutSecond"] = group.pop("idleTimeoutSeconds")
     errors = kuberay_errors(cluster)
-    assert any(e.startswith("spec/workerGroupSpecs/0") and "maxReplica" in e for e in errors), errors
+    assert any(e.startswith("spec/workerGroupSpecs/0") and "idleTimeoutSecond'" in e for e in errors), errors
     assert kuberay_errors(cluster, strict=False) == []  # the published schema would silently drop it
     job = load(KUBERAY_MANIFESTS[1])
     job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["imagee"] = "x"
