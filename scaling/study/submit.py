@@ -663,7 +663,12 @@ def kuberay_rayjob(spec_path: str | Path, cluster_template: Optional[str | Path]
     _check_plan(spec)
     template_path, template = _load_cluster_template(cluster_template)
     cluster = copy.deepcopy(template)
-    notes = [n for n in storage_notes(spec, project_root() or Path.cwd()) if "working dir" not in n]
+    notes = [n for n in storage_notes(spec, project_root() or Path.cwd())
+             if "working dir" not in n and " storage " not in n]  # the Jobs route's notes about uploads
+    if not spec.storage.startswith("s3://"):
+        notes.append(f"warning: storage {spec.storage!r} is a path on the head pod, whose disk KubeRay deletes with "
+                     "the cluster when the job ends (results and checkpoints would be lost). Use storage: "
+                     "s3://bucket/prefix.")
     if spec.tracking_uri:
         notes.append(f"note: the spec sets tracking_uri {spec.tracking_uri}; it wins over the Secret's "
                      "MLFLOW_TRACKING_URI (leave tracking_uri empty to take the cluster's).")
