@@ -92,6 +92,10 @@ def submit(spec: str = typer.Argument(..., help="Study spec (YAML), validated he
         style = "yellow" if message.startswith("warning") else "dim"
         err_console.print(f"[{style}]{message}[/]", highlight=False, soft_wrap=True)
 
+    _check_route(kuberay, {"--address": address, "--working-dir": working_dir, "--pip": pip, "--env": env,
+                           "--wait": wait}, {"--output": output, "--cluster-template": cluster_template,
+                                             "--image": image, "--namespace": namespace,
+                                             "--spec-in-image": spec_in_image})
     if kuberay:
         _write_rayjob(spec, output, cluster_template, image, namespace, spec_in_image, note)
         return
@@ -114,6 +118,17 @@ def submit(spec: str = typer.Argument(..., help="Study spec (YAML), validated he
     err_console.print(f"job {job_id}: {_status_text(info)} {info.message or ''}", highlight=False, soft_wrap=True)
     if status != "SUCCEEDED":
         raise typer.Exit(1)
+
+
+def _check_route(kuberay: bool, jobs_api_only: dict[str, Any], kuberay_only: dict[str, Any]) -> None:
+    """Refuse options of the other route rather than silently ignoring them."""
+    from scaling.errors import UserInputError
+
+    wrong = [name for name, value in (jobs_api_only if kuberay else kuberay_only).items() if value]
+    if wrong:
+        raise UserInputError(wrong[0], f"{wrong[0]} only applies {'without' if kuberay else 'with'} --kuberay",
+                             "drop it" + (" (a RayJob manifest is applied with kubectl, not sent to an address)"
+                                          if kuberay else ", or add --kuberay to generate a RayJob manifest"))
 
 
 def _write_rayjob(spec: str, output: Optional[str], cluster_template: Optional[str], image: Optional[str],

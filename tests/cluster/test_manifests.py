@@ -6,6 +6,7 @@
   found through $MCSCALE_KUBERAY_SCHEMAS (default: cluster/kuberay/schemas).
 * Kubernetes core objects (Namespace, Secret, ServiceAccount, the MLflow Deployment, ...):
   kubernetes-validate, strict, against a pinned Kubernetes version.
+* The MLflow compose file: the Compose Specification's JSON Schema (cluster/mlflow/schemas).
 
 Each validator is also shown a misspelt field, so a test that cannot fail would be noticed.
 """
@@ -184,3 +185,32 @@ def test_kubernetes_validate_rejects_a_misspelt_field():
     bad = dict(account, automountServiceAccountTokn=False)
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(bad, KUBERNETES_VERSION, strict=True)
+
+
+# ============================================================================ the MLflow compose file
+def compose_errors(compose: dict) -> list[str]:
+    import json
+
+    from jsonschema import Draft7Validator
+
+    schema = json.loads((CLUSTER / "mlflow" / "schemas" / "compose-spec.json").read_text())
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in Draft7Validator(schema).iter_errors(compose)]
+
+
+def test_compose_file_validates_and_rejects_a_misspelt_key():
+    compose = load(CLUSTER / "mlflow" / "compose.yaml")
+    assert compose_errors(compose) == []
+    assert {"postgres", "s3", "mlflow"} <= set(compose["services"])
+    mlflow = compose["services"]["mlflow"]
+    assert mlflow["environment"]["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg2://")
+    compose["services"]["mlflow"]["enviroment"] = compose["services"]["mlflow"].pop("environment")
+    assert any("enviroment" in e for e in compose_errors(compose))
+
+
+def test_compose_variables_are_all_in_the_env_example():
+    import re
+
+    used = set(re.findall(r"\$\{([A-Z0-9_]+)", (CLUSTER / "mlflow" / "compose.yaml").read_text()))
+    example = dict(line.split("=", 1) for line in (CLUSTER / "mlflow" / ".env.example").read_text().splitlines()
+                   if line and not line.startswith("#"))
+    assert used and used == set(example), (used, set(example))

@@ -230,6 +230,7 @@ def live_run(tmp_path_factory):
             _end_process_group(prometheus[0])
 
 
+@pytest.mark.slow
 def test_every_panel_query_names_an_exported_metric(live_run):
     scrapes = live_run.scrapes
     assert scrapes.count > 10, f"too few scrapes ({scrapes.count}, {scrapes.errors} failed)"
@@ -243,6 +244,7 @@ def test_every_panel_query_names_an_exported_metric(live_run):
     assert set(exported_names()) <= scrapes.names, set(exported_names()) - scrapes.names
 
 
+@pytest.mark.slow
 def test_trial_metrics_carry_the_planned_labels_and_states_end_completed(live_run):
     labels = live_run.scrapes.labels
     expected = {(p.series, p.size_label, p.trial_id) for p in live_run.planned}
@@ -264,6 +266,7 @@ def _query_range(url: str, query: str, start: float, end: float) -> list:
     return body["data"]["result"]
 
 
+@pytest.mark.slow
 def test_prometheus_returns_data_for_every_panel(live_run):
     if live_run.prometheus_url is None:
         pytest.skip("Debian's prometheus is not installed here (.ci/run installs it and requires this test)")

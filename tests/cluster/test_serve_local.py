@@ -48,6 +48,7 @@ def stack():
         serve_local("stop", "--dir", str(folder))
 
 
+@pytest.mark.slow
 def test_start_brings_up_postgres_unprivileged_s3_and_mlflow(stack):
     folder, ports, stdout = stack
     env = read_env(folder / "env")
@@ -63,6 +64,7 @@ def test_start_brings_up_postgres_unprivileged_s3_and_mlflow(stack):
     assert again.returncode == 2 and "already running" in again.stderr and "Traceback" not in again.stderr
 
 
+@pytest.mark.slow
 def test_a_study_records_to_the_stack_through_its_env_file(stack, tmp_path):
     import boto3
     import psycopg2
@@ -118,6 +120,7 @@ def test_bad_input_exits_2_without_a_traceback(tmp_path):
     assert stopped.returncode == 2 and "no stack" in stopped.stderr
 
 
+@pytest.mark.slow
 def test_stop_ends_every_process(tmp_path):
     folder = Path(tempfile.mkdtemp(prefix="mcscale-serve-local-", dir="/tmp"))
     folder.chmod(0o755)

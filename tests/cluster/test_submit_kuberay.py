@@ -82,6 +82,10 @@ def test_bad_spec_exits_2_and_writes_nothing(tmp_path):
     out = tmp_path / "job.yaml"
     assert_user_error(mcscale(str(spec), "--kuberay", "-o", str(out)), "concurency")
     assert not out.exists()
+    good = write_spec(tmp_path, "good", "s3://b/p")
+    assert_user_error(mcscale(str(good), "--kuberay", "--address", "http://head:8265"), "--address", "--kuberay")
+    assert_user_error(mcscale(str(good), "-o", str(out)), "--output", "--kuberay")
+    assert not out.exists()
 
 
 def test_a_trial_larger_than_any_worker_pod_exits_2(tmp_path):
