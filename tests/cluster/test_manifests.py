@@ -95,6 +95,19 @@ def test_aws_config_has_a_cpu_head_and_8_gpu_workers():
     assert config["docker"]["image"].endswith(":0.1.0")
 
 
+def test_node_image_copies_what_exists_and_matches_the_ray_pin():
+    import re
+
+    dockerfile = (CLUSTER / "Dockerfile").read_text()
+    sources = [src for line in dockerfile.splitlines() if line.startswith("COPY")
+               for src in line.split()[1:-1] if not src.startswith("--")]
+    assert sources and all((REPO / src).exists() for src in sources), sources
+    assert {"scaling", "kernels", "studies", "pyproject.toml"} <= set(sources)
+    ray_pin = re.search(r'"ray\[[^\]]*\]==([0-9.]+)"', (REPO / "pyproject.toml").read_text()).group(1)
+    assert re.search(rf"^FROM rayproject/ray:{re.escape(ray_pin)}-py311", dockerfile, re.M), ray_pin
+    assert load(CLUSTER / "kuberay" / "raycluster.yaml")["spec"]["rayVersion"] == ray_pin
+
+
 # ============================================================================ KubeRay
 def test_schemas_are_found_through_the_setting(monkeypatch, tmp_path):
     folder = kuberay_schema_dir()

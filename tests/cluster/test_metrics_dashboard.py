@@ -129,6 +129,28 @@ def test_dashboard_queries_parse_and_flag_unknown_metrics():
     assert set(exported_names()) - names == set(), "an exported metric that no panel shows"
 
 
+def test_dashboard_imports_beside_rays_own():
+    """Same data-source variable as Ray's generated dashboards, but its own uid and unique panel ids."""
+    from pathlib import Path as _Path
+
+    import ray.dashboard.modules.metrics.dashboards as ray_dashboards
+
+    dashboard = json.loads(DASHBOARD.read_text())
+    ray_uids = {json.loads(p.read_text()).get("uid") for p in _Path(ray_dashboards.__file__).parent.glob("*.json")}
+    assert dashboard["uid"] not in ray_uids and "rayDefaultDashboard" in ray_uids
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in dashboard["panels"]:
+        assert panel["datasource"] == "${datasource}" and all(t["datasource"] == "${datasource}"
+                                                              for t in panel["targets"])
+    titles = " | ".join(p["title"] for p in dashboard["panels"])
+    for wanted in ("Trials by state", "Throughput", "MFU", "Validation loss", "Training loss", "GPU utilisation",
+                   "GPU memory"):
+        assert wanted in titles, (wanted, titles)
+
+
 # ============================================================================ the live run
 @dataclass
 class Scrapes:
