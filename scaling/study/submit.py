@@ -517,7 +517,9 @@ def wait_for_job(address: Optional[str], job_id: str, timeout_s: Optional[float]
 # ----------------------------------------------------------------------------- KubeRay RayJob manifests
 KUBERAY_SCHEMAS_ENV = "MCSCALE_KUBERAY_SCHEMAS"
 CLUSTER_TEMPLATE = Path("cluster") / "kuberay" / "raycluster.yaml"
-STUDY_ENV_SECRET = "mcscale-study-env"
+STUDY_ENV_SECRET = "mcscale-study-env"  # what the template's pods load with envFrom (cluster/kuberay/secret.yaml)
+SCHEMAS_FIX = ("point it at a folder holding raycluster_v1_strict.json and rayjob_v1_strict.json "
+               "(cluster/kuberay/schemas in the mcscale repository)")
 RAYJOB_TTL_SECONDS = 3600  # a finished job's cluster is deleted; its pods' logs stay this long
 RAYJOB_BACKOFF_LIMIT = 2  # a failed job is retried: the study resumes from its storage, nothing is rerun
 TEMPLATE_FIX = "pass --cluster-template with a RayCluster manifest (ray.io/v1), e.g. cluster/kuberay/raycluster.yaml"
@@ -545,16 +547,12 @@ def kuberay_errors(manifest: dict[str, Any], strict: bool = True, schema_dir: Op
                 f"{manifest.get('kind')!r}"]
     folder = schema_dir or kuberay_schema_dir()
     if folder is None:
-        raise UserInputError(f"${KUBERAY_SCHEMAS_ENV}", "cannot find the KubeRay CRD schemas",
-                             "set it to a folder holding raycluster_v1_strict.json and rayjob_v1_strict.json "
-                             "(cluster/kuberay/schemas in the mcscale repository)")
+        raise UserInputError(f"${KUBERAY_SCHEMAS_ENV}", "cannot find the KubeRay CRD schemas", SCHEMAS_FIX)
     schema_file = folder / f"{kind}_v1{'_strict' if strict else ''}.json"
     if not schema_file.is_file():
-        raise UserInputError(f"${KUBERAY_SCHEMAS_ENV}", f"{schema_file} does not exist",
-                             "point it at a folder holding raycluster_v1_strict.json and rayjob_v1_strict.json "
-                             "(cluster/kuberay/schemas in the mcscale repository), or unset it")
+        raise UserInputError(f"${KUBERAY_SCHEMAS_ENV}", f"{schema_file} does not exist", SCHEMAS_FIX + ", or unset it")
     schema = json.loads(schema_file.read_text())
-    errors = sorted(Draft7Validator(schema).iter_errors(manifest), key=lambda e: list(e.absolute_path))
+    errors = sorted(Draft7Validator(schema).iter_errors(manifest), key=lambda e: [str(p) for p in e.absolute_path])
     return [f"{'/'.join(str(p) for p in e.absolute_path) or '(top)'}: {e.message}" for e in errors]
 
 
@@ -594,20 +592,26 @@ def _load_cluster_template(template: Optional[str | Path]) -> tuple[Path, dict[s
 
 def _quantity(value: Any) -> float:
     """A Kubernetes CPU / GPU quantity ("8", "500m", 8) as a number."""
-    text = str(value)
-    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+    text = str(value).strip()
+    try:
+        return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+    except ValueError:
+        raise UserInputError("--cluster-template", f"{text!r} is not a CPU or GPU count mcscale can read",
+                             "write worker limits as plain numbers or millicores, e.g. cpu: \"72\" or 500m") from None
 
 
 def _trial_shapes(spec: StudySpec) -> list[tuple[str, float, float]]:
     """(where, GPUs, CPUs) one trial needs: the spec's `resources`, then each `resources.by_size` override
     (CPUs are per worker, so a multi-worker trial needs cpus_per_trial x workers_per_trial)."""
     res = spec.resources
-    base = {"gpus_per_trial": getattr(res, "gpus_per_trial", 0.0), "cpus_per_trial": getattr(res, "cpus_per_trial", 1.0),
+    base = {"gpus_per_trial": getattr(res, "gpus_per_trial", 0.0),
+            "cpus_per_trial": getattr(res, "cpus_per_trial", 1.0),
             "workers_per_trial": getattr(res, "workers_per_trial", 1)}
     shapes = [("resources", base)]
     for i, override in enumerate(getattr(res, "by_size", None) or []):
         values = override if isinstance(override, dict) else override.model_dump()
-        shapes.append((f"resources.by_size[{i}]", {k: v if values.get(k) is None else values[k] for k, v in base.items()}))
+        merged = {k: v if values.get(k) is None else values[k] for k, v in base.items()}
+        shapes.append((f"resources.by_size[{i}]", merged))
     return [(where, float(s["gpus_per_trial"] or 0), float(s["cpus_per_trial"]) * float(s["workers_per_trial"] or 1))
             for where, s in shapes]
 
@@ -650,7 +654,7 @@ def kuberay_rayjob(spec_path: str | Path, cluster_template: Optional[str | Path]
     to grow to the spec's concurrency. The spec's text travels in the job's runtime environment and
     the job-side runner writes and runs it, so what was validated here is what runs; with
     `spec_in_image` the job runs that path of the image instead. Settings that are secrets (the
-    MLflow URI, S3 credentials) come from the `mcscale-study-env` Secret the template's pods load.
+    MLflow URI, S3 credentials) come from the STUDY_ENV_SECRET Secret the template's pods load.
     The manifest is checked against KubeRay's strict CRD schema before it is returned.
     """
     import copy
@@ -717,7 +721,7 @@ def rayjob_yaml(job: dict[str, Any]) -> str:
                                                                 style="|" if "\n" in v else None))
     study = job["metadata"]["labels"].get("mcscale/study", "")
     return (f"# RayJob for the mcscale study {study!r}, generated by `mcscale submit --kuberay`.\n"
-            "# Apply with `kubectl apply -f FILE` after the Secret mcscale-study-env (cluster/kuberay/secret.yaml).\n"
+            f"# Apply with `kubectl apply -f FILE` after the Secret {STUDY_ENV_SECRET} (cluster/kuberay/secret.yaml).\n"
             + yaml.dump(job, Dumper=Dumper, sort_keys=False, width=120))
 
 
