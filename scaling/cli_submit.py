@@ -59,14 +59,32 @@ def submit(spec: str = typer.Argument(..., help="Study spec (YAML), validated he
                None, "--env", help="NAME=VALUE set in the job's environment (repeatable). Visible in the dashboard: "
                "configure secrets such as AWS keys on the cluster nodes instead."),
            wait: bool = typer.Option(False, "--wait", help="Follow the job's log until it ends; exit 1 unless it "
-                                     "succeeds.")) -> None:
-    """Submit a study to a Ray cluster as a Ray job; prints the job id.
+                                     "succeeds."),
+           kuberay: bool = typer.Option(False, "--kuberay", help="Instead of submitting: print (or --output) a ready "
+                                        "KubeRay RayJob manifest that runs the spec, for `kubectl apply -f`."),
+           output: Optional[str] = typer.Option(None, "--output", "-o", help="With --kuberay: write the manifest to "
+                                                "this file instead of stdout."),
+           cluster_template: Optional[str] = typer.Option(
+               None, help="With --kuberay: the RayCluster manifest whose shape the job's cluster takes (default: "
+               "cluster/kuberay/raycluster.yaml of this checkout)."),
+           image: Optional[str] = typer.Option(None, help="With --kuberay: container image for every Ray pod "
+                                               "(default: the template's)."),
+           namespace: Optional[str] = typer.Option(None, help="With --kuberay: Kubernetes namespace of the RayJob "
+                                                   "(default: the template's)."),
+           spec_in_image: Optional[str] = typer.Option(
+               None, help="With --kuberay: run this spec path inside the image instead of carrying the spec's text "
+               "in the job.")) -> None:
+    """Submit a study to a Ray cluster as a Ray job; prints the job id. With --kuberay, print a RayJob manifest instead.
 
-    The project is uploaded as the job's working_dir; the head node runs `python -m scaling run SPEC --address auto`.
+    Ray Jobs API route: the project is uploaded as the job's working_dir; the head node runs `python -m scaling run
+    SPEC --address auto`. Follow the job with `mcscale status JOB_ID` and `mcscale logs JOB_ID --follow`.
+
+    KubeRay route: `mcscale submit SPEC --kuberay -o job.yaml && kubectl apply -f job.yaml` creates a Ray cluster for
+    the study (the template's CPU head and GPU workers), runs it, and deletes the cluster when the study ends. The
+    manifest is checked against KubeRay's CRD schema first; the MLflow URI and S3 credentials come from the
+    mcscale-study-env Secret (cluster/kuberay/secret.yaml).
 
     The spec's storage is resolved on the cluster: use s3://bucket/prefix (an absolute path is the head node's disk).
-
-    Follow the job with `mcscale status JOB_ID` and `mcscale logs JOB_ID --follow`.
     """
     from scaling.study.submit import job_logs, job_status, submit_study
 
@@ -74,6 +92,13 @@ def submit(spec: str = typer.Argument(..., help="Study spec (YAML), validated he
         style = "yellow" if message.startswith("warning") else "dim"
         err_console.print(f"[{style}]{message}[/]", highlight=False, soft_wrap=True)
 
+    _check_route(kuberay, {"--address": address, "--working-dir": working_dir, "--pip": pip, "--env": env,
+                           "--wait": wait}, {"--output": output, "--cluster-template": cluster_template,
+                                             "--image": image, "--namespace": namespace,
+                                             "--spec-in-image": spec_in_image})
+    if kuberay:
+        _write_rayjob(spec, output, cluster_template, image, namespace, spec_in_image, note)
+        return
     job_id = submit_study(spec, address, working_dir=working_dir, extra_pip=pip or None, env=env or None, warn=note)
     print(job_id, flush=True)  # stdout carries only the id: JOB=$(mcscale submit spec.yaml ...)
     hint = _address_hint(address)
@@ -93,6 +118,40 @@ def submit(spec: str = typer.Argument(..., help="Study spec (YAML), validated he
     err_console.print(f"job {job_id}: {_status_text(info)} {info.message or ''}", highlight=False, soft_wrap=True)
     if status != "SUCCEEDED":
         raise typer.Exit(1)
+
+
+def _check_route(kuberay: bool, jobs_api_only: dict[str, Any], kuberay_only: dict[str, Any]) -> None:
+    """Refuse options of the other route rather than silently ignoring them."""
+    from scaling.errors import UserInputError
+
+    wrong = [name for name, value in (jobs_api_only if kuberay else kuberay_only).items() if value]
+    if wrong:
+        raise UserInputError(wrong[0], f"{wrong[0]} only applies {'without' if kuberay else 'with'} --kuberay",
+                             "drop it" + (" (a RayJob manifest is applied with kubectl, not sent to an address)"
+                                          if kuberay else ", or add --kuberay to generate a RayJob manifest"))
+
+
+def _write_rayjob(spec: str, output: Optional[str], cluster_template: Optional[str], image: Optional[str],
+                  namespace: Optional[str], spec_in_image: Optional[str], note: Any) -> None:
+    from pathlib import Path
+
+    from scaling.errors import UserInputError
+    from scaling.study.submit import kuberay_rayjob, rayjob_yaml
+
+    job, notes = kuberay_rayjob(spec, cluster_template, image=image, namespace=namespace, spec_in_image=spec_in_image)
+    text = rayjob_yaml(job)
+    for message in notes:
+        note(message)
+    if output is None:
+        sys.stdout.write(text)
+        return
+    try:
+        Path(output).expanduser().write_text(text)
+    except OSError as exc:
+        raise UserInputError("--output", f"cannot write {output}: {exc.strerror or exc}",
+                             "pass a path in a folder you can write to") from None
+    err_console.print(f"Wrote RayJob {job['metadata']['name']} to {output}. Apply it with `kubectl apply -f {output}`.",
+                      highlight=False, soft_wrap=True)
 
 
 @app.command("status")

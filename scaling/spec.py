@@ -271,12 +271,12 @@ class ResourceSettings(ResourceShape):
     def _overrides_valid(self) -> "ResourceSettings":
         for i, override in enumerate(self.by_size):
             try:
-                self._merged(override)
+                self.merged(override)
             except ValueError as exc:
                 raise ValueError(f"by_size[{i}]: {exc}") from None
         return self
 
-    def _merged(self, override: SizeResources) -> ResourceShape:
+    def merged(self, override: SizeResources) -> ResourceShape:
         fields = {k: getattr(self, k) for k in ResourceShape.model_fields}
         fields.update({k: v for k, v in override.model_dump().items() if k != "min_params" and v is not None})
         if override.gpus_per_trial is not None and override.workers_per_trial is None:
@@ -288,7 +288,7 @@ class ResourceSettings(ResourceShape):
         matches = [o for o in self.by_size if params_nonembed >= o.min_params]
         if not matches:
             return ResourceShape(**{k: getattr(self, k) for k in ResourceShape.model_fields})
-        return self._merged(max(matches, key=lambda o: o.min_params))
+        return self.merged(max(matches, key=lambda o: o.min_params))
 
 
 class FitSettings(_Strict):
@@ -371,7 +371,7 @@ class StudySpec(_Strict):
 
 
     def _check_trainer(self) -> None:
-        shapes = [("resources", self.resources)] + [(f"resources.by_size[{i}]", self.resources._merged(o))
+        shapes = [("resources", self.resources)] + [(f"resources.by_size[{i}]", self.resources.merged(o))
                                                      for i, o in enumerate(self.resources.by_size)]
         micro = self.trainer.micro_batch_tokens
         for where, shape in shapes:

@@ -24,12 +24,14 @@ _STAGE_NAMES = {"fit": "bootstrap refits of the fit", "backtest": "bootstrap ref
 
 
 def study_tracking_uri(store: ResultStore, spec: StudySpec) -> str:
-    """Where the study recorded its runs: the spec's server, else the SQLite file beside local results
-    (for results on S3, the local ./mcscale-runs/<study>/ folder `mcscale run` used)."""
+    """Where the study recorded its runs: the spec's server, else $MLFLOW_TRACKING_URI (as `mcscale run`),
+    else the SQLite file beside local results (for results on S3, the local ./mcscale-runs/<study>/ folder)."""
+    import os
+
     from scaling.study.tracking import default_tracking_uri
 
-    if spec.tracking_uri:
-        return spec.tracking_uri
+    if spec.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"):
+        return spec.tracking_uri or os.environ["MLFLOW_TRACKING_URI"]
     root = store.root
     if "://" in root:
         return default_tracking_uri(str(Path("./mcscale-runs").resolve() / spec.name))

@@ -34,6 +34,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import math
 import os
 import secrets
 import shlex
@@ -511,6 +512,209 @@ def wait_for_job(address: Optional[str], job_id: str, timeout_s: Optional[float]
             if status in TERMINAL_STATUSES or (deadline is not None and time.monotonic() > deadline):
                 return status
             time.sleep(poll_s)
+
+
+# ----------------------------------------------------------------------------- KubeRay RayJob manifests
+KUBERAY_SCHEMAS_ENV = "MCSCALE_KUBERAY_SCHEMAS"
+CLUSTER_TEMPLATE = Path("cluster") / "kuberay" / "raycluster.yaml"
+STUDY_ENV_SECRET = "mcscale-study-env"  # what the template's pods load with envFrom (cluster/kuberay/secret.yaml)
+SCHEMAS_FIX = ("point it at a folder holding raycluster_v1_strict.json and rayjob_v1_strict.json "
+               "(cluster/kuberay/schemas in the mcscale repository)")
+RAYJOB_TTL_SECONDS = 3600  # a finished job's cluster is deleted; its pods' logs stay this long
+RAYJOB_BACKOFF_LIMIT = 2  # a failed job is retried: the study resumes from its storage, nothing is rerun
+TEMPLATE_FIX = "pass --cluster-template with a RayCluster manifest (ray.io/v1), e.g. cluster/kuberay/raycluster.yaml"
+
+
+def kuberay_schema_dir() -> Optional[Path]:
+    """Where the KubeRay CRD JSON schemas are: $MCSCALE_KUBERAY_SCHEMAS, else the checkout's copy."""
+    configured = os.environ.get(KUBERAY_SCHEMAS_ENV, "").strip()
+    if configured:
+        return Path(configured).expanduser()
+    root = project_root()
+    return root / "cluster" / "kuberay" / "schemas" if root is not None else None
+
+
+def kuberay_errors(manifest: dict[str, Any], strict: bool = True, schema_dir: Optional[Path] = None) -> list[str]:
+    """Every way `manifest` (a RayCluster or RayJob) breaks KubeRay's CRD schema, as `path: message`
+    lines (empty when valid). The strict schemas reject unknown, e.g. misspelt, fields."""
+    import json
+
+    from jsonschema import Draft7Validator
+
+    kind = str(manifest.get("kind", "")).lower()
+    if kind not in ("raycluster", "rayjob") or manifest.get("apiVersion") != "ray.io/v1":
+        return [f"apiVersion/kind: expected ray.io/v1 RayCluster or RayJob, got {manifest.get('apiVersion')!r} "
+                f"{manifest.get('kind')!r}"]
+    folder = schema_dir or kuberay_schema_dir()
+    if folder is None:
+        raise UserInputError(f"${KUBERAY_SCHEMAS_ENV}", "cannot find the KubeRay CRD schemas", SCHEMAS_FIX)
+    schema_file = folder / f"{kind}_v1{'_strict' if strict else ''}.json"
+    if not schema_file.is_file():
+        raise UserInputError(f"${KUBERAY_SCHEMAS_ENV}", f"{schema_file} does not exist", SCHEMAS_FIX + ", or unset it")
+    schema = json.loads(schema_file.read_text())
+    errors = sorted(Draft7Validator(schema).iter_errors(manifest), key=lambda e: [str(p) for p in e.absolute_path])
+    return [f"{'/'.join(str(p) for p in e.absolute_path) or '(top)'}: {e.message}" for e in errors]
+
+
+def _dns_name(text: str) -> str:
+    """A Kubernetes object name (RFC 1123 label, <= 63 characters) made from `text`."""
+    import re
+
+    name = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+    return (name[:63].rstrip("-")) or "mcscale"
+
+
+def _load_cluster_template(template: Optional[str | Path]) -> tuple[Path, dict[str, Any]]:
+    import yaml
+
+    if template is None:
+        root = project_root()
+        if root is None or not (root / CLUSTER_TEMPLATE).is_file():
+            raise UserInputError("--cluster-template", "no RayCluster template given and mcscale does not run from "
+                                 "a checkout holding cluster/kuberay/raycluster.yaml", TEMPLATE_FIX)
+        path = root / CLUSTER_TEMPLATE
+    else:
+        path = Path(template).expanduser()
+    try:
+        manifest = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise UserInputError("--cluster-template", f"cannot read {path}: {_first_line(exc)}", TEMPLATE_FIX) from None
+    if not isinstance(manifest, dict) or manifest.get("kind") != "RayCluster":
+        raise UserInputError("--cluster-template", f"{path} is not a RayCluster manifest", TEMPLATE_FIX)
+    errors = kuberay_errors(manifest)
+    if errors:
+        raise UserInputError("--cluster-template", f"{path} is not a valid RayCluster: {errors[0]}"
+                             + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""),
+                             "fix the field named (KubeRay's strict CRD schema), or start from "
+                             "cluster/kuberay/raycluster.yaml")
+    return path, manifest
+
+
+def _quantity(value: Any) -> float:
+    """A Kubernetes CPU / GPU quantity ("8", "500m", 8) as a number."""
+    text = str(value).strip()
+    try:
+        return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+    except ValueError:
+        raise UserInputError("--cluster-template", f"{text!r} is not a CPU or GPU count mcscale can read",
+                             "write worker limits as plain numbers or millicores, e.g. cpu: \"72\" or 500m") from None
+
+
+def _trial_shapes(spec: StudySpec) -> list[tuple[str, float, float]]:
+    """(where, GPUs, CPUs) one trial needs: the spec's `resources`, then each `resources.by_size` override
+    (CPUs are per worker, so a multi-worker trial needs cpus_per_trial x its workers)."""
+    res = spec.resources
+    shapes = [("resources", res)] + [(f"resources.by_size[{i}]", res.merged(o)) for i, o in enumerate(res.by_size)]
+    return [(where, float(shape.gpus_per_trial), float(shape.cpus_per_trial) * shape.workers) for where, shape in shapes]
+
+
+def _size_gpu_groups(spec: StudySpec, cluster: dict[str, Any]) -> list[str]:
+    """Check one trial fits a GPU worker pod and let the GPU groups scale to the spec's concurrency."""
+    notes = []
+    groups = cluster["spec"].get("workerGroupSpecs") or []
+    pods = []
+    for group in groups:
+        for container in group["template"]["spec"]["containers"][:1]:
+            limits = (container.get("resources") or {}).get("limits") or {}
+            pods.append((group, _quantity(limits.get("nvidia.com/gpu", 0)), _quantity(limits.get("cpu", 0))))
+    for where, gpus, cpus in _trial_shapes(spec):
+        fits = [p for p in pods if p[1] >= gpus and (p[2] == 0 or p[2] >= cpus)]
+        if not fits:
+            biggest = max(pods, key=lambda p: p[1], default=(None, 0.0, 0.0))
+            raise UserInputError(f"{where}.gpus_per_trial", f"a trial needs {gpus:g} GPUs and {cpus:g} CPUs, but the "
+                                 f"largest worker pod of the cluster template has {biggest[1]:g} GPUs and "
+                                 f"{biggest[2]:g} CPUs", "lower the trial's resources, or give the template a "
+                                 "worker group with larger pods")
+        group, pod_gpus, _ = fits[0]
+        if gpus > 0 and pod_gpus > 0:
+            trials_per_pod = max(1, int(pod_gpus // gpus))
+            wanted = math.ceil(spec.concurrency / trials_per_pod)
+            if int(group.get("maxReplicas", 0)) < wanted:
+                group["maxReplicas"] = wanted
+                notes.append(f"note: worker group {group['groupName']} may grow to {wanted} pods "
+                             f"({spec.concurrency} concurrent trials, {trials_per_pod} per pod).")
+    return notes
+
+
+def kuberay_rayjob(spec_path: str | Path, cluster_template: Optional[str | Path] = None,
+                   image: Optional[str] = None, namespace: Optional[str] = None,
+                   spec_in_image: Optional[str] = None) -> tuple[dict[str, Any], list[str]]:
+    """A ready KubeRay `RayJob` (ray.io/v1) that runs the study in `spec_path`, and notes for the user.
+
+    The spec is validated here first. The cluster shape is the RayCluster template's (by default the
+    checkout's cluster/kuberay/raycluster.yaml: CPU head, 8-GPU workers), with the GPU groups allowed
+    to grow to the spec's concurrency. The spec's text travels in the job's runtime environment and
+    the job-side runner writes and runs it, so what was validated here is what runs; with
+    `spec_in_image` the job runs that path of the image instead. Settings that are secrets (the
+    MLflow URI, S3 credentials) come from the STUDY_ENV_SECRET Secret the template's pods load.
+    The manifest is checked against KubeRay's strict CRD schema before it is returned.
+    """
+    import copy
+
+    import yaml
+
+    from scaling.spec import load_spec
+
+    spec = load_spec(spec_path)
+    _check_plan(spec)
+    template_path, template = _load_cluster_template(cluster_template)
+    cluster = copy.deepcopy(template)
+    notes = [n for n in storage_notes(spec, project_root() or Path.cwd())
+             if "working dir" not in n and " storage " not in n]  # the Jobs route's notes about uploads
+    if not spec.storage.startswith("s3://"):
+        notes.append(f"warning: storage {spec.storage!r} is a path on the head pod, whose disk KubeRay deletes with "
+                     "the cluster when the job ends (results and checkpoints would be lost). Use storage: "
+                     "s3://bucket/prefix.")
+    if spec.tracking_uri:
+        notes.append(f"note: the spec sets tracking_uri {spec.tracking_uri}; it wins over the Secret's "
+                     "MLFLOW_TRACKING_URI (leave tracking_uri empty to take the cluster's).")
+    notes.extend(_size_gpu_groups(spec, cluster))
+    pod_specs = [cluster["spec"]["headGroupSpec"]["template"]["spec"]]
+    pod_specs += [g["template"]["spec"] for g in cluster["spec"].get("workerGroupSpecs") or []]
+    if image:
+        for pod in pod_specs:
+            for container in pod["containers"]:
+                container["image"] = image
+    env_vars = {"PYTHONUNBUFFERED": "1"}
+    if spec_in_image:
+        entrypoint = f"mcscale run {shlex.quote(spec_in_image)} --address auto"
+    else:
+        path = Path(spec_path).expanduser()
+        text = path.read_bytes()
+        if len(text) > MAX_INLINE_SPEC_BYTES:
+            raise UserInputError("SPEC", f"{path} is too large ({len(text)} bytes) to travel in the RayJob",
+                                 "bake it into the image and pass --spec-in-image PATH")
+        env_vars.update({SPEC_ENV: base64.b64encode(text).decode(), SPEC_NAME_ENV: path.name})
+        entrypoint = "python -m scaling.study.submit --address auto"
+    labels = {"app.kubernetes.io/name": "mcscale", "mcscale/study": _dns_name(spec.name)}
+    metadata = {"name": _dns_name(f"mcscale-{spec.name}"), "labels": labels}
+    ns = namespace or template.get("metadata", {}).get("namespace")
+    if ns:
+        metadata["namespace"] = ns
+    job = {"apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": metadata,
+           "spec": {"entrypoint": entrypoint,
+                    "runtimeEnvYAML": yaml.safe_dump({"env_vars": env_vars}, sort_keys=True),
+                    "shutdownAfterJobFinishes": True, "ttlSecondsAfterFinished": RAYJOB_TTL_SECONDS,
+                    "backoffLimit": RAYJOB_BACKOFF_LIMIT, "rayClusterSpec": cluster["spec"]}}
+    errors = kuberay_errors(job)
+    if errors:  # the template passed on its own, so this is a field mcscale wrote
+        raise RuntimeError(f"mcscale built an invalid RayJob from {template_path}: {errors[:3]}")
+    return job, notes
+
+
+def rayjob_yaml(job: dict[str, Any]) -> str:
+    """The manifest as YAML for `kubectl apply -f -`, with a header saying where it came from."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):  # multi-line strings (runtimeEnvYAML) as readable `|` blocks
+        pass
+
+    Dumper.add_representer(str, lambda d, v: d.represent_scalar("tag:yaml.org,2002:str", v,
+                                                                style="|" if "\n" in v else None))
+    study = job["metadata"]["labels"].get("mcscale/study", "")
+    return (f"# RayJob for the mcscale study {study!r}, generated by `mcscale submit --kuberay`.\n"
+            f"# Apply with `kubectl apply -f FILE` after the Secret {STUDY_ENV_SECRET} (cluster/kuberay/secret.yaml).\n"
+            + yaml.dump(job, Dumper=Dumper, sort_keys=False, width=120))
 
 
 # ----------------------------------------------------------------------------- job-side runner

@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 from ray.tune import Callback
 
+from scaling.study.metrics import export_trial_metrics, export_trial_states
 from scaling.study.plan import PlannedTrial, config_hash, plan_ladder, plan_tune, tune_series
 from scaling.study.store import ResultStore, curve_rows, trial_row
 from scaling.study.tracking import StudyTracker, default_tracking_uri
@@ -55,8 +56,28 @@ def tune_result(metrics: dict[str, Any], trial_id: str, run_id: str) -> dict[str
     return out
 
 
+def exported_result(metrics: dict[str, Any], trial_id: str, run_id: str, study: str, series: str,
+                    size: str) -> dict[str, Any]:
+    """`tune_result`, also exported as live Prometheus metrics (once per trial: by the main worker
+    of a multi-worker trial, whose workers all report the same numbers)."""
+    out = tune_result(metrics, trial_id, run_id)
+    if _is_main_worker():
+        export_trial_metrics(out, study, series, size, trial_id)
+    return out
+
+
+def _is_main_worker() -> bool:
+    try:
+        import ray.train
+
+        return ray.train.get_context().get_world_rank() == 0
+    except Exception:  # noqa: BLE001 - not inside a Ray Train worker: a one-worker trial
+        return True
+
+
 def study_trainable(params: dict[str, Any], trials: dict[str, dict[str, Any]] | None = None,
-                    template: PlannedTrial | None = None, train_storage: tuple[str, Any] | None = None) -> None:
+                    template: PlannedTrial | None = None, train_storage: tuple[str, Any] | None = None,
+                    study: str = "") -> None:
     """Ray Tune function trainable: one mcscale trial, resumable from its Tune checkpoint.
 
     A trial with several workers runs as a Ray Train TorchTrainer launched from here (its
@@ -74,12 +95,14 @@ def study_trainable(params: dict[str, Any], trials: dict[str, dict[str, Any]] | 
         entry = trials[params["trial_id"]]  # type: ignore[index]
         planned, trial_id, run_id = entry["planned"], params["trial_id"], entry.get("run_id", "")
 
+    formatter = functools.partial(exported_result, trial_id=trial_id, run_id=run_id, study=study,
+                                  series=planned.series, size=planned.size_label)
     if planned.config.workers > 1:
         from scaling.train.multiworker import WorkerResources, run_multiworker_trial
 
         assert planned.resources is not None and train_storage is not None
         res = planned.resources
-        run_multiworker_trial(planned.config, functools.partial(tune_result, trial_id=trial_id, run_id=run_id),
+        run_multiworker_trial(planned.config, formatter,
                               WorkerResources(res.cpus, res.gpus_per_worker, res.accelerator_type),
                               name=trial_id, storage_path=train_storage[0], storage_filesystem=train_storage[1])
         return
@@ -96,8 +119,7 @@ def study_trainable(params: dict[str, Any], trials: dict[str, dict[str, Any]] | 
     config: TrialConfig = replace(planned.config, checkpoint_dir=str(workdir), threads=max(1, int(cpus)))
 
     def reporter(metrics: dict[str, Any], ckpt_dir: str | None) -> None:
-        tune.report(tune_result(metrics, trial_id, run_id),
-                    checkpoint=tune.Checkpoint.from_directory(ckpt_dir) if ckpt_dir else None)
+        tune.report(formatter(metrics), checkpoint=tune.Checkpoint.from_directory(ckpt_dir) if ckpt_dir else None)
 
     try:
         run_trial(config, reporter=reporter)
@@ -168,6 +190,11 @@ class StudyCallback(Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):  # noqa: ANN001
         self.book.on_start(trial)
+
+    def on_step_end(self, iteration, trials, **info):  # noqa: ANN001
+        views, keys = self.book.views, self.book.ray_to_key  # mcscale's state where known, else Tune's
+        export_trial_states(self.settings["study"], [views[keys[t.trial_id]].state if keys.get(t.trial_id) in views
+                                                     else t.status for t in trials])
 
 
 class _Bookkeeper:
@@ -319,7 +346,8 @@ def local_root(spec: StudySpec) -> Path:
 
 
 def tracking_uri_for(spec: StudySpec) -> str:
-    return spec.tracking_uri or default_tracking_uri(str(local_root(spec)))
+    """The spec's tracking_uri, else $MLFLOW_TRACKING_URI (how clusters inject it from a Secret), else local."""
+    return spec.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(str(local_root(spec)))
 
 
 # ----------------------------------------------------------------------------- phases
@@ -413,7 +441,7 @@ def run_tune_phase(spec: StudySpec, store: ResultStore, tracker: StudyTracker) -
         callback = StudyCallback("tune", spec.storage, spec.name, spec.s3_endpoint, tracking_uri_for(spec), {}, {},
                                  template=template)
         trainable = tune.with_resources(tune.with_parameters(study_trainable, template=template,
-                                                             train_storage=_train_storage(spec)),
+                                                             train_storage=_train_storage(spec), study=spec.name),
                                         _resources({}, template))
         every = spec.data.evals.every_steps
         scheduler = ASHAScheduler(time_attr="training_iteration", metric=OBJECTIVE, mode="min",
@@ -477,7 +505,7 @@ def run_ladder_phase(spec: StudySpec, store: ResultStore, tracker: StudyTracker,
         callback = StudyCallback("ladder", spec.storage, spec.name, spec.s3_endpoint, tracking_uri_for(spec),
                                  by_id, run_ids)
         trainable = tune.with_resources(tune.with_parameters(study_trainable, trials=table,
-                                                             train_storage=_train_storage(spec)),
+                                                             train_storage=_train_storage(spec), study=spec.name),
                                         _resources(by_id))
         restore = _restorable(spec, "ladder")
         if restore is not None:
