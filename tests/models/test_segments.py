@@ -108,3 +108,23 @@ def test_descriptors_stay_accurate_in_bf16_at_8k(segmentation):
     old_last = (running[:, :, length] - running[:, :, start]).double() / (length - bounds[-2])
     assert 0.6 < want_cached[:, :, -1].norm(dim=-1).min() < 0.8
     assert (old_last - want_cached[:, :, -1]).norm(dim=-1).max() > 0.1
+
+
+@pytest.mark.parametrize("mixer, memory, caching", [("swla", "matrix", "grm"), ("titans", "mlp", "ssc"),
+                                                    ("dla", "mlp", "soup"), ("linear", "matrix", "residual")])
+def test_mc_models_train_under_bf16_autocast(mixer, memory, caching):
+    from scaling.models import LanguageModel
+
+    from .conftest import small_config
+
+    cfg = small_config(mixer, memory, caching, segmentation="log")
+    model = LanguageModel(cfg)
+    tokens = torch.randint(0, cfg.vocab_size, (2, cfg.seq_len))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(tokens)
+        loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), tokens.flatten())
+    loss.backward()
+    with torch.no_grad():
+        exact = torch.nn.functional.cross_entropy(model(tokens).flatten(0, 1), tokens.flatten())
+    assert torch.isfinite(loss) and abs(loss.item() - exact.item()) < 0.05
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
