@@ -2,7 +2,7 @@
 """Side-by-side CPU benchmark of every token mixer x Memory Caching strategy against attention.
 
 One run measures, for each architecture (``transformer``; ``linear``, ``swla``, ``dla``,
-``dla-mlp``, ``titans`` each with caching none / residual / grm / soup / ssc) and each sequence
+``dla-matrix``, ``titans`` each with caching none / residual / grm / soup / ssc) and each sequence
 length (segment length C fixed across lengths):
 
 1. forward+backward wall time of one training step (batch 1 sequence, vocab 256, float32,
@@ -40,11 +40,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-BASES = ("linear", "swla", "dla", "dla-mlp", "titans")
+BASES = ("linear", "swla", "dla", "dla-matrix", "titans")
 STRATEGIES = ("none", "residual", "grm", "soup", "ssc")
 DEFAULT_ARCHS = ("transformer",) + tuple(
     base if s == "none" else f"{base}+{s}" for base in BASES for s in STRATEGIES)
-QUICK_ARCHS = ("transformer", "swla", "swla+grm", "swla+ssc", "dla-mlp+soup", "titans+ssc")
+QUICK_ARCHS = ("transformer", "swla", "swla+grm", "swla+ssc", "dla+soup", "titans+ssc")
 EVENT_PREFIX = "@@MIXERS@@"
 
 
@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
                              "(default 13; --quick: 3)")
     parser.add_argument("--archs", type=str, default=None,
                         help="comma-separated architecture names (e.g. transformer,swla+grm,titans+ssc); "
-                             "default: transformer + {linear,swla,dla,dla-mlp,titans} x "
+                             "default: transformer + {linear,swla,dla,dla-matrix,titans} x "
                              "{none,residual,grm,soup,ssc}. transformer is always added (ratios need it)")
     parser.add_argument("--threads", type=int, default=_default_threads(), help="torch intra-op threads (default: all cores, %(default)s here)")
     parser.add_argument("--mem-limit-gb", type=float, default=None,

@@ -11,7 +11,7 @@ from scaling.errors import UserInputError
 from scaling.formatting import byte_size
 from scaling.models.architectures import parse_architecture
 from scaling.models.config import ModelConfig
-from scaling.models.flops import forward_flops, sequence_bytes
+from scaling.models.flops import cached_reads_per_token, forward_flops, sequence_bytes
 from scaling.models.ladder import DEFAULT_ASPECT, DEFAULT_HEAD_DIM, format_count, parse_size, shape_for_params
 
 
@@ -19,11 +19,12 @@ from scaling.models.ladder import DEFAULT_ASPECT, DEFAULT_HEAD_DIM, format_count
 @user_errors_exit_2
 def models(
     sizes: str = typer.Option("100K,1M,10M,125M,1.3B,7B", help="Comma-separated non-embedding parameter targets."),
-    arch: str = typer.Option("swla+grm", help="Architecture: transformer, linear, swla, dla, dla-mlp, titans, "
+    arch: str = typer.Option("swla+grm", help="Architecture: transformer, linear, swla, dla, dla-matrix, titans, "
                              "optionally +residual|+grm|+soup|+ssc; a bare strategy (grm) means swla+grm."),
     seq_len: int = typer.Option(4096, help="Sequence length L in tokens."),
-    segment_len: int = typer.Option(256, help="Segment length C (first segment length for --segmentation log)."),
-    segmentation: str = typer.Option("constant", help="constant (N = L/C segments) or log (C, C, 2C, 4C, ...)."),
+    segment_len: int = typer.Option(256, help="Segment length C (the finest, newest segment for --segmentation log)."),
+    segmentation: str = typer.Option("constant", help="constant (N = L/C segments) or log (the paper's: largest "
+                                     "segment first, e.g. L=4096, C=256 -> 2048, 1024, 512, 256, 256)."),
     top_k: int = typer.Option(2, help="SSC: cached segments each token may select."),
     head_dim: int = typer.Option(DEFAULT_HEAD_DIM, help="Head dimension, fixed across the ladder."),
     vocab_size: int = typer.Option(256, help="Vocabulary size (256 = raw bytes, mcscale's default tokenizer)."),
@@ -52,7 +53,7 @@ def models(
                   + (f", C={segment_len} ({segmentation})" if caching_fields else "")
                   + f", head dim {head_dim}, vocab {vocab_size}")
     for col in ("target", "layers x width", "heads", "params non-emb", "params total",
-                "train FLOP/token", "MC read", "state/seq", "cache/seq",
+                "train FLOP/token", "MC read", "reads/token", "state/seq", "cache/seq",
                 "Transformer FLOP/token", "Transformer KV/seq"):
         table.add_column(col, justify="right")
     for target in targets:
@@ -67,7 +68,7 @@ def models(
             format_count(target), f"{cfg.n_layers} x {cfg.d_model}", str(cfg.n_heads),
             format_count(rung.params_nonembed), format_count(rung.params_total),
             f"{flops.training:.3g}", f"{flops.cached_read / flops.forward:.1%}",
-            byte_size(memory.state_bytes), byte_size(memory.cache_bytes),
+            f"{cached_reads_per_token(cfg):.3g}", byte_size(memory.state_bytes), byte_size(memory.cache_bytes),
             f"{ref_flops.training:.3g}", byte_size(ref_bytes.cache_bytes))
     console = Console()
     if not console.is_terminal:
@@ -75,5 +76,5 @@ def models(
     console.print(table)
     console.print("FLOP/token: training (3 x forward) matmul FLOPs per token averaged over the sequence, "
                   "exact for mcscale's implementation (see scaling/models/flops.py); MC read: share of forward "
-                  "FLOPs spent reading cached memories; state/cache per sequence at its last token. "
+                  "FLOPs spent reading cached memories; reads/token: cached memories an average token reads; state/cache per sequence at its last token. "
                   "Transformer columns: the Transformer of the same target size.", soft_wrap=True)

@@ -88,7 +88,7 @@ class ArchitectureSettings(_Strict):
 
     name: str
     segment_lens: list[int | Literal["log"]] = Field(default_factory=list)
-    log_base: int = Field(default=64, ge=1)  # first segment length when a segment length is `log`
+    log_base: int = Field(default=64, ge=1)  # the finest (newest) log segment's length when a segment length is `log`
     top_k: int = Field(default=2, ge=1)
     segment_mode: Literal["checkpoint", "independent"] = "checkpoint"
     memory_expansion: int = Field(default=4, ge=1)
@@ -350,13 +350,19 @@ class StudySpec(_Strict):
                 raise ValueError(f"architectures[{i}].segment_lens: {arch.name} needs at least one segment "
                                  "length, e.g. segment_lens: [64, 128]")
             for j, c in enumerate(arch.segment_lens):
+                where = f"architectures[{i}].log_base" if c == "log" else f"architectures[{i}].segment_lens[{j}]"
                 if c == "log":
                     if arch.log_base > seq_len:
                         raise ValueError(f"architectures[{i}].log_base: {arch.log_base} exceeds data.seq_len {seq_len}")
-                    continue
-                if c < 1 or seq_len % c:
+                    c = arch.log_base
+                elif c < 1 or seq_len % c:
                     raise ValueError(f"architectures[{i}].segment_lens[{j}]: segment length {c} does not divide "
                                      f"data.seq_len {seq_len}; use a divisor such as {_divisor_hint(seq_len)}")
+                chunk = min(64, seq_len)  # the MLP memory's online mini-batch (scaling.study.plan)
+                if parse_architecture(arch.name).config_fields().get("memory") == "mlp" and c % chunk:
+                    raise ValueError(f"{where}: {arch.name} learns its MLP memory "
+                                     f"online in chunks of {chunk} tokens, and caching must not change that; "
+                                     f"use a multiple of {chunk}, e.g. {max(chunk, c - c % chunk)}")
         needle = self.data.evals.needle
         if needle is not None:
             for j, length in enumerate(needle.lengths):

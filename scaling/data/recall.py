@@ -236,13 +236,17 @@ def needle_examples(haystack: np.ndarray, tokenizer: Tokenizer, lengths: Sequenc
 def needle_hits(model_logits_fn: Callable[[torch.Tensor], torch.Tensor],
                 examples: Sequence[NeedleExample]) -> list[bool]:
     """Teacher-forced exact match per example. `model_logits_fn` maps (B, T) int64 inputs to
-    (B, T, vocab) logits; examples of one length run as one batch of inputs tokens[:-1]."""
+    (B, T, vocab) logits; examples of one length run as one batch of whole examples - the
+    validated needle length, not length - 1 (which no segment or chunk length divides, and
+    which would give log-segmented models another partition than the one trained at that
+    length). The last position's logits are not read; a causal model's earlier logits do not
+    depend on the last token."""
     hits = [False] * len(examples)
     by_length: dict[int, list[int]] = {}
     for i, ex in enumerate(examples):
         by_length.setdefault(ex.length, []).append(i)
     for length, idx in by_length.items():
-        inputs = torch.stack([examples[i].tokens[:-1] for i in idx])
+        inputs = torch.stack([examples[i].tokens for i in idx])
         logits = model_logits_fn(inputs)
         for row, i in enumerate(idx):
             ex = examples[i]

@@ -1,9 +1,10 @@
 """Architecture names users write in specs and on the command line.
 
 Grammar: ``<base>[+<strategy>]`` where base is ``transformer`` (alias ``attention``),
-``linear``, ``swla``, ``dla`` (matrix memory), ``dla-mlp`` or ``titans``, and strategy one of
-residual, grm, soup, ssc. A bare strategy (``grm``, ``ssc``, ...) means SWLA with that
-strategy, the base memory the paper's headline MC results use.
+``linear``, ``swla``, ``dla`` (deep linear attention: the paper's deep memory, eq. 30; alias
+``dla-mlp``), ``dla-matrix`` (eq. 30 on a matrix memory, a comparison variant) or ``titans``,
+and strategy one of residual, grm, soup, ssc. A bare strategy (``grm``, ``ssc``, ...) means
+SWLA with that strategy, the base memory the paper's headline MC results use.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ BASES: dict[str, tuple[str, str]] = {
     "attention": ("attention", "kv"),
     "linear": ("linear", "matrix"),
     "swla": ("swla", "matrix"),
-    "dla": ("dla", "matrix"),
+    "dla": ("dla", "mlp"),
     "dla-mlp": ("dla", "mlp"),
+    "dla-matrix": ("dla", "matrix"),
     "titans": ("titans", "mlp"),
 }
+ALIASES: dict[str, str] = {"attention": "transformer", "dla-mlp": "dla"}
 STRATEGIES = ("residual", "grm", "soup", "ssc")
 DEFAULT_MC_BASE = "swla"
 
@@ -53,7 +56,6 @@ def parse_architecture(name: str, field: str = "arch") -> Architecture:
     if mixer == "attention" and caching != "none":
         raise UserInputError(field, f"{name!r}: memory caching wraps a recurrent memory, not attention",
                              "use transformer alone, or a recurrent base such as swla+grm")
+    base = ALIASES.get(base, base)
     canonical = base if caching == "none" else f"{base}+{caching}"
-    if base == "attention":
-        canonical = "transformer"
     return Architecture(canonical, mixer, memory, caching)

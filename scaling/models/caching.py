@@ -13,23 +13,35 @@ an aggregation rule combines the reads (Behrouz et al. 2026, DESIGN.md):
 * ``ssc``      - a router keeps the top-k cached segments by the same score; the gates cover only
   those plus the online memory. With k >= the number of cached segments it equals ``grm``.
 
-Cost structure (what `flops.py` counts): cached reads are organised over *tiles* of C tokens
-(C = the first segment's length; every segment is a whole number of tiles, also for log
-segmentation). The pairs (tile, cached segment) with the segment strictly before the tile's own
-are enumerated once, and all cached reads of the whole sequence are one batched matmul over
-those pairs - exactly the causal reads, nothing masked away. SSC gathers the k selected states
-per token and reads them in one batched matmul over (token, slot) pairs, so its read cost is
-k per token, not N. Gradients flow through the cached states (nothing is detached).
+* ``residual`` on a matrix memory collapses to one read of the summed state
+  (S_online + sum_i S_i) q = S_online q + (sum_i S_i) q, so it is computed - and charged - as
+  one cached read per token of the prefix sum of the cached states.
+
+Cost structure (what `flops.py` counts): cached reads are organised over *tiles* (the gcd of
+the segment lengths: C for constant and for log segmentation, whose segments are whole tiles).
+The pairs (tile, cached segment) with the segment strictly before the tile's own are
+enumerated once, and all cached reads of the whole sequence are one batched matmul over those
+pairs - exactly the causal reads, nothing masked away. SSC gathers the k selected states per
+token and reads them in one batched matmul over (token, slot) pairs, so its read cost is k per
+token, not N. Gradients flow through the cached states (nothing is detached).
+
+`cached_reads(memory, states, q, gates, bounds)` is the one cached-read step (finished
+segments' states + queries + gates + segment bounds -> output) that a fused kernel may replace.
+The segment descriptors are accumulated per segment in fp32, also under bf16 autocast: a
+whole-sequence running sum loses the short segments' means to cancellation.
 """
 
 from __future__ import annotations
 
+import contextlib
+
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
 
-from scaling.models.memory import MemoryInputs, SegmentPlan, State, linear_layer
+from scaling.models.memory import MatrixMemory, MemoryInputs, SegmentPlan, State, linear_layer
 
 STRATEGIES_WITH_GATES = ("grm", "soup", "ssc")
 
@@ -47,11 +59,12 @@ class TileLayout:
 
 @lru_cache(maxsize=256)
 def tile_layout(bounds: tuple[int, ...]) -> TileLayout:
-    tile = bounds[1] - bounds[0]
+    lengths = [b - a for a, b in zip(bounds[:-1], bounds[1:])]
+    tile = math.gcd(*lengths)
     length = bounds[-1]
     seg_of_token: list[int] = []
-    for s, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
-        seg_of_token.extend([s] * (b - a))
+    for s, n in enumerate(lengths):
+        seg_of_token.extend([s] * n)
     n_tiles = length // tile
     pair_tile, pair_seg = [], []
     for t in range(n_tiles):
@@ -61,29 +74,60 @@ def tile_layout(bounds: tuple[int, ...]) -> TileLayout:
     return TileLayout(tile, n_tiles, tuple(seg_of_token), tuple(pair_tile), tuple(pair_seg))
 
 
+def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast off (fp32 sums under bf16 training); the meta device, which the memory estimate
+    runs on, has no autocast to turn off."""
+    if device.type == "meta":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
 def segment_summaries(keys: torch.Tensor, bounds: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(cached, online) descriptors from L2-normalised keys (B, H, L, d).
+    """(cached, online) descriptors in fp32 from L2-normalised keys (B, H, L, d).
 
     cached: (B, H, N, d) mean of each segment's keys. online: (B, H, L, d) mean of the current
-    segment's keys from its start up to and including t - never the segment's future.
+    segment's keys from its start up to and including t - never the segment's future. Sums run
+    within a tile, then over the tiles of one segment, in fp32: no sum ever spans two segments,
+    so a short segment's mean is never a difference of two long running sums.
     """
-    zero = keys.new_zeros(*keys.shape[:2], 1, keys.shape[-1])
-    csum = torch.cat([zero, keys.cumsum(2)], dim=2)  # csum[t] = sum of keys[:t]
-    starts = torch.tensor(bounds[:-1], device=keys.device)
-    ends = torch.tensor(bounds[1:], device=keys.device)
-    lengths = (ends - starts).to(keys.dtype)
-    cached = (csum[:, :, ends] - csum[:, :, starts]) / lengths[:, None]
     layout = tile_layout(bounds)
-    seg = torch.tensor(layout.segment_of_token, device=keys.device)
-    seg_start = starts[seg]
-    count = (torch.arange(keys.shape[2], device=keys.device) - seg_start + 1).to(keys.dtype)
-    online = (csum[:, :, 1:] - csum[:, :, seg_start]) / count[:, None]
+    b, h, length, d = keys.shape
+    acc = torch.promote_types(keys.dtype, torch.float32)  # fp32, or fp64 when the model runs in fp64
+    with _no_autocast(keys.device):
+        tiles = keys.to(acc).reshape(b, h, layout.n_tiles, layout.tile_len, d)
+        within = tiles.cumsum(3)  # running sum inside each tile
+        tile_sum = within[:, :, :, -1]  # (B, H, n_tiles, d)
+        tile_seg = torch.tensor(layout.segment_of_token[:: layout.tile_len], device=keys.device)
+        n_seg = len(bounds) - 1
+        sums = tile_sum.new_zeros(b, h, n_seg, d).index_add(2, tile_seg, tile_sum)
+        starts = torch.tensor(bounds[:-1], device=keys.device)
+        lengths = (torch.tensor(bounds[1:], device=keys.device) - starts).to(acc)
+        cached = sums / lengths[:, None]
+        earlier = _earlier_tiles_of_segment(tile_sum, bounds, layout)  # (B, H, n_tiles, d)
+        seg = torch.tensor(layout.segment_of_token, device=keys.device)
+        count = (torch.arange(length, device=keys.device) - starts[seg] + 1).to(acc)
+        online = (within + earlier[:, :, :, None]).reshape(b, h, length, d) / count[:, None]
     return cached, online
+
+
+def _earlier_tiles_of_segment(tile_sum: torch.Tensor, bounds: tuple[int, ...], layout: TileLayout) -> torch.Tensor:
+    """For every tile, the fp32 sum of the tiles before it in its own segment (0 for a segment's first)."""
+    tile = layout.tile_len
+    pieces = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        part = tile_sum[:, :, a // tile: b // tile]
+        if part.shape[2] == 1:
+            pieces.append(torch.zeros_like(part))
+        else:
+            pieces.append(torch.cat([torch.zeros_like(part[:, :, :1]), part[:, :, :-1].cumsum(2)], dim=2))
+    return torch.cat(pieces, dim=2)
 
 
 def gate_logits(u: torch.Tensor, cached_summary: torch.Tensor, online_summary: torch.Tensor,
                 bounds: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(online (B,H,L), cached (B,H,L,N) with non-cached segments at -inf)."""
+    """(online (B,H,L), cached (B,H,L,N) with non-cached segments at -inf), in the descriptors'
+    accumulation dtype (fp32 at least): the softmax over them runs there too."""
+    u = u.to(cached_summary.dtype)
     online = (u * online_summary).sum(-1)
     cached = torch.matmul(u, cached_summary.transpose(-1, -2))
     seg = torch.tensor(tile_layout(bounds).segment_of_token, device=u.device)
@@ -91,21 +135,24 @@ def gate_logits(u: torch.Tensor, cached_summary: torch.Tensor, online_summary: t
     return online, cached.masked_fill(~visible, float("-inf"))
 
 
-def _read_layers(memory: torch.nn.Module, weights: State, z: torch.Tensor) -> torch.Tensor:
+def _read_layers(memory: torch.nn.Module, weights: State, q: torch.Tensor) -> torch.Tensor:
+    """M_W(q) for per-pair weights W: the layers, then the memory's read-out (residual + LN)."""
+    z = q
     for layer in range(memory.n_layers):
         z = linear_layer(weights[layer], z)
         if layer + 1 < memory.n_layers:
             z = memory.activation(z)
-    return z
+    return memory.read_out(q, z)
 
 
 def online_read(memory: torch.nn.Module, ctx: dict, q: torch.Tensor) -> torch.Tensor:
+    """M_t(q_t) with the live (online) memory of every token."""
     z = q
     for layer in range(memory.n_layers):
         z = memory.online_layer(ctx, z, layer)
         if layer + 1 < memory.n_layers:
             z = memory.activation(z)
-    return z
+    return memory.read_out(q, z)
 
 
 def _pair_tables(bounds: tuple[int, ...], device: torch.device) -> tuple[TileLayout, torch.Tensor, torch.Tensor]:
@@ -134,11 +181,30 @@ def cached_reads(memory: torch.nn.Module, states: State, q: torch.Tensor, gates:
     """sum_i gate_{t,i} M_i(q_t) over the cached segments of every token, as one batched read."""
     layout, tiles, segs = _pair_tables(bounds, q.device)
     if tiles.numel() == 0:
-        return torch.zeros_like(q[..., :1]).expand(*q.shape[:-1], states[-1].shape[-2]).clone()
+        return torch.zeros_like(q)
     z = _tiles(q, layout)[:, :, tiles]  # (B,H,P,T,d)
     reads = _read_layers(memory, tuple(s[:, :, segs] for s in states), z)
     if gates is not None:
         reads = reads * _pair_gates(gates, layout, tiles, segs)[..., None]
+    return _scatter_tiles(reads, layout, tiles, q.shape[2])
+
+
+def summed_cached_read(states: State, q: torch.Tensor, bounds: tuple[int, ...]) -> torch.Tensor:
+    """(sum_{i<s} S_i) q_t for a matrix memory: residual's cached term as one read per token.
+
+    The prefix sums of the cached states are formed once (additions only); each tile of a
+    segment s >= 1 then reads its own summed state, so the cost is one read per token, not s.
+    """
+    layout = tile_layout(bounds)
+    (segment_states,) = states  # (B, H, N, d_v, d_k)
+    tile_seg = layout.segment_of_token[:: layout.tile_len]
+    reading = [t for t, s in enumerate(tile_seg) if s > 0]
+    if not reading:
+        return torch.zeros_like(q)
+    summed = torch.cat([torch.zeros_like(segment_states[:, :, :1]), segment_states[:, :, :-1].cumsum(2)], dim=2)
+    tiles = torch.tensor(reading, device=q.device, dtype=torch.long)
+    seg = torch.tensor([tile_seg[t] for t in reading], device=q.device, dtype=torch.long)
+    reads = linear_layer(summed[:, :, seg], _tiles(q, layout)[:, :, tiles])
     return _scatter_tiles(reads, layout, tiles, q.shape[2])
 
 
@@ -159,7 +225,7 @@ def soup_read(memory: torch.nn.Module, states: State, ctx: dict, q: torch.Tensor
             reads = linear_layer(states[layer][:, :, segs], _tiles(z, layout)[:, :, tiles]) * pair_gates
             mixed = mixed + _scatter_tiles(reads, layout, tiles, q.shape[2])
         z = memory.activation(mixed) if layer + 1 < memory.n_layers else mixed
-    return z
+    return memory.read_out(q, z)
 
 
 @lru_cache(maxsize=256)
@@ -180,24 +246,24 @@ def ssc_reads(memory: torch.nn.Module, states: State, q: torch.Tensor, online_lo
     n_cached_max = len(bounds) - 2
     k_eff = min(top_k, n_cached_max)
     if k_eff <= 0:
-        return torch.ones_like(online_logit), torch.zeros_like(q[..., :1]).expand(
-            *q.shape[:-1], states[-1].shape[-2]).clone()
+        return torch.ones_like(online_logit).to(q.dtype), torch.zeros_like(q)
     top_logits, top_idx = cached_logits.topk(k_eff, dim=-1)  # invalid slots are -inf, sorted last
-    gates = torch.cat([online_logit[..., None], top_logits], dim=-1).softmax(-1)
+    gates = torch.cat([online_logit[..., None], top_logits], dim=-1).softmax(-1).to(q.dtype)
     tok_list, slot_list = _ssc_slots(bounds, k_eff)
     if not tok_list:
-        return gates[..., 0], torch.zeros_like(q[..., :1]).expand(*q.shape[:-1], states[-1].shape[-2]).clone()
+        return gates[..., 0], torch.zeros_like(q)
     toks = torch.tensor(tok_list, device=q.device, dtype=torch.long)
     slots = torch.tensor(slot_list, device=q.device, dtype=torch.long)
     chosen = top_idx[:, :, toks, slots]  # (B,H,Pv) selected segment per (token, slot)
-    z = q[:, :, toks].unsqueeze(3)  # (B,H,Pv,1,d)
+    q_pairs = q[:, :, toks].unsqueeze(3)  # (B,H,Pv,1,d)
+    z = q_pairs
     for layer in range(memory.n_layers):
         weight = states[layer]
         index = chosen.view(*chosen.shape, 1, 1).expand(*chosen.shape, *weight.shape[-2:])
         z = linear_layer(torch.gather(weight, 2, index), z)
         if layer + 1 < memory.n_layers:
             z = memory.activation(z)
-    contrib = z[..., 0, :] * gates[:, :, toks, 1 + slots][..., None]
+    contrib = memory.read_out(q_pairs, z)[..., 0, :] * gates[:, :, toks, 1 + slots][..., None]
     out = contrib.new_zeros(*q.shape[:-1], contrib.shape[-1]).index_add(2, toks, contrib)
     return gates[..., 0], out
 
@@ -210,6 +276,8 @@ def memory_caching(memory: torch.nn.Module, inp: MemoryInputs, summary_keys: tor
     if strategy == "none":
         return online_read(memory, ctx, inp.q)
     if strategy == "residual":
+        if isinstance(memory, MatrixMemory):  # the cached reads sum to one read
+            return online_read(memory, ctx, inp.q) + summed_cached_read(states, inp.q, bounds)
         return online_read(memory, ctx, inp.q) + cached_reads(memory, states, inp.q, None, bounds)
     assert u is not None, "gated strategies need the gate projection u"
     cached_summary, online_summary = segment_summaries(summary_keys, bounds)
@@ -217,7 +285,7 @@ def memory_caching(memory: torch.nn.Module, inp: MemoryInputs, summary_keys: tor
     if strategy == "ssc":
         online_gate, reads = ssc_reads(memory, states, inp.q, online_logit, cached_logits, top_k, bounds)
         return online_gate[..., None] * online_read(memory, ctx, inp.q) + reads
-    gates = torch.cat([online_logit[..., None], cached_logits], dim=-1).softmax(-1)
+    gates = torch.cat([online_logit[..., None], cached_logits], dim=-1).softmax(-1).to(inp.q.dtype)
     if strategy == "grm":
         return gates[..., :1] * online_read(memory, ctx, inp.q) + cached_reads(
             memory, states, inp.q, gates[..., 1:], bounds)

@@ -8,6 +8,7 @@ a message naming the field and the fix, rather than as a shape error deep inside
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,7 @@ MEMORY_KINDS: dict[str, tuple[str, ...]] = {
     "attention": ("kv",),
     "linear": ("matrix",),
     "swla": ("matrix",),
-    "dla": ("matrix", "mlp"),
+    "dla": ("mlp", "matrix"),  # deep linear attention is a deep memory (paper eq. 30); matrix = a variant
     "titans": ("mlp",),
 }
 CACHING_STRATEGIES: tuple[str, ...] = ("none", "residual", "grm", "soup", "ssc")
@@ -32,12 +33,17 @@ SEGMENT_MODES: tuple[str, ...] = ("checkpoint", "independent")
 class ModelConfig:
     """Shape and architecture of one language model.
 
-    Segments: with `segmentation="constant"` the sequence is cut into pieces of `segment_len`
-    tokens (N = seq_len / segment_len). With `segmentation="log"` segment lengths grow as
-    powers of two starting from `segment_len`: C, C, 2C, 4C, ... (boundaries 0, C, 2C, 4C, ...),
-    so a token sees O(log L) cached memories. `chunk_len` is the block length of the
-    chunk-parallel recurrent scan; for MLP memories it is also the mini-batch over which the
-    online gradient is taken at the chunk's starting weights (the Titans parallel form).
+    Segments (`segment_bounds`): with `segmentation="constant"` the sequence is cut into pieces
+    of `segment_len` tokens (N = seq_len / segment_len). With `segmentation="log"` the sequence
+    is partitioned as the paper's logarithmic scheme (PAPER.md): the Fenwick decomposition of
+    the last token's prefix in units of C = `segment_len`, largest (oldest) segment first and
+    the newest, finest segment of C tokens last - L = 4096, C = 256 -> 2048, 1024, 512, 256, 256
+    - so a token sees O(log L/C) cached memories and the distant past is coarse.
+    `chunk_len` is the block length of the chunk-parallel recurrent scan; for MLP memories it
+    is also the mini-batch over which the online gradient is taken at the chunk's starting
+    weights (the Titans parallel form), so caching never changes it: an MLP memory's segments
+    must be whole chunks. A matrix memory's scan is exact for any chunk, so its scan block
+    shrinks to gcd(chunk_len, C) when needed.
     """
 
     vocab_size: int = 256
@@ -104,13 +110,15 @@ class ModelConfig:
                 "segment_len", f"segment length C={c} does not divide seq_len={self.seq_len}",
                 "pick C dividing seq_len (e.g. a power of two) or use segmentation: log")
         if self.segmentation == "log" and c > self.seq_len:
-            raise UserInputError("segment_len", f"first log segment C={c} is longer than seq_len={self.seq_len}",
+            raise UserInputError("segment_len", f"finest log segment C={c} is longer than seq_len={self.seq_len}",
                                  "use a smaller segment_len")
-        chunk = self.scan_chunk_len
-        if c % chunk or self.seq_len % chunk:
+        if self.memory == "mlp" and self.caching != "none" and c % self.chunk_len:
             raise UserInputError(
-                "chunk_len", f"scan chunk {chunk} must divide both segment length {c} and seq_len {self.seq_len}",
-                "use powers of two for seq_len, segment_len and chunk_len")
+                "chunk_len", f"segment length C={c} is not a multiple of the scan chunk {self.chunk_len}: an MLP "
+                "memory takes its online gradient over whole chunks, so a segment boundary inside a chunk "
+                "would change the base memory's inner loop",
+                f"use a segment_len that is a multiple of chunk_len (e.g. {self.chunk_len * max(1, c // self.chunk_len)}) "
+                "or a chunk_len dividing segment_len for the base and cached runs alike")
 
     # ----------------------------------------------------------------- derived sizes
     @property
@@ -130,32 +138,72 @@ class ModelConfig:
 
     @property
     def scan_chunk_len(self) -> int:
-        """Block length of the chunk-parallel scan: chunk_len, shrunk to C when C is shorter."""
-        return min(self.chunk_len, self.segment_len_tokens)
+        """Block length of the chunk-parallel scan.
+
+        MLP memories: always `chunk_len` (it is their gradient mini-batch; caching must not
+        change it). Matrix memories under caching: gcd(chunk_len, C), so every segment boundary
+        falls on a block boundary; the chunked matrix scan is exact for any block length.
+        """
+        if self.memory == "mlp" or self.caching == "none":
+            return self.chunk_len
+        return math.gcd(self.chunk_len, self.segment_len_tokens)
 
     def segment_bounds(self, seq_len: int | None = None) -> list[int]:
         """Token boundaries [0, b1, ..., L] of the segments of a sequence of `seq_len` tokens."""
-        length = self.seq_len if seq_len is None else seq_len
-        c = self.segment_len_tokens
-        if self.caching == "none":
-            return [0, length]
-        if self.segmentation == "constant":
-            return list(range(0, length + 1, c)) if length % c == 0 else list(range(0, length, c)) + [length]
-        bounds, end = [0], c
-        while end < length:
-            bounds.append(end)
-            end *= 2
-        bounds.append(length)
-        return bounds
+        return segment_bounds(self.seq_len if seq_len is None else seq_len, self)
 
     def n_segments(self, seq_len: int | None = None) -> int:
         return len(self.segment_bounds(seq_len)) - 1
+
+    def padded_len(self, seq_len: int) -> int:
+        """Length the chunk-parallel model runs at for a `seq_len`-token input.
+
+        Inputs are right-padded to whole scan chunks (and whole C-token tiles under caching):
+        padding after the last real token never reaches an earlier output (every memory is
+        causal), so any input length works and outputs are sliced back to `seq_len`.
+        """
+        step = self.scan_chunk_len
+        if self.caching != "none":
+            step = math.lcm(step, self.segment_len_tokens)
+        return -(-seq_len // step) * step
 
     def replace(self, **changes: Any) -> "ModelConfig":
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def log_segment_lengths(seq_len: int, finest: int) -> list[int]:
+    """The paper's logarithmic partition of `seq_len` tokens, oldest segment first.
+
+    The last token's own C-token tile (or the partial tile it sits in) is the newest segment;
+    the n whole tiles before it are split by the binary expansion of n, largest first - the
+    Fenwick decomposition of the last query's prefix that Log-Linear Attention uses, in units
+    of C. 37 tokens at C=1 -> [32, 4, 1]; 4096 at C=256 -> [2048, 1024, 512, 256, 256];
+    100 at C=8 -> [64, 32, 4].
+    """
+    whole, rest = divmod(seq_len, finest)
+    before, newest = (whole, rest) if rest else (whole - 1, finest)
+    lengths = [finest << bit for bit in range(before.bit_length() - 1, -1, -1) if before >> bit & 1]
+    return lengths + [newest]
+
+
+def segment_bounds(seq_len: int, cfg: ModelConfig) -> list[int]:
+    """Segment boundaries [0, ..., seq_len] of a `seq_len`-token input under `cfg` (public: the
+    kernels and the FLOP model call this; every boundary but the last is a multiple of C)."""
+    if seq_len < 1:
+        raise UserInputError("seq_len", f"an input must have at least one token, got {seq_len}",
+                             "pass a non-empty sequence")
+    if cfg.caching == "none":
+        return [0, seq_len]
+    c = cfg.segment_len_tokens
+    if cfg.segmentation == "constant":
+        return list(range(0, seq_len, c)) + [seq_len]
+    bounds = [0]
+    for length in log_segment_lengths(seq_len, c):
+        bounds.append(bounds[-1] + length)
+    return bounds
 
 
 def _positive(cfg: ModelConfig, *names: str) -> None:

@@ -8,14 +8,18 @@ read, the GRM/SSC gate scores and the Memory Caching read term. Elementwise work
 softmax, gates' sigmoids, exp of decays) is not counted, as is conventional.
 
 The MC read term is what makes caching cost more than its base memory:
-* grm / residual / soup: every token reads each earlier segment's memory, i.e. on average
-  sum_s s * len_s / L reads per token (~ (N - 1) / 2 with N constant segments, ~ log2(L / C)
-  with log segments); a read costs 2 d_h^2 for a matrix memory and 4 d_h f for an MLP memory
-  with hidden width f, per head.
+* grm / soup / residual on an MLP memory: every token reads each earlier segment's memory,
+  i.e. on average sum_s s * len_s / L reads per token (~ (N - 1) / 2 with N constant
+  segments; with the paper's log segments, largest first, fewer than log2(L / C): 0.94 at
+  L = 4096, C = 256); a read costs 2 d_h^2 for a matrix memory and 4 d_h f for an MLP memory
+  with hidden width f, per head - for the default expansion f = 4 d_h that is 16 d_h^2, 8x a
+  matrix read.
+* residual on a matrix memory: one read per token of a cached segment (s >= 1) of the summed
+  cached state, whatever s is (PAPER.md).
 * ssc: min(k, s) reads per token in segment s, plus the router's O(N) scores.
 A matrix-memory GRM read per token thus costs 2 d_h^2 (N-1)/2 per head against attention's
 4 L d_h, i.e. about d_h / (4 C) of the dense attention products (d_h / (2C) of causal
-attention); an expansion-4 MLP memory costs 4x that. Neither is automatically cheaper than
+attention); an expansion-4 MLP memory costs 8x that. Neither is automatically cheaper than
 attention: `mcscale models` prints both side by side.
 
 Training FLOPs per token = 3 x forward (backward = 2 x forward for matmuls).
@@ -70,7 +74,15 @@ def cached_read_pairs(cfg: ModelConfig, seq_len: int) -> int:
     lengths = _segment_lengths(cfg, seq_len)
     if cfg.caching == "ssc":
         return sum(min(cfg.top_k, s) * n for s, n in enumerate(lengths))
+    if cfg.caching == "residual" and cfg.memory == "matrix":
+        return seq_len - lengths[0]  # one read of the summed cached state per token past segment 0
     return sum(s * n for s, n in enumerate(lengths))
+
+
+def cached_reads_per_token(cfg: ModelConfig, seq_len: int | None = None) -> float:
+    """Average number of cached memories a token reads (0 without caching)."""
+    length = cfg.seq_len if seq_len is None else seq_len
+    return cached_read_pairs(cfg, length) / length
 
 
 def memory_read_flops(cfg: ModelConfig) -> float:
@@ -95,10 +107,9 @@ def _mlp_memory_flops(cfg: ModelConfig) -> tuple[float, float]:
     d, c = cfg.head_dim, cfg.scan_chunk_len
     f = cfg.memory_expansion * d
     momentum = cfg.mixer == "titans"
-    l2 = cfg.mixer == "titans"
     update = 2.0 * d * f  # pre-activations at the chunk's weights
-    update += 2.0 * d * f if l2 else 0.0  # prediction y (the l2 objective needs it)
-    update += 2.0 * d * f  # back-propagated error through W2
+    update += 2.0 * d * f  # branch output W_out GELU(.) (LayerNorm's backward needs it, any objective)
+    update += 2.0 * d * f  # back-propagated error through W_out
     update += 4.0 * d * f  # chunk-end W1, W2
     if momentum:
         update += 4.0 * d * f + 2.0 * c * c + 2.0 * c  # chunk-end momenta, mixing matrices

@@ -59,6 +59,7 @@ def mixer_params(cfg: ModelConfig) -> int:
         count += dm * dm  # u_t = x_t W_u
     if cfg.memory == "mlp":
         count += 2 * h * d * (cfg.memory_expansion * d)  # learned initial memory weights
+        count += h * d  # per-head gain of the deep memory's LayerNorm branch
     return count
 
 

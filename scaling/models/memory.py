@@ -6,9 +6,13 @@ Both memories expose the same small surface that `caching.py` builds on:
   final state (the cache) plus a context from which the *online* memory (the live state at
   every token) can be applied to any per-token input.
 * A state is a tuple of weight tensors, one per layer; layer `i` maps z -> z @ W_i^T, with
-  `activation` between layers. A matrix memory is one linear layer (S: d_v x d_k); an MLP
-  memory is W2 silu(W1 z). This is what lets one caching module read, gate (GRM) and mix
-  parameters (Memory Soup) for either kind.
+  `activation` between layers and `read_out(q, z)` after the last. A matrix memory is one
+  linear layer (S: d_v x d_k, read_out the identity); an MLP memory is the paper's deep memory
+  (appendix B, as in Titans/TTT): M(x) = x + g * LN(W_out GELU(W_in x)), a residual block with
+  a (non-affine) LayerNorm and a learned per-head gain g = 1 + gamma on the branch. Only W_in,
+  W_out are the memory's state; LN and g are outer-loop parameters shared by every state, which
+  is what lets one caching module read, gate (GRM) and mix parameters (Memory Soup) for
+  either kind.
 
 Matrix memory: S_t = a_t S_{t-1} + sum_w beta_{t,w} v_{t,w} k_{t,w}^T, read o_t = S_t q_t.
 The chunked form computes intra-chunk terms as masked attention and carries S across chunks;
@@ -113,6 +117,11 @@ class MatrixMemory(nn.Module):
     def activation(h: torch.Tensor) -> torch.Tensor:  # pragma: no cover - single layer
         return h
 
+    @staticmethod
+    def read_out(q: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """A matrix memory's read is S q itself."""
+        return z
+
     def initial_state(self, batch: int, n_heads: int, ref: torch.Tensor) -> State:
         return (ref.new_zeros(batch, n_heads, self.head_dim, self.head_dim),)
 
@@ -161,8 +170,21 @@ class MatrixMemory(nn.Module):
         return (intra + inter).flatten(2, 3)
 
 
+LN_EPS = 1e-5
+
+
+def _head_gain(gain: torch.Tensor, ndim: int) -> torch.Tensor:
+    """(H, d) per-head gain -> broadcastable against (B, H, ..., d) of `ndim` dimensions."""
+    return gain.view(1, gain.shape[0], *([1] * (ndim - 3)), gain.shape[1])
+
+
 class MLPMemory(nn.Module):
-    """Two-layer MLP memory W2 silu(W1 z) trained online; learned per-head initial weights."""
+    """The paper's deep memory M(x) = x + g * LN(W_out GELU(W_in x)), trained online.
+
+    The state is (W_in, W_out) (plus momenta for Titans); learned per-head initial weights and
+    the branch gain g = 1 + gamma (gamma zero-initialised, as in titans-pytorch) are outer-loop
+    parameters.
+    """
 
     n_layers = 2
 
@@ -176,15 +198,44 @@ class MLPMemory(nn.Module):
         self.momentum = momentum
         self.w1_init = nn.Parameter(torch.randn(n_heads, self.hidden, head_dim) / head_dim ** 0.5)
         self.w2_init = nn.Parameter(torch.randn(n_heads, head_dim, self.hidden) / self.hidden ** 0.5)
+        self.gamma = nn.Parameter(torch.zeros(n_heads, head_dim))
 
     @staticmethod
     def activation(h: torch.Tensor) -> torch.Tensor:
-        return F.silu(h)
+        return F.gelu(h)
 
     @staticmethod
     def activation_grad(h: torch.Tensor) -> torch.Tensor:
-        s = torch.sigmoid(h)
-        return s * (1 + h * (1 - s))
+        """d GELU(h) / dh for the exact (erf) GELU: Phi(h) + h phi(h)."""
+        cdf = 0.5 * (1.0 + torch.erf(h * 0.5 ** 0.5))
+        pdf = torch.exp(-0.5 * h * h) * (2.0 * torch.pi) ** -0.5
+        return cdf + h * pdf
+
+    def gain(self, ndim: int) -> torch.Tensor:
+        return _head_gain(1.0 + self.gamma, ndim)
+
+    @staticmethod
+    def _normalise(o: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(LN(o) without affine, 1 / std) over the last dimension."""
+        centred = o - o.mean(-1, keepdim=True)
+        rstd = torch.rsqrt(centred.pow(2).mean(-1, keepdim=True) + LN_EPS)
+        return centred * rstd, rstd
+
+    def read_out(self, q: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The residual block's output q + g * LN(z) for the last layer's output z."""
+        return q + self.gain(z.ndim) * self._normalise(z)[0]
+
+    def output_error(self, k: torch.Tensor, o: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """dl/do at the last layer's pre-norm output o: LN's backward of dl/dM.
+
+        dot objective l = -<M(k), v> (deep linear attention, eq. 30); l2 objective
+        l = 0.5 ||M(k) - v||^2 (Titans). M(k) = k + g * n with n = LN(o).
+        """
+        n, rstd = self._normalise(o)
+        gain = self.gain(o.ndim)
+        dl_dm = -v if self.objective == "dot" else k + gain * n - v
+        g = gain * dl_dm
+        return rstd * (g - g.mean(-1, keepdim=True) - n * (g * n).mean(-1, keepdim=True))
 
     def initial_state(self, batch: int, n_heads: int, ref: torch.Tensor) -> State:
         w1 = self.w1_init.unsqueeze(0).expand(batch, -1, -1, -1)
@@ -193,22 +244,14 @@ class MLPMemory(nn.Module):
             return (w1, w2)
         return (w1, w2, torch.zeros_like(w1), torch.zeros_like(w2))
 
-    def output_error(self, y: torch.Tensor | None, v: torch.Tensor) -> torch.Tensor:
-        """dl/dy: dot objective l = -<y, v>; l2 objective l = 0.5 ||y - v||^2."""
-        if self.objective == "dot":
-            return -v
-        assert y is not None
-        return y - v
-
     def _chunk_step(self, state: State, k: torch.Tensor, v: torch.Tensor, lr: torch.Tensor,
                     log_ret: torch.Tensor, log_mom: torch.Tensor | None) -> tuple[State, dict[str, torch.Tensor]]:
         """One chunk for a batch of chunks (..., c, d): gradients at the chunk's starting weights."""
         w1, w2 = state[0], state[1]
         pre = linear_layer(w1, k)  # (..., c, f)
         act = self.activation(pre)
-        y = linear_layer(w2, act) if self.objective == "l2" else None
-        err = self.output_error(y, v)  # (..., c, d)
-        delta = torch.matmul(err, w2) * self.activation_grad(pre)  # (..., c, f)
+        err = self.output_error(k, linear_layer(w2, act), v)  # (..., c, d) dl/do
+        delta = torch.matmul(err, w2) * self.activation_grad(pre)  # (..., c, f) dl/dpre
 
         decay_mix = _segment_sum_matrix(log_ret)  # F[t, s]
         retain = torch.exp(log_ret.cumsum(-1))  # R_t

@@ -1,10 +1,11 @@
 """Token-by-token reference for every recurrent memory and caching strategy (slow; for tests).
 
-Written from the definitions in DESIGN.md, independent of the chunked code paths: the memory
-is updated one token at a time, cached states are snapshotted when a segment ends, gates are
-computed per token from explicit means of keys, Memory Soup mixes explicit weight tensors and
-SSC picks its top-k with `torch.topk` per token. Tests hold the chunk-parallel model equal to
-this.
+Written from the definitions in DESIGN.md and PAPER.md, independent of the chunked code paths:
+the memory is updated one token at a time, the MLP memory's gradient is taken by autograd on
+its loss (not the hand-derived backward of `memory.py`), cached states are snapshotted when a
+segment ends, gates are computed per token from explicit means of keys, Memory Soup mixes
+explicit weight tensors and SSC picks its top-k with `torch.topk` per token. Tests hold the
+chunk-parallel model equal to this.
 """
 
 from __future__ import annotations
@@ -23,7 +24,23 @@ def _read(memory: torch.nn.Module, weights: Weights, q: torch.Tensor) -> torch.T
         z = torch.einsum("bhoi,bhi->bho", weights[layer], z)
         if layer + 1 < memory.n_layers:
             z = memory.activation(z)
-    return z
+    return memory.read_out(q, z)
+
+
+def memory_loss_grads(memory: MLPMemory, weights: Weights, k: torch.Tensor,
+                      v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Autograd gradient of the memory's objective at `weights` for one token per (b, h).
+
+    dot (deep linear attention, eq. 30): l = -<M(k), v>; l2 (Titans): l = 0.5 ||M(k) - v||^2.
+    The loss is summed over (b, h), which is separable, so each (b, h) gets its own gradient.
+    """
+    keep_graph = torch.is_grad_enabled()
+    with torch.enable_grad():
+        leaves = tuple(w if w.requires_grad else w.detach().requires_grad_() for w in weights[:2])
+        m = _read(memory, leaves, k)
+        loss = -(m * v).sum() if memory.objective == "dot" else 0.5 * (m - v).pow(2).sum()
+        grad1, grad2 = torch.autograd.grad(loss, leaves, create_graph=keep_graph)
+    return grad1, grad2
 
 
 def _matrix_step(state: Weights, inp: MemoryInputs, t: int) -> Weights:
@@ -35,15 +52,7 @@ def _matrix_step(state: Weights, inp: MemoryInputs, t: int) -> Weights:
 
 def _mlp_step(memory: MLPMemory, state: Weights, chunk_start: Weights, inp: MemoryInputs, t: int) -> Weights:
     """One online step; the gradient is taken at the chunk's starting weights (Titans' parallel form)."""
-    w1_0, w2_0 = chunk_start[0], chunk_start[1]
-    k, v = inp.k[:, :, t, 0], inp.v[:, :, t, 0]
-    pre = torch.einsum("bhfd,bhd->bhf", w1_0, k)
-    act = memory.activation(pre)
-    y = torch.einsum("bhdf,bhf->bhd", w2_0, act)
-    err = -v if memory.objective == "dot" else y - v
-    delta = torch.einsum("bhdf,bhd->bhf", w2_0, err) * memory.activation_grad(pre)
-    grad1 = torch.einsum("bhf,bhd->bhfd", delta, k)
-    grad2 = torch.einsum("bhd,bhf->bhdf", err, act)
+    grad1, grad2 = memory_loss_grads(memory, chunk_start, inp.k[:, :, t, 0], inp.v[:, :, t, 0])
     lr = inp.write_gate[:, :, t, 0][..., None, None]
     ret = torch.exp(inp.log_retention[:, :, t])[..., None, None]
     if memory.momentum:

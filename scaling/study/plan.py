@@ -84,10 +84,15 @@ def _vocab_size(spec: StudySpec) -> int:
     return load_tokenizer(spec.data.corpus.tokenizer).vocab_size
 
 
+def scan_chunk_tokens(seq_len: int) -> int:
+    """The chunk-parallel scan's block length for a study at `seq_len` (the same with or without MC)."""
+    return min(64, seq_len)
+
+
 def _model_base(spec: StudySpec, arch: ArchitectureSettings, segment: int | str | None, vocab: int) -> ModelConfig:
     parsed = parse_architecture(arch.name)
     fields: dict[str, Any] = dict(vocab_size=vocab, d_model=spec.ladder.head_dim, n_heads=1,
-                                  seq_len=spec.data.seq_len, chunk_len=min(64, spec.data.seq_len),
+                                  seq_len=spec.data.seq_len, chunk_len=scan_chunk_tokens(spec.data.seq_len),
                                   memory_expansion=arch.memory_expansion, **parsed.config_fields())
     if parsed.caching != "none":
         fields.update(top_k=arch.top_k, segment_mode=arch.segment_mode)
@@ -95,7 +100,8 @@ def _model_base(spec: StudySpec, arch: ArchitectureSettings, segment: int | str 
             fields.update(segmentation="log", segment_len=arch.log_base)
         else:
             fields.update(segment_len=int(segment))  # type: ignore[arg-type]
-        fields["chunk_len"] = min(fields["chunk_len"], fields["segment_len"])
+        # The scan chunk stays the base memory's (64): caching must not change an MLP memory's inner
+        # loop; the spec refuses an MLP-memory C that is not a multiple of it.
     return ModelConfig(**fields)
 
 

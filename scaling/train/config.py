@@ -9,7 +9,6 @@ planned trial (and its config hash) can be checkpointed on a GPU and resumed on 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,9 +89,9 @@ class TrialConfig:
             if length > self.model.seq_len:
                 raise UserInputError("needle_lengths", f"needle length {length} exceeds seq_len {self.model.seq_len}: "
                                      "the needle task cannot fit", f"use lengths <= {self.model.seq_len}")
-            self._check_length(length, "needle_lengths")
-        if self.mqar is not None:
-            self._check_length(self.mqar.seq_len, "mqar.seq_len")
+        if self.mqar is not None and self.mqar.seq_len > self.model.seq_len:
+            raise UserInputError("mqar.seq_len", f"{self.mqar.seq_len} exceeds the model's seq_len "
+                                 f"{self.model.seq_len}", f"use at most {self.model.seq_len}")
 
     def _validate_execution(self) -> None:
         if self.device not in DEVICES:
@@ -122,14 +121,6 @@ class TrialConfig:
                                      "tokens)")
         if self.peak_flops_per_second is not None and self.peak_flops_per_second <= 0:
             raise UserInputError("peak_flops_per_second", "must be positive", "give the device's peak, e.g. 989e12")
-
-    def _check_length(self, length: int, field_name: str) -> None:
-        cfg = self.model
-        step = math.lcm(cfg.scan_chunk_len, cfg.segment_len_tokens if cfg.segmentation == "constant" and
-                        cfg.caching != "none" else 1) if cfg.is_recurrent else 1
-        if length % step:
-            raise UserInputError(field_name, f"length {length} is not a multiple of {step} (segment length / "
-                                 "scan chunk)", f"use a multiple of {step}")
 
     def batch_size(self) -> int:
         """Sequences per optimiser step, over all workers."""

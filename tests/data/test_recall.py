@@ -162,19 +162,20 @@ def test_needle_with_bpe_tokenizer(tmp_path, val_tokens):
 def test_needle_accuracy_oracle_and_wrong_model(val_tokens):
     tok = load_tokenizer("bytes")
     examples = needle_examples(val_tokens, tok, [128, 256], [0.2, 0.8], seed=0, samples_per_depth=2)
-    table = {tuple(ex.tokens[:-1].tolist()): ex.tokens for ex in examples}
+    table = {tuple(ex.tokens.tolist()): ex.tokens for ex in examples}
 
-    def oracle(inputs):  # logits that put all mass on the true next token
+    def oracle(inputs):  # logits that put all mass on the true next token (the whole example is fed)
+        assert all(tuple(seq.tolist()) in table for seq in inputs)
         out = torch.zeros(*inputs.shape, 256)
         for row, seq in enumerate(inputs):
             full = table[tuple(seq.tolist())]
-            out[row, torch.arange(len(seq)), full[1:]] = 1.0
+            out[row, torch.arange(len(seq) - 1), full[1:]] = 1.0
         return out
 
-    def off_by_one(inputs):  # right everywhere except the last answer token
+    def off_by_one(inputs):  # right everywhere except the last answer token (predicted at position -2)
         out = oracle(inputs)
-        out[:, -1] = 0.0
-        out[:, -1, 0] = 1.0
+        out[:, -2] = 0.0
+        out[:, -2, 0] = 1.0
         return out
 
     assert needle_accuracy(oracle, examples) == {128: 1.0, 256: 1.0}

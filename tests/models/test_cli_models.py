@@ -28,3 +28,17 @@ def test_models_rejects_bad_segment_length():
     result = CliRunner().invoke(app, ["models", "--arch", "swla+grm", "--seq-len", "4096", "--segment-len", "300"])
     assert result.exit_code == 2
     assert "segment_len" in result.output
+
+
+def test_models_refuses_a_segment_that_would_change_an_mlp_memorys_chunk():
+    _register_subcommands()
+    result = CliRunner().invoke(app, ["models", "--arch", "titans+grm", "--segment-len", "32", "--chunk-len", "64"])
+    assert result.exit_code == 2
+    assert "chunk_len" in result.output and "Traceback" not in result.output
+
+
+def test_models_prints_the_log_read_count():
+    result = _mcscale("models", "--sizes", "125M", "--arch", "swla+grm", "--seq-len", "4096", "--segment-len", "256",
+                      "--segmentation", "log")
+    assert result.returncode == 0, result.stderr
+    assert "0.938" in result.stdout and "reads/token" in result.stdout

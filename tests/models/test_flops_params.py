@@ -37,7 +37,7 @@ def test_analytic_forward_flops_match_flop_counter(mixer, memory, caching, shape
     cfg = _config(mixer, memory, caching, SHAPES[shape])
     measured = _measured_forward_per_token(LanguageModel(cfg), cfg)
     analytic = forward_flops(cfg).forward
-    assert abs(analytic / measured - 1) < 0.10, (analytic, measured)
+    assert analytic == pytest.approx(measured, rel=1e-9), (analytic, measured)
 
 
 @pytest.mark.parametrize("mixer, memory, caching", [("attention", "kv", "none"), ("swla", "matrix", "grm"),
@@ -50,7 +50,7 @@ def test_training_flops_are_three_times_forward(mixer, memory, caching):
         logits = model(tokens)
         torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens.flatten()).backward()
     measured = counter.get_total_flops() / (2 * cfg.seq_len)
-    assert abs(forward_flops(cfg).training / measured - 1) < 0.10
+    assert abs(forward_flops(cfg).training / measured - 1) < 0.10  # backward != 2x forward exactly (elementwise)
 
 
 def test_mc_read_term_grows_with_segments_and_shrinks_with_top_k():
@@ -59,7 +59,8 @@ def test_mc_read_term_grows_with_segments_and_shrinks_with_top_k():
     assert reads[0] < reads[1] < reads[2]
     ssc = forward_flops(ModelConfig(caching="ssc", segment_len=64, top_k=2, **base)).cached_read
     log = forward_flops(ModelConfig(caching="grm", segment_len=64, segmentation="log", **base)).cached_read
-    assert ssc < log < reads[2]
+    # The paper's log segments (largest first) read < 1 cached memory per token at C=64: fewer than SSC's 2.
+    assert log < ssc < reads[2]
 
 
 @pytest.mark.parametrize("mixer, memory, caching", ARCHS)

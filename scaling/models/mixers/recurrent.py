@@ -6,18 +6,22 @@ Memory Caching strategy, normalise each head's output and project back - and dif
 its memory kind and its gates:
 
 ==========  ========  ===================================================================
-mixer       memory    update (descent on the memory's objective)
+mixer       memory    update (descent on the memory's objective; PAPER.md has the equations)
 ==========  ========  ===================================================================
 linear      matrix    S_t = S_{t-1} + v_t k_t^T                                (no gates)
-swla        matrix    S_t = a_t S_{t-1} + b_t (v_t k_t^T + v_{t-1} k_{t-1}^T)  (window 2)
-dla         matrix    S_t = a_t S_{t-1} + b_t v_t k_t^T  (dot-product objective -<S k, v>)
-dla         mlp       W_t = r_t W_{t-1} - theta_t grad(-<W(k_t), v_t>)
-titans      mlp       S_t = m_t S_{t-1} - theta_t grad(0.5||W(k_t) - v_t||^2); W_t = r_t W_{t-1} + S_t
+swla        matrix    S_t = a_t S_{t-1} + b_t v_t k_t^T + l_t v_{t-1} k_{t-1}^T (eq. 28, window 2)
+dla         mlp       W_t = W_{t-1} - theta_t grad(-<M_W(k_t), v_t>)           (eq. 30, deep memory)
+dla         matrix    S_t = S_{t-1} + theta_t v_t k_t^T      (`dla-matrix`: eq. 30 on a matrix memory)
+titans      mlp       S_t = m_t S_{t-1} - theta_t grad(0.5||M_W(k_t) - v_t||^2); W_t = r_t W_{t-1} + S_t
 ==========  ========  ===================================================================
 
-SWLA's window of 2 means each step writes the last two tokens, both scaled by the step's
-input gate b_t; the window slides over the input stream, so in `independent` mode a segment's
-first write still sees the token before the segment (the memory itself starts fresh).
+SWLA's window of 2 means each step writes the last two tokens, the current one scaled by its
+gate b_t (beta_t) and the previous one by a separate gate l_t (lambda_t); the window slides over
+the input stream, so in `independent` mode a segment's first write still sees the token before
+the segment (the memory itself starts fresh).
+
+Any input length works: the sequence is right-padded to whole scan chunks (and C-token tiles
+under caching, `ModelConfig.padded_len`), which no earlier output can see, and sliced back.
 """
 
 from __future__ import annotations
@@ -35,8 +39,11 @@ from scaling.models.layers import RMSNorm
 from scaling.models.memory import MatrixMemory, MemoryInputs, MLPMemory, SegmentPlan
 
 def segment_plan(cfg: ModelConfig, seq_len: int) -> SegmentPlan:
-    """The scan/segment layout of a sequence of `seq_len` tokens under `cfg`."""
-    return SegmentPlan(seq_len=seq_len, chunk_len=cfg.scan_chunk_len, bounds=tuple(cfg.segment_bounds(seq_len)),
+    """The scan/segment layout of a `seq_len`-token input under `cfg`, padded to
+    `cfg.padded_len(seq_len)`: the last segment absorbs the padding."""
+    padded = cfg.padded_len(seq_len)
+    bounds = cfg.segment_bounds(seq_len)[:-1] + [padded]
+    return SegmentPlan(seq_len=padded, chunk_len=cfg.scan_chunk_len, bounds=tuple(bounds),
                        independent=cfg.segment_mode == "independent")
 
 
@@ -98,7 +105,7 @@ class RecurrentMixer(nn.Module):
             prev_v = F.pad(v, (0, 0, 1, 0))[:, :, :-1]
             keys = torch.stack([k, prev_k], dim=3)
             values = torch.stack([v, prev_v], dim=3)
-            writes = torch.stack([write, write], dim=3)
+            writes = torch.stack([write, torch.sigmoid(gate["write_prev"])], dim=3)
         inputs = MemoryInputs(q=q, k=keys, v=values, write_gate=writes, log_retention=log_retention,
                               log_momentum=log_momentum)
         u = self._heads(self.gate_proj(x)) if self.gate_proj is not None else None
@@ -110,16 +117,18 @@ class RecurrentMixer(nn.Module):
         return self.out(y.transpose(1, 2).reshape(y.shape[0], y.shape[2], -1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        inputs, keys, u = self.features(x)
-        plan = segment_plan(self.cfg, x.shape[1])
+        length = x.shape[1]
+        plan = segment_plan(self.cfg, length)
+        inputs, keys, u = self.features(F.pad(x, (0, 0, 0, plan.seq_len - length)))
         y = memory_caching(self.memory, inputs, keys, u, plan, self.cfg.caching, self.cfg.top_k)
-        return self.finish(y)
+        return self.finish(y[:, :, :length])
 
     def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The same mixer computed token by token (slow; for tests)."""
         from scaling.models.reference import reference_caching
 
         inputs, keys, u = self.features(x)
-        plan = segment_plan(self.cfg, x.shape[1])
+        bounds = tuple(self.cfg.segment_bounds(x.shape[1]))  # the real length: no padding here
+        plan = SegmentPlan(x.shape[1], self.cfg.scan_chunk_len, bounds, self.cfg.segment_mode == "independent")
         y = reference_caching(self.memory, inputs, keys, u, plan, self.cfg.caching, self.cfg.top_k)
         return self.finish(y)
