@@ -9,6 +9,7 @@ import triton
 import triton.language as tl
 
 from kernels.common.dispatch import interpreting
+from scaling.errors import UserInputError
 
 DEFAULT_BLOCK_TOKENS = 64
 DEFAULT_BLOCK_HIDDEN = 64
@@ -40,7 +41,8 @@ def launch_settings(dtype: torch.dtype, widest_tile: int, block_tokens: int | No
         compute, precision = low, "tf32"
     block = block_tokens or DEFAULT_BLOCK_TOKENS
     if block < MIN_DOT_DIM or block & (block - 1):
-        raise ValueError(f"block_tokens must be a power of two >= {MIN_DOT_DIM}, got {block}")
+        raise UserInputError("block_tokens", f"must be a power of two >= {MIN_DOT_DIM}, got {block}",
+                             "pass 16, 32, 64 or 128, or leave it unset")
     return Launch(block, compute, precision, 8 if widest_tile >= 128 * 64 else 4)
 
 
