@@ -74,3 +74,61 @@ def act_grad(h, ACT: tl.constexpr):
     else:
         out = 0.5 * (1.0 + tl.erf(h * 0.7071067811865476)) + h * tl.exp(-0.5 * h * h) * 0.3989422804014327
     return out
+
+
+@triton.jit
+def token_block(seg_ptr, idx_ptr, gate_ptr, L, N, K, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr,
+                SPARSE: tl.constexpr):
+    """This program's token block: (bh, t, mask, seg(t), segments any token reads, slot indices, slot gates)."""
+    bh = tl.program_id(1).to(tl.int64)
+    t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+    t_mask = t < L
+    seg_t = tl.load(seg_ptr + t, mask=t_mask, other=0)
+    idx_tile, gate_tile = load_slots(idx_ptr, gate_ptr, bh, t, t_mask, L, K, BLOCK_T, BLOCK_K, SPARSE)
+    return bh, t, t_mask, seg_t, tl.minimum(tl.max(seg_t, axis=0), N), idx_tile, gate_tile
+
+
+@triton.jit
+def readers_block(t0, i, bh, seg_ptr, idx_ptr, gate_ptr, L, N, K, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr,
+                  SPARSE: tl.constexpr, HAS_GATES: tl.constexpr):
+    """Tokens t0.. of a per-segment program: (t, mask, w_i[t], how many of them read segment i)."""
+    t = t0 + tl.arange(0, BLOCK_T)
+    t_mask = t < L
+    seg_t = tl.load(seg_ptr + t, mask=t_mask, other=0)
+    idx_tile, gate_tile = load_slots(idx_ptr, gate_ptr, bh, t, t_mask, L, K, BLOCK_T, BLOCK_K, SPARSE)
+    w, match, count = segment_weight(i, bh, t, t_mask, seg_t, gate_ptr, L, N, idx_tile, gate_tile, SPARSE, HAS_GATES)
+    return t, t_mask, w, count
+
+
+@triton.jit
+def load_rows(ptr, bh, t, t_mask, L, D: tl.constexpr, BLOCK_D: tl.constexpr):
+    """The (BLOCK_T, BLOCK_D) rows t of a contiguous (B*H, L, D) tensor, zero-padded."""
+    rd = tl.arange(0, BLOCK_D)
+    return tl.load(ptr + bh * L * D + t[:, None] * D + rd[None, :], mask=t_mask[:, None] & (rd < D)[None, :],
+                   other=0.0)
+
+
+@triton.jit
+def store_rows(ptr, value, bh, t, t_mask, L, D: tl.constexpr, BLOCK_D: tl.constexpr):
+    rd = tl.arange(0, BLOCK_D)
+    tl.store(ptr + bh * L * D + t[:, None] * D + rd[None, :], value.to(ptr.dtype.element_ty),
+             mask=t_mask[:, None] & (rd < D)[None, :])
+
+
+@triton.jit
+def gate_grad(dg_ptr, dg_slots, r, match, i, bh, t, t_mask, seg_t, L, N, SPARSE: tl.constexpr):
+    """Record d loss / d w_i[t] = r: dense gates are stored at (t, i) now, SSC slots accumulate."""
+    if SPARSE:
+        dg_slots += tl.where(match, r[:, None], 0.0)
+    else:
+        tl.store(dg_ptr + bh * L * N + t * N + i, r.to(dg_ptr.dtype.element_ty), mask=t_mask & (seg_t > i))
+    return dg_slots
+
+
+@triton.jit
+def store_slot_grads(dg_ptr, dg_slots, bh, t, t_mask, L, K, BLOCK_K: tl.constexpr, SPARSE: tl.constexpr):
+    """Write the accumulated SSC slot-gate gradients of a token block (nothing for dense gates)."""
+    if SPARSE:
+        rk = tl.arange(0, BLOCK_K)
+        tl.store(dg_ptr + bh * L * K + t[:, None] * K + rk[None, :], dg_slots.to(dg_ptr.dtype.element_ty),
+                 mask=t_mask[:, None] & (rk < K)[None, :])

@@ -26,6 +26,19 @@ class SegmentWeights:
         self.indices = indices
         self.acc_dtype = acc_dtype
 
+    @classmethod
+    def prepare(cls, table: SegmentTable, gates: torch.Tensor | None, indices: torch.Tensor | None,
+                x: torch.Tensor) -> tuple["SegmentWeights", torch.Tensor]:
+        """The weights for inputs like `x`, and `x` in the accumulation dtype."""
+        acc = accumulation_dtype(x.dtype)
+        return cls(table, gates, indices, acc), x.to(acc)
+
+    def grad_buffer(self, like: torch.Tensor | None, needed: bool = True) -> torch.Tensor | None:
+        """A zero gradient accumulator shaped like `like`, in the accumulation dtype (None if not needed)."""
+        if like is None or not needed:
+            return None
+        return torch.zeros(like.shape, dtype=self.acc_dtype, device=like.device)
+
     def start(self, i: int) -> int:
         """First token that reads cached segment i."""
         return self.table.bounds[i + 1]

@@ -15,20 +15,18 @@ from __future__ import annotations
 import torch
 
 from kernels.common.segments import SegmentTable
-from kernels.common.weights import SegmentWeights, accumulation_dtype
+from kernels.common.weights import SegmentWeights
 
 
 class MatrixReadReference(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q: torch.Tensor, states: torch.Tensor, gates: torch.Tensor | None,
                 indices: torch.Tensor | None, table: SegmentTable) -> torch.Tensor:
-        acc = accumulation_dtype(q.dtype)
-        weights = SegmentWeights(table, gates, indices, acc)
-        qf = q.to(acc)
+        weights, qf = SegmentWeights.prepare(table, gates, indices, q)
         out = qf.new_zeros(*q.shape[:3], states.shape[-2])
         for i in range(table.n_read):
             s = weights.start(i)
-            read = torch.matmul(qf[:, :, s:], states[:, :, i].to(acc).transpose(-1, -2))
+            read = torch.matmul(qf[:, :, s:], states[:, :, i].to(qf.dtype).transpose(-1, -2))
             out[:, :, s:] += weights.weight(i, q)[..., None] * read
         ctx.save_for_backward(q, states, gates, indices)
         ctx.table = table
@@ -38,16 +36,13 @@ class MatrixReadReference(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor):
         q, states, gates, indices = ctx.saved_tensors
         table: SegmentTable = ctx.table
-        acc = accumulation_dtype(q.dtype)
-        weights = SegmentWeights(table, gates, indices, acc)
-        qf, do = q.to(acc), grad_out.to(acc)
-        dq = torch.zeros_like(qf)
-        ds = torch.zeros(states.shape, dtype=acc, device=states.device)
-        need_gates = gates is not None and ctx.needs_input_grad[2]
-        dg = torch.zeros(gates.shape, dtype=acc, device=gates.device) if need_gates else None
+        weights, qf = SegmentWeights.prepare(table, gates, indices, q)
+        do = grad_out.to(qf.dtype)
+        dq, ds = weights.grad_buffer(q), weights.grad_buffer(states)
+        dg = weights.grad_buffer(gates, ctx.needs_input_grad[2])
         for i in range(table.n_read):
             s = weights.start(i)
-            state = states[:, :, i].to(acc)
+            state = states[:, :, i].to(qf.dtype)
             w = weights.weight(i, q)[..., None]
             do_s = do[:, :, s:]
             dq[:, :, s:] += w * torch.matmul(do_s, state)

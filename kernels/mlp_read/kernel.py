@@ -14,7 +14,26 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from kernels.common.triton_helpers import act_fwd, act_grad, load_slots, mm, segment_weight
+from kernels.common.triton_helpers import (act_fwd, act_grad, gate_grad, load_rows, mm, readers_block,
+                                           segment_weight, store_rows, store_slot_grads, token_block)
+
+
+@triton.jit
+def slice_offsets(bh, i, rf, N, D_IN: tl.constexpr, D_OUT: tl.constexpr, F: tl.constexpr, BLOCK_I: tl.constexpr,
+                  BLOCK_O: tl.constexpr):
+    """Offsets and masks of the hidden slice rf: W1_i[rf, :] as (BF, I) and W2_i[:, rf] as (O, BF)."""
+    ri = tl.arange(0, BLOCK_I)
+    ro = tl.arange(0, BLOCK_O)
+    w1_offs = (bh * N + i) * F * D_IN + rf[:, None] * D_IN + ri[None, :]
+    w2_offs = (bh * N + i) * D_OUT * F + ro[:, None] * F + rf[None, :]
+    return (w1_offs, (rf < F)[:, None] & (ri < D_IN)[None, :], w2_offs, (ro < D_OUT)[:, None] & (rf < F)[None, :])
+
+
+@triton.jit
+def load_slice(w1_ptr, w2_ptr, bh, i, rf, N, D_IN: tl.constexpr, D_OUT: tl.constexpr, F: tl.constexpr,
+               BLOCK_I: tl.constexpr, BLOCK_O: tl.constexpr):
+    w1_offs, w1_mask, w2_offs, w2_mask = slice_offsets(bh, i, rf, N, D_IN, D_OUT, F, BLOCK_I, BLOCK_O)
+    return tl.load(w1_ptr + w1_offs, mask=w1_mask, other=0.0), tl.load(w2_ptr + w2_offs, mask=w2_mask, other=0.0)
 
 
 @triton.jit
@@ -23,31 +42,20 @@ def mlp_fwd_kernel(x_ptr, w1_ptr, w2_ptr, g_ptr, idx_ptr, seg_ptr, out_ptr, L, N
                    BLOCK_I: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_F: tl.constexpr, BLOCK_K: tl.constexpr,
                    SPARSE: tl.constexpr, HAS_GATES: tl.constexpr, ACT: tl.constexpr, COMPUTE: tl.constexpr,
                    PRECISION: tl.constexpr):
-    bh = tl.program_id(1).to(tl.int64)
-    t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
-    t_mask = t < L
-    ri = tl.arange(0, BLOCK_I)
-    ro = tl.arange(0, BLOCK_O)
-    x = tl.load(x_ptr + bh * L * D_IN + t[:, None] * D_IN + ri[None, :],
-                mask=t_mask[:, None] & (ri < D_IN)[None, :], other=0.0)
-    seg_t = tl.load(seg_ptr + t, mask=t_mask, other=0)
-    n_hi = tl.minimum(tl.max(seg_t, axis=0), N)
-    idx_tile, gate_tile = load_slots(idx_ptr, g_ptr, bh, t, t_mask, L, K, BLOCK_T, BLOCK_K, SPARSE)
+    bh, t, t_mask, seg_t, n_hi, idx_tile, gate_tile = token_block(seg_ptr, idx_ptr, g_ptr, L, N, K, BLOCK_T,
+                                                                  BLOCK_K, SPARSE)
+    x = load_rows(x_ptr, bh, t, t_mask, L, D_IN, BLOCK_I)
     acc = tl.zeros((BLOCK_T, BLOCK_O), dtype=tl.float32)
     for i in range(0, n_hi):
         w, match, count = segment_weight(i, bh, t, t_mask, seg_t, g_ptr, L, N, idx_tile, gate_tile,
                                          SPARSE, HAS_GATES)
         if count > 0:
             for f0 in range(0, F, BLOCK_F):
-                rf = f0 + tl.arange(0, BLOCK_F)
-                w1 = tl.load(w1_ptr + (bh * N + i) * F * D_IN + rf[:, None] * D_IN + ri[None, :],
-                             mask=(rf < F)[:, None] & (ri < D_IN)[None, :], other=0.0)  # (BF, I)
-                w2 = tl.load(w2_ptr + (bh * N + i) * D_OUT * F + ro[:, None] * F + rf[None, :],
-                             mask=(ro < D_OUT)[:, None] & (rf < F)[None, :], other=0.0)  # (O, BF)
+                w1, w2 = load_slice(w1_ptr, w2_ptr, bh, i, f0 + tl.arange(0, BLOCK_F), N, D_IN, D_OUT, F,
+                                    BLOCK_I, BLOCK_O)
                 hidden = act_fwd(mm(x, tl.trans(w1), COMPUTE, PRECISION), ACT)
                 acc += mm(w[:, None] * hidden, tl.trans(w2), COMPUTE, PRECISION)
-    tl.store(out_ptr + bh * L * D_OUT + t[:, None] * D_OUT + ro[None, :], acc.to(out_ptr.dtype.element_ty),
-             mask=t_mask[:, None] & (ro < D_OUT)[None, :])
+    store_rows(out_ptr, acc, bh, t, t_mask, L, D_OUT, BLOCK_O)
 
 
 @triton.jit
@@ -57,18 +65,10 @@ def mlp_bwd_tokens_kernel(x_ptr, w1_ptr, w2_ptr, g_ptr, idx_ptr, seg_ptr, do_ptr
                           BLOCK_K: tl.constexpr, SPARSE: tl.constexpr, HAS_GATES: tl.constexpr, ACT: tl.constexpr,
                           COMPUTE: tl.constexpr, PRECISION: tl.constexpr):
     """dx[t] = sum_i W1_i^T (w_i[t] W2_i^T do[t] * act'(h)); dgates from <act(h), W2_i^T do[t]>."""
-    bh = tl.program_id(1).to(tl.int64)
-    t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
-    t_mask = t < L
-    ri = tl.arange(0, BLOCK_I)
-    ro = tl.arange(0, BLOCK_O)
-    i_mask = t_mask[:, None] & (ri < D_IN)[None, :]
-    x = tl.load(x_ptr + bh * L * D_IN + t[:, None] * D_IN + ri[None, :], mask=i_mask, other=0.0)
-    do = tl.load(do_ptr + bh * L * D_OUT + t[:, None] * D_OUT + ro[None, :],
-                 mask=t_mask[:, None] & (ro < D_OUT)[None, :], other=0.0)
-    seg_t = tl.load(seg_ptr + t, mask=t_mask, other=0)
-    n_hi = tl.minimum(tl.max(seg_t, axis=0), N)
-    idx_tile, gate_tile = load_slots(idx_ptr, g_ptr, bh, t, t_mask, L, K, BLOCK_T, BLOCK_K, SPARSE)
+    bh, t, t_mask, seg_t, n_hi, idx_tile, gate_tile = token_block(seg_ptr, idx_ptr, g_ptr, L, N, K, BLOCK_T,
+                                                                  BLOCK_K, SPARSE)
+    x = load_rows(x_ptr, bh, t, t_mask, L, D_IN, BLOCK_I)
+    do = load_rows(do_ptr, bh, t, t_mask, L, D_OUT, BLOCK_O)
     dx = tl.zeros((BLOCK_T, BLOCK_I), dtype=tl.float32)
     dg_slots = tl.zeros((BLOCK_T, BLOCK_K), dtype=tl.float32)
     for i in range(0, n_hi):
@@ -77,27 +77,17 @@ def mlp_bwd_tokens_kernel(x_ptr, w1_ptr, w2_ptr, g_ptr, idx_ptr, seg_ptr, do_ptr
         if count > 0:
             r = tl.zeros((BLOCK_T,), dtype=tl.float32)
             for f0 in range(0, F, BLOCK_F):
-                rf = f0 + tl.arange(0, BLOCK_F)
-                w1 = tl.load(w1_ptr + (bh * N + i) * F * D_IN + rf[:, None] * D_IN + ri[None, :],
-                             mask=(rf < F)[:, None] & (ri < D_IN)[None, :], other=0.0)
-                w2 = tl.load(w2_ptr + (bh * N + i) * D_OUT * F + ro[:, None] * F + rf[None, :],
-                             mask=(ro < D_OUT)[:, None] & (rf < F)[None, :], other=0.0)
+                w1, w2 = load_slice(w1_ptr, w2_ptr, bh, i, f0 + tl.arange(0, BLOCK_F), N, D_IN, D_OUT, F,
+                                    BLOCK_I, BLOCK_O)
                 pre = mm(x, tl.trans(w1), COMPUTE, PRECISION)  # (T, BF)
                 back = mm(do, w2, COMPUTE, PRECISION)  # W2^T do, (T, BF)
                 if HAS_GATES:
                     r += tl.sum(act_fwd(pre, ACT) * back, axis=1)
                 dx += mm(w[:, None] * back * act_grad(pre, ACT), w1, COMPUTE, PRECISION)
             if HAS_GATES:
-                if SPARSE:
-                    dg_slots += tl.where(match, r[:, None], 0.0)
-                else:
-                    tl.store(dg_ptr + bh * L * N + t * N + i, r.to(dg_ptr.dtype.element_ty),
-                             mask=t_mask & (seg_t > i))
-    tl.store(dx_ptr + bh * L * D_IN + t[:, None] * D_IN + ri[None, :], dx.to(dx_ptr.dtype.element_ty), mask=i_mask)
-    if SPARSE:
-        rk = tl.arange(0, BLOCK_K)
-        tl.store(dg_ptr + bh * L * K + t[:, None] * K + rk[None, :], dg_slots.to(dg_ptr.dtype.element_ty),
-                 mask=t_mask[:, None] & (rk < K)[None, :])
+                dg_slots = gate_grad(dg_ptr, dg_slots, r, match, i, bh, t, t_mask, seg_t, L, N, SPARSE)
+    store_rows(dx_ptr, dx, bh, t, t_mask, L, D_IN, BLOCK_I)
+    store_slot_grads(dg_ptr, dg_slots, bh, t, t_mask, L, K, BLOCK_K, SPARSE)
 
 
 @triton.jit
@@ -112,33 +102,20 @@ def mlp_bwd_weights_kernel(x_ptr, w1_ptr, w2_ptr, g_ptr, idx_ptr, seg_ptr, bound
     i = tl.program_id(0) // n_fb
     rf = (tl.program_id(0) % n_fb) * BLOCK_F + tl.arange(0, BLOCK_F)
     bh = tl.program_id(1).to(tl.int64)
-    ri = tl.arange(0, BLOCK_I)
-    ro = tl.arange(0, BLOCK_O)
-    w1_offs = (bh * N + i) * F * D_IN + rf[:, None] * D_IN + ri[None, :]
-    w1_mask = (rf < F)[:, None] & (ri < D_IN)[None, :]
-    w2_offs = (bh * N + i) * D_OUT * F + ro[:, None] * F + rf[None, :]
-    w2_mask = (ro < D_OUT)[:, None] & (rf < F)[None, :]
-    w1 = tl.load(w1_ptr + w1_offs, mask=w1_mask, other=0.0)
-    w2 = tl.load(w2_ptr + w2_offs, mask=w2_mask, other=0.0)
+    w1, w2 = load_slice(w1_ptr, w2_ptr, bh, i, rf, N, D_IN, D_OUT, F, BLOCK_I, BLOCK_O)
     acc1 = tl.zeros((BLOCK_F, BLOCK_I), dtype=tl.float32)
     acc2 = tl.zeros((BLOCK_O, BLOCK_F), dtype=tl.float32)
     start = tl.load(bounds_ptr + i + 1)
     for t0 in range(start, L, BLOCK_T):
-        t = t0 + tl.arange(0, BLOCK_T)
-        t_mask = t < L
-        seg_t = tl.load(seg_ptr + t, mask=t_mask, other=0)
-        idx_tile, gate_tile = load_slots(idx_ptr, g_ptr, bh, t, t_mask, L, K, BLOCK_T, BLOCK_K, SPARSE)
-        w, match, count = segment_weight(i, bh, t, t_mask, seg_t, g_ptr, L, N, idx_tile, gate_tile,
-                                         SPARSE, HAS_GATES)
+        t, t_mask, w, count = readers_block(t0, i, bh, seg_ptr, idx_ptr, g_ptr, L, N, K, BLOCK_T, BLOCK_K, SPARSE,
+                                            HAS_GATES)
         if count > 0:
-            x = tl.load(x_ptr + bh * L * D_IN + t[:, None] * D_IN + ri[None, :],
-                        mask=t_mask[:, None] & (ri < D_IN)[None, :], other=0.0)
-            do = tl.load(do_ptr + bh * L * D_OUT + t[:, None] * D_OUT + ro[None, :],
-                         mask=t_mask[:, None] & (ro < D_OUT)[None, :], other=0.0)
+            x = load_rows(x_ptr, bh, t, t_mask, L, D_IN, BLOCK_I)
+            do = load_rows(do_ptr, bh, t, t_mask, L, D_OUT, BLOCK_O)
             pre = mm(x, tl.trans(w1), COMPUTE, PRECISION)
             back = mm(do, w2, COMPUTE, PRECISION)
-            grad_pre = w[:, None] * back * act_grad(pre, ACT)
-            acc1 += mm(tl.trans(grad_pre), x, COMPUTE, PRECISION)
+            acc1 += mm(tl.trans(w[:, None] * back * act_grad(pre, ACT)), x, COMPUTE, PRECISION)
             acc2 += mm(tl.trans(w[:, None] * do.to(tl.float32)), act_fwd(pre, ACT), COMPUTE, PRECISION)
+    w1_offs, w1_mask, w2_offs, w2_mask = slice_offsets(bh, i, rf, N, D_IN, D_OUT, F, BLOCK_I, BLOCK_O)
     tl.store(dw1_ptr + w1_offs, acc1.to(dw1_ptr.dtype.element_ty), mask=w1_mask)
     tl.store(dw2_ptr + w2_offs, acc2.to(dw2_ptr.dtype.element_ty), mask=w2_mask)

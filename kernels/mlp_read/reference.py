@@ -16,16 +16,15 @@ import torch
 
 from kernels.common.activations import activate, activation_grad
 from kernels.common.segments import SegmentTable
-from kernels.common.weights import SegmentWeights, accumulation_dtype
+from kernels.common.weights import SegmentWeights
 
 
 class MLPReadReference(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, gates: torch.Tensor | None,
                 indices: torch.Tensor | None, table: SegmentTable, activation: str) -> torch.Tensor:
-        acc = accumulation_dtype(x.dtype)
-        weights = SegmentWeights(table, gates, indices, acc)
-        xf = x.to(acc)
+        weights, xf = SegmentWeights.prepare(table, gates, indices, x)
+        acc = xf.dtype
         out = xf.new_zeros(*x.shape[:3], w2.shape[-2])
         for i in range(table.n_read):
             s = weights.start(i)
@@ -40,14 +39,10 @@ class MLPReadReference(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor):
         x, w1, w2, gates, indices = ctx.saved_tensors
         table: SegmentTable = ctx.table
-        acc = accumulation_dtype(x.dtype)
-        weights = SegmentWeights(table, gates, indices, acc)
-        xf, do = x.to(acc), grad_out.to(acc)
-        dx = torch.zeros_like(xf)
-        dw1 = torch.zeros(w1.shape, dtype=acc, device=w1.device)
-        dw2 = torch.zeros(w2.shape, dtype=acc, device=w2.device)
-        need_gates = gates is not None and ctx.needs_input_grad[3]
-        dg = torch.zeros(gates.shape, dtype=acc, device=gates.device) if need_gates else None
+        weights, xf = SegmentWeights.prepare(table, gates, indices, x)
+        acc, do = xf.dtype, grad_out.to(xf.dtype)
+        dx, dw1, dw2 = weights.grad_buffer(x), weights.grad_buffer(w1), weights.grad_buffer(w2)
+        dg = weights.grad_buffer(gates, ctx.needs_input_grad[3])
         for i in range(table.n_read):
             s = weights.start(i)
             a1, a2 = w1[:, :, i].to(acc), w2[:, :, i].to(acc)
