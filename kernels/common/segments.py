@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 
@@ -42,7 +43,12 @@ def as_bounds(bounds: Bounds) -> tuple[int, ...]:
 
 
 def segment_table(bounds: Bounds, length_tokens: int, n_states: int, device: torch.device) -> SegmentTable:
-    values = as_bounds(bounds)
+    """Validated tables for one layout (cached: every layer of a step reuses the same device tensors)."""
+    return _segment_table(as_bounds(bounds), length_tokens, n_states, torch.device(device))
+
+
+@lru_cache(maxsize=64)
+def _segment_table(values: tuple[int, ...], length_tokens: int, n_states: int, device: torch.device) -> SegmentTable:
     if values[-1] != length_tokens:
         raise UserInputError("bounds", f"the last boundary {values[-1]} is not the sequence length {length_tokens}",
                              "end the boundaries at L, the length of the queries")

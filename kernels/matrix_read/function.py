@@ -58,6 +58,8 @@ class MatrixReadTriton(torch.autograd.Function):
             grid = (triton.cdiv(length, meta["BLOCK_T"]), b * h)
             matrix_bwd_tokens_kernel[grid](ptrs["q"], ptrs["s"], ptrs["g"], ptrs["idx"], table.seg_of_token_i32, do,
                                            dq, ptrs["g"] if dg is None else dg, *sizes, **meta)
-            matrix_bwd_states_kernel[(table.n_read, b * h)](ptrs["q"], ptrs["g"], ptrs["idx"], table.seg_of_token_i32,
-                                                            table.bounds_i32, do, ds, *sizes, **meta)
+            if ctx.needs_input_grad[1]:
+                matrix_bwd_states_kernel[(table.n_read, b * h)](ptrs["q"], ptrs["g"], ptrs["idx"],
+                                                                table.seg_of_token_i32, table.bounds_i32, do, ds,
+                                                                *sizes, **meta)
         return dq, ds, dg, None, None, None

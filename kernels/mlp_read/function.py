@@ -62,8 +62,9 @@ class MLPReadTriton(torch.autograd.Function):
             mlp_bwd_tokens_kernel[grid](ptrs["x"], ptrs["w1"], ptrs["w2"], ptrs["g"], ptrs["idx"],
                                         table.seg_of_token_i32, do, dx, ptrs["g"] if dg is None else dg,
                                         *sizes, **meta)
-            n_fb = triton.cdiv(meta["F"], meta["BLOCK_F"])
-            mlp_bwd_weights_kernel[(table.n_read * n_fb, b * h)](
-                ptrs["x"], ptrs["w1"], ptrs["w2"], ptrs["g"], ptrs["idx"], table.seg_of_token_i32, table.bounds_i32,
-                do, dw1, dw2, *sizes, **meta)
+            if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+                n_fb = triton.cdiv(meta["F"], meta["BLOCK_F"])
+                mlp_bwd_weights_kernel[(table.n_read * n_fb, b * h)](
+                    ptrs["x"], ptrs["w1"], ptrs["w2"], ptrs["g"], ptrs["idx"], table.seg_of_token_i32,
+                    table.bounds_i32, do, dw1, dw2, *sizes, **meta)
         return dx, dw1, dw2, dg, None, None, None, None, None

@@ -121,3 +121,17 @@ def test_mlp_read_bf16():
     z, w1, w2, g = mlp_inputs(bounds, d=16, hidden=32)
     compare(lambda z, a, b, g, backend: mlp_cached_read(z, a, b, g, bounds, backend=backend, block_tokens=16,
                                                         block_hidden=16), [z, w1, w2, g], torch.bfloat16)
+
+
+def test_frozen_states_skip_their_gradient_only():
+    """States that need no gradient (e.g. detached) leave the kernels computing dq and dgates alone."""
+    bounds = constant_bounds(32, 8)
+    q, s, g = matrix_inputs(bounds)
+    grads = []
+    for backend in ("reference", "triton"):
+        q_leaf, g_leaf = q.clone().requires_grad_(), g.clone().requires_grad_()
+        gated_cached_read(q_leaf, s, g_leaf, bounds, backend=backend, block_tokens=16).square().sum().backward()
+        grads.append((q_leaf.grad, g_leaf.grad))
+    for got, want in zip(grads[1], grads[0]):
+        torch.testing.assert_close(got, want, **TOL[torch.float32])
+    assert s.grad is None
