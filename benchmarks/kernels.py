@@ -67,17 +67,21 @@ def gather_read(z: torch.Tensor, weights: tuple[torch.Tensor, ...], gates: torch
     return out.reshape(b, h, length, -1)
 
 
-def gather_ssc(q: torch.Tensor, states: torch.Tensor, indices: torch.Tensor, gates: torch.Tensor,
-               bounds: list[int]) -> torch.Tensor:
-    """sum_j g[t, j] S_{idx[t, j]} q_t by gathering a state per (token, slot) (caching.ssc_reads)."""
+def gather_ssc(q: torch.Tensor, weights: tuple[torch.Tensor, ...], indices: torch.Tensor, gates: torch.Tensor,
+               bounds: list[int], act: Callable[[torch.Tensor], torch.Tensor] = torch.nn.functional.silu) -> torch.Tensor:
+    """sum_j g[t, j] M_{idx[t, j]}(q_t) by gathering the weights per (token, slot) (caching.ssc_reads)."""
     seg = torch.searchsorted(torch.tensor(bounds[1:-1], device=q.device), torch.arange(q.shape[2], device=q.device),
                              right=True)
     valid = (indices >= 0) & (indices < seg[:, None])
     idx = indices.clamp(min=0)
-    index = idx.reshape(*idx.shape[:2], -1)[..., None, None].expand(-1, -1, -1, *states.shape[-2:])
-    chosen = torch.gather(states, 2, index).view(*idx.shape, *states.shape[-2:])  # (B,H,L,K,dv,dk)
-    reads = torch.matmul(chosen, q[:, :, :, None, :, None])[..., 0]  # (B,H,L,K,dv)
-    return (reads * (gates * valid)[..., None]).sum(3)
+    z = q[:, :, :, None, None, :]  # (B,H,L,1,1,d): one row per (token, slot) after broadcasting
+    for layer, w in enumerate(weights):
+        index = idx.reshape(*idx.shape[:2], -1)[..., None, None].expand(-1, -1, -1, *w.shape[-2:])
+        chosen = torch.gather(w, 2, index).view(*idx.shape, *w.shape[-2:])  # (B,H,L,K,out,in)
+        z = torch.matmul(z, chosen.transpose(-1, -2))
+        if layer + 1 < len(weights):
+            z = act(z)
+    return (z[..., 0, :] * (gates * valid)[..., None]).sum(3)
 
 
 # ---- helpers ------------------------------------------------------------------------------------
@@ -158,7 +162,7 @@ def op_cases(b: int, h: int, length: int, segment: int, d: int, dtype: torch.dty
            lambda q, s, g: gather_read(q, (s,), g, bounds))
     yield ("residual", [q, s], lambda be: (lambda q, s: gated_cached_read(q, s, None, bounds, backend=be)), None)
     yield (f"ssc(k={k})", [q, s, gk], lambda be: (lambda q, s, g: ssc_cached_read(q, s, idx, g, bounds, backend=be)),
-           lambda q, s, g: gather_ssc(q, s, idx, g, bounds))
+           lambda q, s, g: gather_ssc(q, (s,), idx, g, bounds))
     if with_mlp:
         f = expansion * d
         w1, w2 = rand(b, h, n, f, d, scale=d ** -0.5), rand(b, h, n, d, f, scale=f ** -0.5)
@@ -166,7 +170,8 @@ def op_cases(b: int, h: int, length: int, segment: int, d: int, dtype: torch.dty
                lambda be: (lambda q, a, c, g: mlp_cached_read(q, a, c, g, bounds, backend=be)),
                lambda q, a, c, g: gather_read(q, (a, c), g, bounds))
         yield (f"mlp-ssc(k={k})", [q, w1, w2, gk],
-               lambda be: (lambda q, a, c, g: mlp_cached_read(q, a, c, g, bounds, indices=idx, backend=be)), None)
+               lambda be: (lambda q, a, c, g: mlp_cached_read(q, a, c, g, bounds, indices=idx, backend=be)),
+               lambda q, a, c, g: gather_ssc(q, (a, c), idx, g, bounds))
         yield ("mlp-residual-form", [q, w1, w2, g],
                lambda be: (lambda q, a, c, g: mlp_cached_read(q, a, c, g, bounds, form="residual", backend=be)), None)
 
@@ -201,7 +206,7 @@ def op_benchmark(device: torch.device, lengths: list[int], deadline: float, repe
     print("\n## 2. Cached read fwd+bwd, Triton vs the PyTorch gather path (bf16, batch 1, 4 heads)\n")
     print("speedup = gather time / Triton time; memory = gather peak / Triton peak (above the inputs).")
     print("Targets (issue 11): >= 5x faster and >= 10x less memory at L = 8K, C = 64.\n")
-    print(f"{'op':<10} {'L':>6} {'C':>4} {'d':>4} {'triton ms':>10} {'gather ms':>10} {'speedup':>8} "
+    print(f"{'op':<14} {'L':>6} {'C':>4} {'d':>4} {'triton ms':>10} {'gather ms':>10} {'speedup':>8} "
           f"{'triton MiB':>11} {'gather MiB':>11} {'memory':>8}")
     for d in dims:
         for segment in segments:
@@ -223,7 +228,7 @@ def op_benchmark(device: torch.device, lengths: list[int], deadline: float, repe
                             cells.append(None)
                             torch.cuda.empty_cache()
                     tri, gat = cells
-                    text = [f"{name:<10} {length:>6} {segment:>4} {d:>4}"]
+                    text = [f"{name:<14} {length:>6} {segment:>4} {d:>4}"]
                     text.append(f"{tri[0] * 1e3:>10.2f}" if tri else f"{'OOM':>10}")
                     text.append(f"{gat[0] * 1e3:>10.2f}" if gat else f"{'OOM':>10}")
                     text.append(f"{gat[0] / tri[0]:>7.1f}x" if tri and gat else f"{'-':>8}")
@@ -289,7 +294,7 @@ def model_benchmark(device: torch.device, lengths: list[int], deadline: float, w
 def cpu_run(repeats: int) -> None:
     print("No CUDA device: running the PyTorch reference paths on small shapes against the gather path.")
     print("GPU numbers (Triton speed, peak memory, whole-model tokens/s) need a GPU: run this script on one.\n")
-    print(f"{'op':<10} {'L':>6} {'C':>4} {'d':>4} {'reference ms':>13} {'gather ms':>10} {'ratio':>7} "
+    print(f"{'op':<14} {'L':>6} {'C':>4} {'d':>4} {'reference ms':>13} {'gather ms':>10} {'ratio':>7} "
           f"{'max |ref - gather|':>19}")
     device = torch.device("cpu")
     for length in (1024, 2048):
@@ -300,9 +305,62 @@ def cpu_run(repeats: int) -> None:
             gat, _ = measure(gather, tensors, repeats)
             with torch.no_grad():
                 diff = float((op("reference")(*tensors) - gather(*tensors)).abs().max())
-            print(f"{name:<10} {length:>6} {64:>4} {32:>4} {ref * 1e3:>13.1f} {gat * 1e3:>10.1f} {gat / ref:>6.2f}x "
+            print(f"{name:<14} {length:>6} {64:>4} {32:>4} {ref * 1e3:>13.1f} {gat * 1e3:>10.1f} {gat / ref:>6.2f}x "
                   f"{diff:>19.1e}", flush=True)
     print("\nratio = gather time / reference time (above 1: the bounded-memory reference is faster).")
+    cpu_memory()
+
+
+CHILD_FLAG = "--memory-child"
+CHILD_LIMIT_BYTES = 8 * GiB
+
+
+def cpu_memory(length: int = 8192) -> None:
+    """Peak extra RSS of MLP-memory SSC fwd+bwd at 8K, reference vs gather, each in a fresh process.
+
+    The shape of benchmarks/mixers.py's SSC cells (d_model 256: 4 heads of 64, C = 256, expansion
+    4, k = 2), where the gather path ran out of memory. Each child runs under an 8 GiB address-space
+    limit, so an allocation failure is reported instead of waking the OOM killer.
+    """
+    import subprocess
+
+    print(f"\nPeak extra memory, MLP memory SSC (k=2) fwd+bwd at L={length}, 4 heads x 64, C=256, expansion 4, "
+          f"fp32 (each in a fresh process, {CHILD_LIMIT_BYTES / GiB:.0f} GiB address-space limit):")
+    for path in ("reference", "gather"):
+        proc = subprocess.run([sys.executable, __file__, CHILD_FLAG, path, str(length)], capture_output=True,
+                              text=True, timeout=600)
+        lines = proc.stdout.strip().splitlines()
+        print(f"  {path:<10} {lines[-1] if lines else 'failed: ' + proc.stderr.strip()[-200:]}", flush=True)
+
+
+def rss_bytes(field: str) -> int:
+    """VmRSS (now) or VmHWM (the high-water mark) of this process, from /proc/self/status."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def memory_child(path: str, length: int) -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (CHILD_LIMIT_BYTES, CHILD_LIMIT_BYTES))
+    torch.set_num_threads(1)
+    case = {name: (tensors, op, gather) for name, tensors, op, gather in
+            op_cases(1, 4, length, 256, 64, torch.float32, torch.device("cpu"))}["mlp-ssc(k=2)"]
+    tensors, op, gather = case
+    fn = op("reference") if path == "reference" else gather
+    Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark to the current RSS (Linux >= 4.0)
+    before = rss_bytes("VmRSS")
+    try:
+        start = time.perf_counter()
+        fwd_bwd(fn, tensors)
+        peak = rss_bytes("VmHWM") - before
+        print(f"{peak / 2**20:8.0f} MiB  ({time.perf_counter() - start:.1f} s)")
+    except (MemoryError, RuntimeError) as exc:
+        if not isinstance(exc, MemoryError) and "alloc" not in str(exc).lower() and not is_oom(exc):
+            raise
+        print(f"     OOM  (allocation failed under the {CHILD_LIMIT_BYTES / GiB:.0f} GiB limit)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -313,6 +371,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-model", action="store_true", help="skip part 3 (whole-model tokens/s)")
     parser.add_argument("--model-max-len", type=int, default=16384,
                         help="longest context of part 3 (default 16K, where the issue's targets are)")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [CHILD_FLAG]:
+        memory_child(argv[1], int(argv[2]))
+        return 0
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         cpu_run(args.repeats)

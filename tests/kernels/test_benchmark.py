@@ -33,8 +33,8 @@ def test_gather_baseline_computes_the_same_reads(bench):
     """The baseline the speedups are measured against must compute what the ops compute."""
     cases = {name: (tensors, op, gather) for name, tensors, op, gather in
              bench.op_cases(1, 2, 128, 16, 8, torch.float64, CPU, top_k=2)}
-    assert {"grm", "ssc(k=2)", "mlp-grm"} <= cases.keys()
-    for name in ("grm", "ssc(k=2)", "mlp-grm"):
+    assert {"grm", "ssc(k=2)", "mlp-grm", "mlp-ssc(k=2)"} <= cases.keys()
+    for name in ("grm", "ssc(k=2)", "mlp-grm", "mlp-ssc(k=2)"):
         tensors, op, gather = cases[name]
         torch.testing.assert_close(gather(*tensors), op("reference")(*tensors))
     assert gated_cached_read and ssc_cached_read and mlp_cached_read  # the ops the cases wrap
@@ -47,4 +47,4 @@ def test_gpu_parts_run_through_the_interpreter(bench, capsys):
     rows = [line.split() for line in out.splitlines() if line.startswith(("grm ", "residual ", "ssc(", "mlp-"))]
     assert sum(row[-1] == "ok" for row in rows) == 12  # 6 ops x 2 dtypes, all within tolerance
     timed = [row for row in rows if row[1] == "32"]
-    assert len(timed) == 3 and all(row[6].endswith("x") for row in timed)  # grm, ssc and mlp grm vs gather
+    assert len(timed) == 4 and all(row[6].endswith("x") for row in timed)  # grm, ssc, mlp grm, mlp ssc vs gather
