@@ -62,6 +62,11 @@ def _segment_table(values: tuple[int, ...], length_tokens: int, n_states: int, d
     return SegmentTable(values, min(n_states, n_segments - 1), bounds_t, seg)
 
 
+def reads_nothing(table: SegmentTable, indices: torch.Tensor | None) -> bool:
+    """No token reads a cached segment: a single segment, or SSC with zero slots."""
+    return table.n_read == 0 or (indices is not None and indices.shape[-1] == 0)
+
+
 def visible_mask(table: SegmentTable, n_states: int) -> torch.Tensor:
     """(L, n_states) bool: cached segment i is readable at token t (i < seg(t))."""
     cols = torch.arange(n_states, device=table.seg_of_token_i32.device)

@@ -6,7 +6,7 @@ import torch
 import triton
 
 from kernels.common.launch import contiguous_or_dummy, feature_block, launch_settings
-from kernels.common.segments import SegmentTable
+from kernels.common.segments import SegmentTable, reads_nothing
 from kernels.matrix_read.kernel import matrix_bwd_states_kernel, matrix_bwd_tokens_kernel, matrix_fwd_kernel
 
 
@@ -18,7 +18,7 @@ def _common(q: torch.Tensor, states: torch.Tensor, gates: torch.Tensor | None, i
     block_i, block_o = feature_block(d_in), feature_block(d_out)
     launch = launch_settings(q.dtype, block_i * block_o, block_tokens)
     meta = dict(D_IN=d_in, D_OUT=d_out, BLOCK_T=launch.block_tokens, BLOCK_I=block_i, BLOCK_O=block_o,
-                BLOCK_K=triton.next_power_of_2(n_slots), SPARSE=indices is not None, HAS_GATES=gates is not None,
+                BLOCK_K=triton.next_power_of_2(max(n_slots, 1)), SPARSE=indices is not None, HAS_GATES=gates is not None,
                 COMPUTE=launch.compute, PRECISION=launch.precision, num_warps=launch.num_warps)
     sizes = (length, n_states, n_slots)
     dummy = table.seg_of_token_i32
@@ -34,7 +34,7 @@ class MatrixReadTriton(torch.autograd.Function):
         ptrs, sizes, meta = _common(q, states, gates, indices, table, block_tokens)
         b, h, length = q.shape[:3]
         out = q.new_empty(b, h, length, states.shape[3])
-        if table.n_read == 0:
+        if reads_nothing(table, indices):
             out.zero_()
         else:
             grid = (triton.cdiv(length, meta["BLOCK_T"]), b * h)
@@ -54,7 +54,7 @@ class MatrixReadTriton(torch.autograd.Function):
         dq = torch.zeros_like(ptrs["q"])
         ds = torch.zeros_like(ptrs["s"])
         dg = None if gates is None else torch.zeros_like(ptrs["g"])
-        if table.n_read > 0:
+        if not reads_nothing(table, indices):
             grid = (triton.cdiv(length, meta["BLOCK_T"]), b * h)
             matrix_bwd_tokens_kernel[grid](ptrs["q"], ptrs["s"], ptrs["g"], ptrs["idx"], table.seg_of_token_i32, do,
                                            dq, ptrs["g"] if dg is None else dg, *sizes, **meta)

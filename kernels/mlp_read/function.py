@@ -6,7 +6,7 @@ import torch
 import triton
 
 from kernels.common.launch import DEFAULT_BLOCK_HIDDEN, contiguous_or_dummy, feature_block, launch_settings
-from kernels.common.segments import SegmentTable
+from kernels.common.segments import SegmentTable, reads_nothing
 from kernels.mlp_read.kernel import mlp_bwd_tokens_kernel, mlp_bwd_weights_kernel, mlp_fwd_kernel
 
 
@@ -22,7 +22,7 @@ def _common(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, gates: torch.Te
     block_f = block_hidden or min(DEFAULT_BLOCK_HIDDEN // (2 if wide_fp32 else 1), feature_block(hidden))
     launch = launch_settings(x.dtype, max(block_i, block_o) * block_f, block_tokens)
     meta = dict(D_IN=d_in, D_OUT=d_out, F=hidden, BLOCK_T=launch.block_tokens, BLOCK_I=block_i, BLOCK_O=block_o,
-                BLOCK_F=block_f, BLOCK_K=triton.next_power_of_2(n_slots), SPARSE=indices is not None,
+                BLOCK_F=block_f, BLOCK_K=triton.next_power_of_2(max(n_slots, 1)), SPARSE=indices is not None,
                 HAS_GATES=gates is not None, ACT=activation, COMPUTE=launch.compute, PRECISION=launch.precision,
                 num_warps=launch.num_warps)
     dummy = table.seg_of_token_i32
@@ -39,7 +39,7 @@ class MLPReadTriton(torch.autograd.Function):
         ptrs, sizes, meta = _common(x, w1, w2, gates, indices, table, activation, block_tokens, block_hidden)
         b, h, length = x.shape[:3]
         out = x.new_zeros(b, h, length, w2.shape[3])
-        if table.n_read > 0:
+        if not reads_nothing(table, indices):
             grid = (triton.cdiv(length, meta["BLOCK_T"]), b * h)
             mlp_fwd_kernel[grid](ptrs["x"], ptrs["w1"], ptrs["w2"], ptrs["g"], ptrs["idx"], table.seg_of_token_i32,
                                  out, *sizes, **meta)
@@ -57,7 +57,7 @@ class MLPReadTriton(torch.autograd.Function):
         dx = torch.zeros_like(ptrs["x"])
         dw1, dw2 = torch.zeros_like(ptrs["w1"]), torch.zeros_like(ptrs["w2"])
         dg = None if gates is None else torch.zeros_like(ptrs["g"])
-        if table.n_read > 0:
+        if not reads_nothing(table, indices):
             grid = (triton.cdiv(length, meta["BLOCK_T"]), b * h)
             mlp_bwd_tokens_kernel[grid](ptrs["x"], ptrs["w1"], ptrs["w2"], ptrs["g"], ptrs["idx"],
                                         table.seg_of_token_i32, do, dx, ptrs["g"] if dg is None else dg,

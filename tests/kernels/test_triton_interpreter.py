@@ -65,6 +65,9 @@ def test_zero_cached_segments_read_nothing():
     mlp = mlp_cached_read(q, torch.randn(B, H, 1, 16, 8), torch.randn(B, H, 1, 8, 16), g, [0, 24],
                           backend="triton", block_tokens=16)
     assert mlp.abs().max() == 0
+    no_slots = torch.zeros(B, H, 24, 0, dtype=torch.long)
+    ssc = ssc_cached_read(q, s, no_slots, torch.zeros(B, H, 24, 0), [0, 8, 24], backend="triton", block_tokens=16)
+    assert ssc.shape == (B, H, 24, 12) and ssc.abs().max() == 0
 
 
 @pytest.mark.parametrize("bounds,k", [(RAGGED, 2), (log_bounds(40, 4), 6)], ids=["ragged-k2", "log-k-above-n"])
