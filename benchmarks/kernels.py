@@ -1,0 +1,399 @@
+"""Memory Caching read-path kernels: correctness on the chip, then speed and memory, as ratios.
+
+On CUDA, in one run:
+1. every op's Triton forward and gradients against its PyTorch reference, at bf16 and fp32,
+   printing the worst relative error (max |triton - reference| / max |reference|) per op;
+   Triton 3.4-3.7.0 had Hopper backward kernels return wrong gradients elsewhere
+   (flash-linear-attention issue 640), so this is measured, not assumed;
+2. forward+backward time and peak memory of the Triton ops against the PyTorch gather path
+   (implemented below exactly as scaling/models/caching.py does it today: one state copy per
+   (tile, cached segment) pair, one per (token, slot) for SSC) at L = 4K..32K, C = 64 and 256,
+   head dim 64 and 128, bf16;
+3. whole-model training tokens/s of swla, swla+grm, swla+ssc, titans+grm against the
+   Transformer (SDPA) at ~125M parameters, built with scaling.models.LanguageModel as it is:
+   its cached read uses these kernels only once caching.py is integrated (kernels/INTEGRATION.md).
+On CPU it runs the reference paths on small shapes against the gather path and says that GPU
+numbers need a GPU. Imports only torch, triton, numpy and the source tree; the default run
+stays under 6 minutes on an H200 (`--budget-s` is a soft stop for parts 2 and 3).
+
+    python benchmarks/kernels.py            # auto: the GPU run on CUDA, the CPU run otherwise
+    python benchmarks/kernels.py --quick    # fewer lengths
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from kernels import gated_cached_read, mlp_cached_read, ssc_cached_read  # noqa: E402
+
+GiB = 2 ** 30
+
+
+# ---- the PyTorch gather path (today's caching.py), as the baseline -------------------------------
+
+def gather_tables(bounds: list[int], device: torch.device) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """(tile length, pair tiles, pair segments): every (tile, cached segment before it) pair."""
+    tile = bounds[1] - bounds[0]
+    seg = np.searchsorted(np.asarray(bounds[1:-1]), np.arange(0, bounds[-1], tile), side="right")
+    tiles = np.repeat(np.arange(len(seg)), seg)
+    segs = np.concatenate([np.arange(s) for s in seg]) if seg.sum() else np.zeros(0, dtype=np.int64)
+    return tile, torch.as_tensor(tiles, device=device), torch.as_tensor(segs, device=device)
+
+
+def gather_read(z: torch.Tensor, weights: tuple[torch.Tensor, ...], gates: torch.Tensor, bounds: list[int],
+                act: Callable[[torch.Tensor], torch.Tensor] = torch.nn.functional.silu) -> torch.Tensor:
+    """sum_i g[t, i] M_i(z_t) by gathering a state copy per (tile, segment) pair (caching.cached_reads)."""
+    b, h, length, _ = z.shape
+    tile, tiles, segs = gather_tables(bounds, z.device)
+    n_tiles = length // tile
+    x = z.reshape(b, h, n_tiles, tile, -1)[:, :, tiles]
+    for layer, w in enumerate(weights):
+        x = torch.matmul(x, w[:, :, segs].transpose(-1, -2))
+        if layer + 1 < len(weights):
+            x = act(x)
+    pair_gates = gates.reshape(b, h, n_tiles, tile, -1).transpose(-1, -2)[:, :, tiles, segs]
+    x = x * pair_gates[..., None]
+    out = x.new_zeros(b, h, n_tiles, tile, x.shape[-1]).index_add(2, tiles, x)
+    return out.reshape(b, h, length, -1)
+
+
+def gather_ssc(q: torch.Tensor, weights: tuple[torch.Tensor, ...], indices: torch.Tensor, gates: torch.Tensor,
+               bounds: list[int], act: Callable[[torch.Tensor], torch.Tensor] = torch.nn.functional.silu) -> torch.Tensor:
+    """sum_j g[t, j] M_{idx[t, j]}(q_t) by gathering the weights per (token, slot) (caching.ssc_reads)."""
+    seg = torch.searchsorted(torch.tensor(bounds[1:-1], device=q.device), torch.arange(q.shape[2], device=q.device),
+                             right=True)
+    valid = (indices >= 0) & (indices < seg[:, None])
+    idx = indices.clamp(min=0)
+    z = q[:, :, :, None, None, :]  # (B,H,L,1,1,d): one row per (token, slot) after broadcasting
+    for layer, w in enumerate(weights):
+        index = idx.reshape(*idx.shape[:2], -1)[..., None, None].expand(-1, -1, -1, *w.shape[-2:])
+        chosen = torch.gather(w, 2, index).view(*idx.shape, *w.shape[-2:])  # (B,H,L,K,out,in)
+        z = torch.matmul(z, chosen.transpose(-1, -2))
+        if layer + 1 < len(weights):
+            z = act(z)
+    return (z[..., 0, :] * (gates * valid)[..., None]).sum(3)
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+
+def constant_bounds(length: int, segment: int) -> list[int]:
+    return list(range(0, length + 1, segment))
+
+
+def log_bounds(length: int, first: int) -> list[int]:
+    bounds, end = [0], first
+    while end < length:
+        bounds.append(end)
+        end *= 2
+    return bounds + [length]
+
+
+def leaves(tensors: list[torch.Tensor | None]) -> list[torch.Tensor | None]:
+    return [None if t is None else t.detach().clone().requires_grad_(t.is_floating_point()) for t in tensors]
+
+
+def fwd_bwd(fn: Callable, tensors: list, grad: torch.Tensor | None = None) -> tuple[torch.Tensor, list]:
+    xs = leaves(tensors)
+    out = fn(*xs)
+    out.backward(torch.ones_like(out) if grad is None else grad)
+    return out.detach(), [x.grad for x in xs if x is not None and x.is_floating_point()]
+
+
+def synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def measure(fn: Callable, tensors: list, repeats: int) -> tuple[float, float | None]:
+    """(median seconds of forward+backward, peak GPU bytes above the inputs or None on CPU)."""
+    fwd_bwd(fn, tensors)  # warm-up (compiles Triton kernels)
+    synchronize()
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fwd_bwd(fn, tensors)
+        synchronize()
+        times.append(time.perf_counter() - start)
+    peak = torch.cuda.max_memory_allocated() - base if cuda else None
+    return float(np.median(times)), peak
+
+
+def is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+# ---- the ops under test, as (name, builder) --------------------------------------------------
+
+def op_cases(b: int, h: int, length: int, segment: int, d: int, dtype: torch.dtype, device: torch.device,
+             top_k: int = 2, expansion: int = 4, with_mlp: bool = True):
+    """Yields (name, inputs, op(backend) -> fn, gather fn or None) for one shape."""
+    bounds = constant_bounds(length, segment)
+    n = len(bounds) - 1
+    gen = torch.Generator(device=device).manual_seed(0)
+
+    def rand(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=gen, device=device) * scale).to(dtype)
+
+    q = rand(b, h, length, d, scale=d ** -0.5)
+    s = rand(b, h, n, d, d, scale=d ** -0.5)
+    g = torch.randn(b, h, length, n, generator=gen, device=device).softmax(-1).to(dtype)
+    top = torch.randn(b, h, length, n, generator=gen, device=device)
+    seg = torch.searchsorted(torch.tensor(bounds[1:-1], device=device), torch.arange(length, device=device), right=True)
+    top = top.masked_fill(torch.arange(n, device=device)[None, :] >= seg[:, None], float("-inf"))
+    k = max(1, min(top_k, n - 1))
+    logits, idx = top.topk(k, dim=-1)
+    gk = torch.cat([torch.zeros_like(logits[..., :1]), logits], -1).softmax(-1)[..., 1:].to(dtype)
+    yield ("grm", [q, s, g], lambda be: (lambda q, s, g: gated_cached_read(q, s, g, bounds, backend=be)),
+           lambda q, s, g: gather_read(q, (s,), g, bounds))
+    yield ("residual", [q, s], lambda be: (lambda q, s: gated_cached_read(q, s, None, bounds, backend=be)), None)
+    yield (f"ssc(k={k})", [q, s, gk], lambda be: (lambda q, s, g: ssc_cached_read(q, s, idx, g, bounds, backend=be)),
+           lambda q, s, g: gather_ssc(q, (s,), idx, g, bounds))
+    if with_mlp:
+        f = expansion * d
+        w1, w2 = rand(b, h, n, f, d, scale=d ** -0.5), rand(b, h, n, d, f, scale=f ** -0.5)
+        yield ("mlp-grm", [q, w1, w2, g],
+               lambda be: (lambda q, a, c, g: mlp_cached_read(q, a, c, g, bounds, backend=be)),
+               lambda q, a, c, g: gather_read(q, (a, c), g, bounds))
+        yield (f"mlp-ssc(k={k})", [q, w1, w2, gk],
+               lambda be: (lambda q, a, c, g: mlp_cached_read(q, a, c, g, bounds, indices=idx, backend=be)),
+               lambda q, a, c, g: gather_ssc(q, (a, c), idx, g, bounds))
+        yield ("mlp-residual-form", [q, w1, w2, g],
+               lambda be: (lambda q, a, c, g: mlp_cached_read(q, a, c, g, bounds, form="residual", backend=be)), None)
+
+
+# ---- part 1: correctness ------------------------------------------------------------------------
+
+def check_correctness(device: torch.device, length: int = 1024, segment: int = 64, d: int = 64, batch: int = 2,
+                      heads: int = 4) -> bool:
+    print(f"\n## 1. Triton vs reference on this device at L={length}, C={segment}, d={d} "
+          "(worst relative error over the output and every gradient)\n")
+    print(f"{'op':<20} {'dtype':<9} {'worst rel err':>14} {'tolerance':>10}  verdict")
+    ok = True
+    tolerance = {torch.float32: 1e-4, torch.bfloat16: 3e-2}
+    for dtype in (torch.float32, torch.bfloat16):
+        for name, tensors, op, _ in op_cases(batch, heads, length, segment, d, dtype, device, top_k=3):
+            out_grad = torch.randn(batch, heads, length, d, device=device).to(dtype)
+            want = fwd_bwd(op("reference"), tensors, out_grad)
+            got = fwd_bwd(op("triton"), tensors, out_grad)
+            worst = max(float((a.float() - w.float()).abs().max() / w.float().abs().max().clamp_min(1e-30))
+                        for a, w in zip([got[0], *got[1]], [want[0], *want[1]]))
+            good = worst <= tolerance[dtype]
+            ok &= good
+            print(f"{name:<20} {str(dtype).removeprefix('torch.'):<9} {worst:>14.2e} {tolerance[dtype]:>10.0e}  "
+                  f"{'ok' if good else 'WRONG'}", flush=True)
+    return ok
+
+
+# ---- part 2: op speed and memory ----------------------------------------------------------------
+
+def op_benchmark(device: torch.device, lengths: list[int], deadline: float, repeats: int,
+                 dims: tuple[int, ...] = (64, 128), segments: tuple[int, ...] = (64, 256), heads: int = 4) -> None:
+    print("\n## 2. Cached read fwd+bwd, Triton vs the PyTorch gather path (bf16, batch 1, 4 heads)\n")
+    print("speedup = gather time / Triton time; memory = gather peak / Triton peak (above the inputs).")
+    print("Targets (issue 11): >= 5x faster and >= 10x less memory at L = 8K, C = 64.\n")
+    print(f"{'op':<14} {'L':>6} {'C':>4} {'d':>4} {'triton ms':>10} {'gather ms':>10} {'speedup':>8} "
+          f"{'triton MiB':>11} {'gather MiB':>11} {'memory':>8}")
+    for d in dims:
+        for segment in segments:
+            for length in lengths:
+                for name, tensors, op, gather in op_cases(1, heads, length, segment, d, torch.bfloat16, device,
+                                                          with_mlp=(d <= 64 and length <= 8192)):
+                    if gather is None:
+                        continue
+                    if time.monotonic() > deadline:
+                        print("(time budget reached; the remaining cells were not run)")
+                        return
+                    cells = []
+                    for fn in (op("triton"), gather):
+                        try:
+                            cells.append(measure(fn, tensors, repeats))
+                        except RuntimeError as exc:
+                            if not is_oom(exc):
+                                raise
+                            cells.append(None)
+                            torch.cuda.empty_cache()
+                    tri, gat = cells
+                    text = [f"{name:<14} {length:>6} {segment:>4} {d:>4}"]
+                    text.append(f"{tri[0] * 1e3:>10.2f}" if tri else f"{'OOM':>10}")
+                    text.append(f"{gat[0] * 1e3:>10.2f}" if gat else f"{'OOM':>10}")
+                    text.append(f"{gat[0] / tri[0]:>7.1f}x" if tri and gat else f"{'-':>8}")
+                    has_peaks = tri and gat and tri[1] is not None
+                    text.append(f"{tri[1] / 2**20:>11.0f}" if has_peaks else f"{'-':>11}")
+                    text.append(f"{gat[1] / 2**20:>11.0f}" if has_peaks else f"{'-':>11}")
+                    text.append(f"{gat[1] / max(tri[1], 1):>7.1f}x" if has_peaks else f"{'-':>8}")
+                    print(" ".join(text), flush=True)
+
+
+# ---- part 3: whole model ------------------------------------------------------------------------
+
+def model_benchmark(device: torch.device, lengths: list[int], deadline: float, width: int = 768,
+                    n_layers: int = 12, n_heads: int = 12, vocab: int = 32000) -> None:
+    from scaling.models import LanguageModel, ModelConfig
+
+    print(f"\n## 3. Whole-model training tokens/s (d_model {width}, {n_layers} layers, {n_heads} heads; "
+          "768/12/12 is ~125M parameters), bf16, batch 1\n")
+    print("NOTE: scaling/models/caching.py still gathers states until the kernels are integrated "
+          "(kernels/INTEGRATION.md); until then these rows measure today's model, not the kernels.")
+    print("Targets (issue 11) at 16K: swla+grm >= transformer; swla+ssc >= 0.8x swla.\n")
+    archs = {"transformer": dict(mixer="attention"), "swla": dict(mixer="swla", memory="matrix"),
+             "swla+grm": dict(mixer="swla", memory="matrix", caching="grm", segment_len=256),
+             "swla+ssc": dict(mixer="swla", memory="matrix", caching="ssc", segment_len=256, top_k=2),
+             "titans+grm": dict(mixer="titans", memory="mlp", caching="grm", segment_len=256)}
+    print(f"{'arch':<12} " + " ".join(f"{f'L={n}':>16}" for n in lengths))
+    for arch, fields in archs.items():
+        cells = []
+        last = None  # (length, seconds per step) of this arch's previous cell
+        for length in lengths:
+            predicted_s = 0.0 if last is None else 3 * last[1] * (length / last[0]) ** 2
+            if time.monotonic() + predicted_s > deadline:
+                cells.append("budget")
+                continue
+            try:
+                cfg = ModelConfig(vocab_size=vocab, d_model=width, n_layers=n_layers, n_heads=n_heads, seq_len=length,
+                                  **fields)
+                model = LanguageModel(cfg).to(device=device, dtype=torch.bfloat16)
+                tokens = torch.randint(0, vocab, (1, length), device=device)
+                step_times = []
+                for rep in range(3):
+                    synchronize()
+                    start = time.perf_counter()
+                    logits = model(tokens)
+                    torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), tokens.flatten()).backward()
+                    synchronize()
+                    if rep:
+                        step_times.append(time.perf_counter() - start)
+                last = (length, float(np.median(step_times)))
+                cells.append(f"{length / last[1]:>12.0f} t/s")
+            except RuntimeError as exc:
+                if not is_oom(exc):
+                    raise
+                cells.append("OOM")
+            finally:
+                model = logits = None
+                torch.cuda.empty_cache()
+        print(f"{arch:<12} " + " ".join(f"{c:>16}" for c in cells), flush=True)
+
+
+# ---- CPU run ------------------------------------------------------------------------------------
+
+def cpu_run(repeats: int) -> None:
+    print("No CUDA device: running the PyTorch reference paths on small shapes against the gather path.")
+    print("GPU numbers (Triton speed, peak memory, whole-model tokens/s) need a GPU: run this script on one.\n")
+    print(f"{'op':<14} {'L':>6} {'C':>4} {'d':>4} {'reference ms':>13} {'gather ms':>10} {'ratio':>7} "
+          f"{'max |ref - gather|':>19}")
+    device = torch.device("cpu")
+    for length in (1024, 2048):
+        for name, tensors, op, gather in op_cases(1, 4, length, 64, 32, torch.float32, device, with_mlp=True):
+            if gather is None:
+                continue
+            ref, _ = measure(op("reference"), tensors, repeats)
+            gat, _ = measure(gather, tensors, repeats)
+            with torch.no_grad():
+                diff = float((op("reference")(*tensors) - gather(*tensors)).abs().max())
+            print(f"{name:<14} {length:>6} {64:>4} {32:>4} {ref * 1e3:>13.1f} {gat * 1e3:>10.1f} {gat / ref:>6.2f}x "
+                  f"{diff:>19.1e}", flush=True)
+    print("\nratio = gather time / reference time (above 1: the bounded-memory reference is faster).")
+    cpu_memory()
+
+
+CHILD_FLAG = "--memory-child"
+CHILD_LIMIT_BYTES = 8 * GiB
+
+
+def cpu_memory(length: int = 8192) -> None:
+    """Peak extra RSS of MLP-memory SSC fwd+bwd at 8K, reference vs gather, each in a fresh process.
+
+    The shape of benchmarks/mixers.py's SSC cells (d_model 256: 4 heads of 64, C = 256, expansion
+    4, k = 2), where the gather path ran out of memory. Each child runs under an 8 GiB address-space
+    limit, so an allocation failure is reported instead of waking the OOM killer.
+    """
+    import subprocess
+
+    print(f"\nPeak extra memory, MLP memory SSC (k=2) fwd+bwd at L={length}, 4 heads x 64, C=256, expansion 4, "
+          f"fp32 (each in a fresh process, {CHILD_LIMIT_BYTES / GiB:.0f} GiB address-space limit):")
+    for path in ("reference", "gather"):
+        proc = subprocess.run([sys.executable, __file__, CHILD_FLAG, path, str(length)], capture_output=True,
+                              text=True, timeout=600)
+        lines = proc.stdout.strip().splitlines()
+        print(f"  {path:<10} {lines[-1] if lines else 'failed: ' + proc.stderr.strip()[-200:]}", flush=True)
+
+
+def rss_bytes(field: str) -> int:
+    """VmRSS (now) or VmHWM (the high-water mark) of this process, from /proc/self/status."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def memory_child(path: str, length: int) -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (CHILD_LIMIT_BYTES, CHILD_LIMIT_BYTES))
+    torch.set_num_threads(1)
+    case = {name: (tensors, op, gather) for name, tensors, op, gather in
+            op_cases(1, 4, length, 256, 64, torch.float32, torch.device("cpu"))}["mlp-ssc(k=2)"]
+    tensors, op, gather = case
+    fn = op("reference") if path == "reference" else gather
+    Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark to the current RSS (Linux >= 4.0)
+    before = rss_bytes("VmRSS")
+    try:
+        start = time.perf_counter()
+        fwd_bwd(fn, tensors)
+        peak = rss_bytes("VmHWM") - before
+        print(f"{peak / 2**20:8.0f} MiB  ({time.perf_counter() - start:.1f} s)")
+    except (MemoryError, RuntimeError) as exc:
+        if not isinstance(exc, MemoryError) and "alloc" not in str(exc).lower() and not is_oom(exc):
+            raise
+        print(f"     OOM  (allocation failed under the {CHILD_LIMIT_BYTES / GiB:.0f} GiB limit)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="lengths 4K and 8K only")
+    parser.add_argument("--budget-s", type=float, default=300.0, help="soft stop for parts 2 and 3 (seconds)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-model", action="store_true", help="skip part 3 (whole-model tokens/s)")
+    parser.add_argument("--model-max-len", type=int, default=16384,
+                        help="longest context of part 3 (default 16K, where the issue's targets are)")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [CHILD_FLAG]:
+        memory_child(argv[1], int(argv[2]))
+        return 0
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        cpu_run(args.repeats)
+        return 0
+    start = time.monotonic()
+    device = torch.device("cuda")
+    print(f"# kernels benchmark on {torch.cuda.get_device_name()} - torch {torch.__version__}, "
+          f"triton {__import__('triton').__version__}, MCSCALE_KERNELS={os.environ.get('MCSCALE_KERNELS', 'auto')}")
+    ok = check_correctness(device)
+    print("\nall ops within tolerance on this chip" if ok
+          else "\nWRONG rows above: those kernels are incorrect on this chip; do not trust their timings")
+    lengths = [4096, 8192] if args.quick else [4096, 8192, 16384, 32768]
+    deadline = start + args.budget_s
+    op_benchmark(device, lengths, start + 0.6 * args.budget_s, args.repeats)
+    if not args.skip_model:
+        model_benchmark(device, [n for n in lengths if n <= args.model_max_len], deadline)
+    print(f"\ntotal {time.monotonic() - start:.0f} s")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

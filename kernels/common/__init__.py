@@ -1,0 +1,1 @@
+"""Pieces every cached-read op shares: segment tables, dispatch, activations, Triton helpers."""

@@ -1,0 +1,1 @@
+"""Cached read of a matrix memory: gated (grm/soup/residual) and SSC (top-k by index)."""
