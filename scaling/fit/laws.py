@@ -168,13 +168,91 @@ def power_law(x: str = "params_nonembed") -> Law:
     )
 
 
+#: Coarser grids for the forms with more parameters: their start grid is the product of every
+#: parameter's grid, and 3 values each keep a 7-parameter form at a few thousand starts.
+_COARSE_SCALE_GRID: tuple[float, ...] = (0.0, 10.0, 20.0)
+_COARSE_EXPONENT_GRID: tuple[float, ...] = (0.1, 0.5, 1.5)
+_COARSE_E_GRID: tuple[float, ...] = (-0.5, 0.5)
+
+#: Gadre et al. (2024): Chinchilla's law with one exponent for N and D, which makes the loss a
+#: function of compute and the token multiplier D/N alone; one parameter fewer to pin.
+GADRE = Law(
+    name="gadre",
+    features=("params_nonembed", "tokens"),
+    params=(
+        _e_param(),
+        Param("A", "a", True, _SCALE_BOUNDS, HOFFMANN_SCALE_GRID),
+        Param("alpha", "alpha", False, _EXPONENT_BOUNDS, HOFFMANN_EXPONENT_GRID),
+        Param("B", "b", True, _SCALE_BOUNDS, HOFFMANN_SCALE_GRID),
+    ),
+    terms=(
+        Term("a", (("alpha", "params_nonembed"),)),
+        Term("b", (("alpha", "tokens"),)),
+        Term("e"),
+    ),
+    formula="L(N, D) = E + A / N^alpha + B / D^alpha",
+)
+
+#: Chinchilla's law with a second power of N: a smoothly broken curve in N (the local exponent
+#: moves from one alpha to the other), the simplest way a ladder can bend away from one power.
+BROKEN = Law(
+    name="broken",
+    features=("params_nonembed", "tokens"),
+    params=(
+        Param("E", "e", True, _LOSS_FLOOR_BOUNDS, _COARSE_E_GRID),
+        Param("A", "a", True, _SCALE_BOUNDS, _COARSE_SCALE_GRID),
+        Param("alpha", "alpha", False, _EXPONENT_BOUNDS, _COARSE_EXPONENT_GRID),
+        Param("B", "b", True, _SCALE_BOUNDS, _COARSE_SCALE_GRID),
+        Param("beta", "beta", False, _EXPONENT_BOUNDS, _COARSE_EXPONENT_GRID),
+        Param("A2", "a2", True, _SCALE_BOUNDS, _COARSE_SCALE_GRID),
+        Param("alpha2", "alpha2", False, _EXPONENT_BOUNDS, _COARSE_EXPONENT_GRID),
+    ),
+    terms=(
+        Term("a", (("alpha", "params_nonembed"),)),
+        Term("b", (("beta", "tokens"),)),
+        Term("a2", (("alpha2", "params_nonembed"),)),
+        Term("e"),
+    ),
+    formula="L(N, D) = E + A / N^alpha + A2 / N^alpha2 + B / D^beta",
+)
+
+
+def broken_power_law(x: str = "params_nonembed") -> Law:
+    """``L(x) = E + A x^(-alpha) + A2 x^(-alpha2)``: the power law with a smooth break."""
+    if x not in ("params_nonembed", "flops"):
+        raise ValueError(f"power law input must be 'params_nonembed' or 'flops', not {x!r}")
+    return Law(
+        name="broken_power",
+        features=(x,),
+        params=(
+            _e_param(),
+            Param("A", "a", True, _SCALE_BOUNDS, _COARSE_SCALE_GRID),
+            Param("alpha", "alpha", False, _EXPONENT_BOUNDS, _POWER_EXPONENT_GRID),
+            Param("A2", "a2", True, _SCALE_BOUNDS, _COARSE_SCALE_GRID),
+            Param("alpha2", "alpha2", False, _EXPONENT_BOUNDS, _COARSE_EXPONENT_GRID),
+        ),
+        terms=(Term("a", (("alpha", x),)), Term("a2", (("alpha2", x),)), Term("e")),
+        formula=f"L({x}) = E + A * {x}^(-alpha) + A2 * {x}^(-alpha2)",
+    )
+
+
 LAW_NAMES: tuple[str, ...] = ("chinchilla", "power")
+#: Every form the estimator knows, including the alternatives model averaging fits.
+ALL_LAW_NAMES: tuple[str, ...] = ("chinchilla", "power", "gadre", "broken", "broken_power")
+#: Laws that take one input (``x``): the rest take N and D.
+SINGLE_INPUT_LAWS: frozenset[str] = frozenset({"power", "broken_power"})
 
 
 def get_law(name: str, x: str = "params_nonembed") -> Law:
-    """The law called ``name``; ``x`` picks the input of the ``power`` law."""
+    """The law called ``name``; ``x`` picks the input of the single-input laws."""
     if name == "chinchilla":
         return CHINCHILLA
     if name == "power":
         return power_law(x)
+    if name == "gadre":
+        return GADRE
+    if name == "broken":
+        return BROKEN
+    if name == "broken_power":
+        return broken_power_law(x)
     raise ValueError(f"unknown law {name!r}; choose one of {LAW_NAMES}")
