@@ -21,6 +21,7 @@ from scaling.cli import app, err_console, user_errors_exit_2
 from scaling.errors import UserInputError
 from scaling.formatting import sci
 from scaling.fit.backtest import GroupBacktest, evaluate_holdout
+from scaling.fit.degenerate import diagnose_fit
 from scaling.fit.estimate import FitOptions, fit
 from scaling.fit.io import Columns, keep_after_dropping_highest, read_table, row_mask, to_fit_data
 from scaling.fit.laws import LAW_NAMES, get_law
@@ -164,6 +165,9 @@ def fit_command(
 
         result = fit(fit_points, the_law, shared=share, options=options, progress=progress)
     result.notes.extend(notes)
+    findings = diagnose_fit(result, fit_points)
+    result.settings["degenerate"] = [f.to_dict() for f in findings]
+    result.settings.setdefault("warnings", []).extend(f"degenerate fit: {f.text()}" for f in findings)
     result.settings["data"] = str(data)
     result.settings["fit_where"] = fit_where
     result.settings["columns"] = {k: v for k, v in fit_points.columns.items()}
