@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from scaling.errors import UserInputError
+from scaling.fit.advise import DEFAULT_DEVICE_FLOPS_PER_SECOND, SeriesEdge, advise
 from scaling.fit.backtest import evaluate_holdout
 from scaling.fit.calibration import ModelAverage, calibrate
 from scaling.fit.compare import TOKENS_PER_PARAM_RULE, Comparison, compare
@@ -54,10 +55,11 @@ class ReportOptions:
     holdout_sizes: int = 1
     seed: int = 0
     workers: int | None = None
+    device_flops_per_second: float = DEFAULT_DEVICE_FLOPS_PER_SECOND  # for the next-run advice
 
     @classmethod
     def from_settings(cls, settings: FitSettings, **overrides: object) -> "ReportOptions":
-        values = dict(law=settings.law, x=settings.x, shared_E=settings.shared_E, bootstrap=settings.bootstrap,
+        values: dict[str, object] = dict(law=settings.law, x=settings.x, shared_E=settings.shared_E, bootstrap=settings.bootstrap,
                       target_sizes=tuple(settings.target_sizes), holdout_sizes=settings.backtest_holdout_sizes)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
@@ -216,6 +218,8 @@ def _band(calibration: ModelAverage, series: str, axis: str, x: np.ndarray, X: d
     run's (pred_*)."""
     prediction, fit_low, fit_high = calibration.interval(series, X, _LEVEL, new_run=False)
     _, low, high = calibration.interval(series, X, _LEVEL, new_run=True)
+    if calibration.primary.n_bootstrap == 0:  # no parameter uncertainty measured: no bands (as without calibration)
+        return Band(series, axis, [float(v) for v in x], prediction.tolist())
     return Band(series, axis, [float(v) for v in x], prediction.tolist(), fit_low.tolist(), fit_high.tolist(),
                 low.tolist(), high.tolist())
 
@@ -291,6 +295,36 @@ def _components_at(calibration: ModelAverage, targets: list[TargetRow]) -> dict[
     return out
 
 
+def _advice(calibration: ModelAverage, results: StudyResults, points: list[Point], models: dict[str, SeriesModel],
+            targets: list[TargetRow], baseline: str, options: ReportOptions) -> dict:
+    """Ranked next runs for the headline difference: the best series against the baseline at the
+    largest identified target (`scaling.fit.advise`)."""
+    rows = [t for t in targets if not t.unidentified]
+    if not rows or len(calibration.groups) < 2:
+        return {"candidates": [], "why": "no identified target with two series to compare"}
+    key = (lambda t: t.flops or 0.0) if any(t.flops for t in rows) else (lambda t: t.params_nonembed or 0.0)
+    largest = max(rows, key=key).target
+    at = {t.series: t for t in rows if t.target == largest}
+    others = [t for s, t in at.items() if s != baseline]
+    if baseline not in at or not others:
+        return {"candidates": [], "why": "the baseline has no prediction at the largest target"}
+    best = min(others, key=lambda t: t.loss).series
+    X = {s: {k: np.array([v]) for k, v in (("params_nonembed", at[s].params_nonembed), ("tokens", at[s].tokens),
+                                           ("flops", at[s].flops)) if v is not None} for s in (best, baseline)}
+    edges, fpt = {}, {}
+    rule = results.spec.budget.tokens_per_param
+    for s in (best, baseline):
+        own = [p for p in points if p.series == s]
+        top = max(own, key=lambda p: p.flops)
+        edges[s] = SeriesEdge(top.params_nonembed, top.tokens, top.flops, len(own), rule, top.strategy not in ("none", ""))
+        fpt[s] = (SeriesFlops(results.spec, models[s]) if s in models
+                  else (lambda n, r=top.flops / top.tokens / top.params_nonembed: r * np.asarray(n, float)))
+    candidates = advise(calibration, best, baseline, X, edges, fpt, options.device_flops_per_second)
+    return {"target": largest, "series": best, "baseline": baseline,
+            "device_flops_per_second": options.device_flops_per_second,
+            "candidates": [c.to_dict() for c in candidates]}
+
+
 def _seed_noise(calibration: ModelAverage) -> float | None:
     """Pooled seed-to-seed standard deviation of log loss, where the study repeats seeds."""
     pooled = [(g.seed_var, g.seed_dof) for g in calibration.groups.values() if g.seed_dof]
@@ -345,7 +379,8 @@ def build_report(results: StudyResults, options: ReportOptions, progress: Progre
     comparison = compare(
         result, sizes=options.target_sizes, budgets=options.target_budgets, flops_per_token=flops_fns,
         size_range=(data_n[0], 10 * max(options.target_sizes)), compute_range=(data_c[0], 10 * max(options.target_budgets)),
-        level=_LEVEL, seed=options.seed, calibration=calibration,
+        # without a bootstrap there is no parameter uncertainty to calibrate: no intervals at all
+        level=_LEVEL, seed=options.seed, calibration=calibration if options.bootstrap > 0 else None,
         # "resolved" is judged over every series-vs-baseline difference at every target together
         n_comparisons=max(1, len(usable) - 1) * _n_targets(law, options),
     )
@@ -373,6 +408,7 @@ def build_report(results: StudyResults, options: ReportOptions, progress: Progre
         "excluded_series": excluded_notes, "storage": results.root,
         "unidentified": [f.to_dict() for f in findings],
         "variance_components": _components_at(calibration, targets),
+        "advice": _advice(calibration, results, fit_points, models, targets, baseline, options),
         "seed_noise_log": _seed_noise(calibration),
         "calibration": comparison_dict.get("settings", {}).get("calibration"),
         "family_level": comparison_dict.get("settings", {}).get("family_level"),

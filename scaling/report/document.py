@@ -77,6 +77,7 @@ def build_document(report: Report) -> list[Block]:
     blocks += _recall(report)
     blocks += _costs(report)
     blocks += _backtest(report)
+    blocks += _advice(report)
     blocks += _diagnostics(report)
     blocks += [Heading("Caveats"), Bullets(list(report.caveats))]
     blocks += _data(report)
@@ -179,13 +180,13 @@ def _curves(report: Report) -> list[Block]:
 
 
 def _segments(report: Report) -> list[Block]:
-    blocks: list[Block] = [Heading("Segment length (number of cached segments N)")]
+    blocks: list[Block] = [Heading("Segment length (number of cached segments)")]
     by_arch: dict[str, set[str]] = {}
     for p in report.points:
         by_arch.setdefault(p.arch, set()).add(p.segment_len)
     swept = [a for a, lens in by_arch.items() if len(lens) > 1]
     if not swept:
-        blocks.append(Paragraph("This study varies no architecture's segment length, so the effect of N cannot be "
+        blocks.append(Paragraph("This study varies no architecture's segment length, so the effect of the segment count cannot be "
                                 "read from it. List several `segment_lens` under one architecture in the spec."))
         return blocks
     _figure(report, "segment_effect.png", blocks)
@@ -198,8 +199,8 @@ def _segments(report: Report) -> list[Block]:
             by_label = {p.size_label: p.val_loss for p in own}
             rows.append([arch, series, own[0].segment_len, str(own[0].n_segments)]
                         + [loss(by_label.get(label)) for label in labels])
-    blocks.append(Table(["architecture", "series", "segment length C", "segments N"] + labels, rows,
-                        "Final validation loss per size; N = sequence length / C."))
+    blocks.append(Table(["architecture", "series", "segment length C", "segments (L / C)"] + labels, rows,
+                        "Final validation loss per size; segments = sequence length L / segment length C (N is kept for parameters)."))
     return blocks
 
 
@@ -264,6 +265,33 @@ def _backtest(report: Report) -> list[Block]:
                      summary),
                Table(["series", "N", "C (FLOPs)", "actual", "predicted", "95% interval", "error", "inside"], points,
                      "Each held-out run: its loss, the prediction from the refit and the prediction interval.")]
+    return blocks
+
+
+def advice_table(advice: dict[str, Any]) -> Table | None:
+    """The ranked next runs (shared by the report and `mcscale advise`)."""
+    candidates = advice.get("candidates") or []
+    if not candidates:
+        return None
+    rows = [[str(i + 1), c["series"], c["action"], _count(c["params_nonembed"]), sci(c["tokens"]), sci(c["flops"]),
+             f"{c['device_hours']:.3g}", percent(c["shrinkage"], 1),
+             "n/a" if not math.isfinite(c["shrinkage_per_device_hour"]) else f"{100 * c['shrinkage_per_device_hour']:.3g}%",
+             c.get("note", "")] for i, c in enumerate(candidates)]
+    return Table(["rank", "series", "run", "N", "D (tokens)", "C (FLOPs)", "device-hours",
+                  "expected shrinkage", "per device-hour", "note"], rows,
+                 f"Expected shrinkage of the calibrated interval of {advice['series']} minus {advice['baseline']} at "
+                 f"{advice['target']}; device-hours at {sci(advice['device_flops_per_second'])} FLOP/s from the exact "
+                 "FLOP model. Ranked by shrinkage per device-hour.")
+
+
+def _advice(report: Report) -> list[Block]:
+    advice = report.settings.get("advice") or {}
+    table = advice_table(advice)
+    blocks: list[Block] = [Heading("Which run next")]
+    if table is None:
+        blocks.append(Paragraph(f"No advice: {advice.get('why', 'nothing to compare')}."))
+    else:
+        blocks.append(table)
     return blocks
 
 

@@ -13,9 +13,9 @@ from scaling.report.render import to_html, to_markdown
 from tests.report.factories import sample_report
 
 SECTIONS = ["Verdict", "Predictions at the targets", "Loss against compute and parameters",
-            "Segment length (number of cached segments N)", "Recall accuracy against scale",
+            "Segment length (number of cached segments)", "Recall accuracy against scale",
             "Cost per token against context length", "Backtest: predicting the largest runs from the smaller ones",
-            "Fit diagnostics", "Caveats", "Data"]
+            "Which run next", "Fit diagnostics", "Caveats", "Data"]
 
 
 class _Collect(HTMLParser):
