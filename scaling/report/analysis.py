@@ -325,6 +325,14 @@ def _advice(calibration: ModelAverage, results: StudyResults, points: list[Point
             "candidates": [c.to_dict() for c in candidates]}
 
 
+def _recall_chance(results: StudyResults) -> dict[str, float]:
+    """Accuracy of guessing, for the recall plots' chance lines: MQAR answers one of value_vocab."""
+    evals = results.spec.data.evals
+    mqar = getattr(evals, "mqar", None)
+    vocab = getattr(mqar, "value_vocab", None) if mqar is not None else None
+    return {"mqar": 1.0 / vocab} if vocab else {}
+
+
 def _seed_noise(calibration: ModelAverage) -> float | None:
     """Pooled seed-to-seed standard deviation of log loss, where the study repeats seeds."""
     pooled = [(g.seed_var, g.seed_dof) for g in calibration.groups.values() if g.seed_dof]
@@ -410,6 +418,7 @@ def build_report(results: StudyResults, options: ReportOptions, progress: Progre
         "variance_components": _components_at(calibration, targets),
         "advice": _advice(calibration, results, fit_points, models, targets, baseline, options),
         "seed_noise_log": _seed_noise(calibration),
+        "recall_chance": _recall_chance(results),
         "calibration": comparison_dict.get("settings", {}).get("calibration"),
         "family_level": comparison_dict.get("settings", {}).get("family_level"),
     }
