@@ -157,7 +157,8 @@ def _backtest(points: list[Point], law: Law, shared: list[str], options: FitOpti
     fit_points = [p for p in fit_points if p.series in usable]
     hold_points = [p for p, h in zip(points, held) if h and p.series in usable]
     try:
-        model = calibrate(_fit_data(fit_points, law), law, shared=shared if len(usable) > 1 else [], options=options)
+        model = calibrate(_fit_data(fit_points, law), law, shared=shared if len(usable) > 1 else [], options=options,
+                          progress=progress)
     except UserInputError as exc:
         return {"split": split, "groups": {}, "error": f"the smaller part cannot be fitted: {exc.problem} ({exc.field})"}
     result = model.primary
