@@ -180,7 +180,7 @@ class ModelAverage:
     @property
     def primary(self) -> FitResult:
         """The requested law's fit (its parameters are the ones tabulated)."""
-        first = self.forms[FORMS_FOR(self.law)[0]]
+        first = self.forms[self.law]
         assert first.result is not None
         return first.result
 
@@ -308,7 +308,8 @@ def _reducible_share(floor: float, loss: np.ndarray) -> np.ndarray:
     return np.clip(1.0 - floor / np.asarray(loss, float), 0.0, 1.0)
 
 
-def FORMS_FOR(law: str) -> tuple[str, ...]:  # noqa: N802 - reads as a table lookup
+def forms_for(law: str) -> tuple[str, ...]:
+    """The candidate forms for a requested law (the law itself first)."""
     base = "power" if law in SINGLE_INPUT_LAWS else "chinchilla"
     return FORMS[base]
 
@@ -379,7 +380,7 @@ def calibrate(
     ``progress`` follows the requested law's bootstrap (the longest single step)."""
     options = options or FitOptions()
     x = law.features[0] if law.name in SINGLE_INPUT_LAWS else "params_nonembed"
-    names = tuple(forms) if forms is not None else FORMS_FOR(law.name)
+    names = tuple(forms) if forms is not None else forms_for(law.name)
     if names[0] != law.name:
         names = (law.name,) + tuple(n for n in names if n != law.name)
     nested_options = FitOptions(delta=options.delta, bootstrap=0, seed=options.seed, n_workers=1,

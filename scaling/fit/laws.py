@@ -104,7 +104,10 @@ class Law:
         Arrays broadcast: ``params`` of shape ``(B, 1)`` (bootstrap draws) and ``X`` of shape
         ``(n,)`` give ``(B, n)``.
         """
-        fit = {p.fit_name: p.to_fit(params[p.name]) for p in self.params}
+        # A scale that underflowed to 0 in a bootstrap draw (a term the data switched off) is a
+        # log of 0: -inf in the log-sum-exp, i.e. the term contributes nothing, as it should.
+        with np.errstate(divide="ignore", over="ignore"):
+            fit = {p.fit_name: p.to_fit(params[p.name]) for p in self.params}
         exponents = []
         for term in self.terms:
             u = fit[term.intercept]

@@ -28,7 +28,6 @@ from scaling.fit.data import FitData, make_fit_data
 from scaling.fit.degenerate import Finding, consolidate, diagnose_fit, diagnose_frontier
 from scaling.fit.estimate import FitOptions
 from scaling.fit.laws import Law, get_law
-from scaling.fit.result import FitResult
 from scaling.report.compute import TABLE_SIZES, SeriesFlops, context_costs
 from scaling.report.inputs import StudyResults, select_points, training_curves
 from scaling.report.schema import Band, CrossoverRow, Point, Report, TargetRow, VersusRow

@@ -70,3 +70,21 @@ def test_mcscale_fit_warns_about_a_pinned_floor(tmp_path):
     assert "warning:" in res.output and "degenerate fit" in res.output and "pinned at its lower bound" in res.output
     payload = json.loads(out.read_text())
     assert payload["settings"]["degenerate"][0]["quantity"] == "E"
+
+
+def test_mcscale_fit_calibrated_backtest_on_gadre(gadre_csv, tmp_path):
+    """--calibrated: the held-out runs are predicted by the form-averaged model with calibrated
+    intervals, which cover all three of rw_original's 1.4B/6.9B runs."""
+    out = tmp_path / "cal.json"
+    _register_subcommands()
+    res = CliRunner().invoke(app, [
+        "fit", str(gadre_csv), "--n-col", "params_no_embed", "--d-col", "tokens", "--loss-col", "loss_c4_val",
+        "--fit-where", "dataset == 'rw_original' and params <= 411616256",
+        "--predict-where", "dataset == 'rw_original' and params > 411616256", "--bootstrap", "30", "--calibrated",
+        "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "calibrated prediction interval" in res.output
+    payload = json.loads(out.read_text())
+    assert set(payload["settings"]["calibration"]["forms"]) == {"chinchilla", "gadre", "broken"}
+    bt = payload["groups"]["all"]["backtest"]
+    assert bt["n_holdout"] == 3 and bt["coverage"] == 1.0
