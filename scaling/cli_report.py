@@ -21,7 +21,7 @@ def print_report_summary(console: Console, report, files) -> None:  # noqa: ANN0
     large, _ = headline_targets(report)
     if large is not None:
         table = Table(title=f"predictions at {describe_target(report, large)}", title_justify="left")
-        for col in ("series", "loss", "95% CI", "95% PI", f"minus {report.baseline}", "P(lower)"):
+        for col in ("series", "loss", "95% interval", "95% interval (a new run)", f"minus {report.baseline}", "P(lower)"):
             table.add_column(col, justify="left" if col == "series" else "right")
         versus = {v.series: v for v in report.versus if v.target == large}
         for t in (t for t in report.targets if t.target == large):
