@@ -84,7 +84,7 @@ def diagnose_fit(result: FitResult, data: FitData | None = None) -> list[Finding
                 q_lo, q_hi = np.quantile(draws, [0.025, 0.975])
                 if p.log_scale and q_lo > 0 and math.log10(q_hi / q_lo) > SCALE_SPREAD_DECADES:
                     out.append(Finding(g, p.name, f"is not identified: its bootstrap interval spans "
-                                       f"{math.log10(q_hi / q_lo):.0f} orders of magnitude ({q_lo:.3g} to {q_hi:.3g})",
+                                       f"{math.log10(q_hi / q_lo):.0f} orders of magnitude",
                                        "more sizes would pin it", "exponent"))
                 elif not p.log_scale and q_hi - q_lo > EXPONENT_SPREAD_LIMIT:
                     out.append(Finding(g, p.name, f"is not identified: its bootstrap interval is {q_lo:.3g} to {q_hi:.3g}",

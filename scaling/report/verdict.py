@@ -325,7 +325,11 @@ def _fit_caveats(report: Report) -> list[str]:
     out: list[str] = []
     fit = report.fit or {}
     groups = fit.get("groups", {})
-    if "E" in (fit.get("shared") or []) and groups:
+    floor_unidentified = any(f["quantity"] == "E" for f in report.settings.get("unidentified", []))
+    if "E" in (fit.get("shared") or []) and groups and floor_unidentified:
+        out.append("Shared loss floor: not identified (pinned at its bound 0, see below), so no floor is reported; "
+                   "far beyond the data the predictions follow each series' power law down without one.")
+    elif "E" in (fit.get("shared") or []) and groups:
         first = next(iter(groups.values()))
         lo, hi = (first.get("ci95", {}).get("E") or [None, None])[:2]
         out.append(f"Shared loss floor: E = {loss(first['params'].get('E'))} (95% CI {interval(lo, hi)}) is common to "
