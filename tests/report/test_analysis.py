@@ -229,3 +229,21 @@ def test_fit_quality_caveat_appears_only_when_the_law_misses_runs(power_report):
     bent = Report.from_dict(power_report.to_dict())
     bent.fit["groups"]["swla+grm@C64"]["max_abs_rel_error"] = 0.088
     assert any(c.startswith("Fit quality: in-sample errors reach 8.8% (swla+grm@C64)") for c in caveats_for(bent))
+
+
+def test_a_floor_the_runs_do_not_show_is_said_to_be_unidentified(tmp_path):
+    """Runs on a pure power law (no floor): E lands on its bound; the report says so and shows no
+    number for it (caveats, diagnostics, MLflow metrics), instead of "E = 0.000 (0.000 to 0.000)"."""
+    from scaling.report.document import build_document
+    from scaling.report.publish import headline_metrics
+    from scaling.report.render import to_markdown
+
+    store = write_study(tmp_path, "nofloor", loss=lambda s, f, t, p: A_TRUE[s] * f ** -0.05, noise=0.001,
+                        fit={"law": "power", "x": "compute", "bootstrap": 20, "target_sizes": ["70B"]})
+    results = load_study(store)
+    report = build_report(results, ReportOptions.from_settings(results.fit_settings))
+    assert any(f["quantity"] == "E" and f["refuses"] == "floor" for f in report.settings["unidentified"])
+    assert any(c.startswith("Shared loss floor: not identified") for c in report.caveats)
+    assert not any("E = 0.000" in c for c in report.caveats)
+    assert "not identified" in to_markdown(build_document(report))
+    assert not any(k.startswith("fit.E.") for k in headline_metrics(report))
