@@ -11,17 +11,18 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from scaling.cli import DEFAULT_STORAGE, app, output_console, user_errors_exit_2
+from scaling.cli import app, output_console, user_errors_exit_2
+from scaling.cli_report import LAW_OPTION, S3_ENDPOINT_OPTION, STORAGE_OPTION, STUDY_ARGUMENT
 from scaling.errors import UserInputError
 
 
 @app.command("advise")
 @user_errors_exit_2
 def advise_command(
-    study: str = typer.Argument(..., help="Study name (the spec's `name`)."),
-    storage: str = typer.Option(DEFAULT_STORAGE, help="Storage location of the study: a folder or s3://bucket/prefix."),
-    s3_endpoint: Optional[str] = typer.Option(None, help="Endpoint of an S3-compatible store."),
-    law: Optional[str] = typer.Option(None, help="Override the spec's fit.law: power or chinchilla."),
+    study: str = STUDY_ARGUMENT,
+    storage: str = STORAGE_OPTION,
+    s3_endpoint: Optional[str] = S3_ENDPOINT_OPTION,
+    law: Optional[str] = LAW_OPTION,
     bootstrap: Optional[int] = typer.Option(None, help="Override fit.bootstrap (resamples of whole runs)."),
     device_tflops: float = typer.Option(400.0, "--device-tflops", help="Sustained training throughput of one device "
                                         "in TFLOP/s (default: an H200 at ~50% of its ~790 TFLOP/s bf16 peak)."),
