@@ -10,7 +10,7 @@ gradients), the same with the analytic gradient the batched optimiser uses, and 
 objective with the analytic gradient, so the ratio against a well-optimised loop is on record
 too.
 
-Run: ``python benchmarks/fit.py`` (needs ``MCSCALE_SCALING_DATA`` or ``../shared/data/scaling-laws``).
+Run: ``python benchmarks/fit.py`` (on the data shipped in ``scaling/fit/published/``).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from scaling.fit import CHINCHILLA, FitOptions, fit, make_fit_data  # noqa: E402
+from scaling.fit.published import data_file  # noqa: E402
 
 DELTA = 1e-3
 NAMES = ("E", "A", "alpha", "B", "beta")
@@ -46,10 +47,7 @@ NAMES = ("E", "A", "alpha", "B", "beta")
 
 def load_epoch_points() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """N, D = C / (6 N), loss of the 240 points left after dropping the 5 highest losses."""
-    data_dir = Path(os.environ.get("MCSCALE_SCALING_DATA", REPO.parent / "shared" / "data" / "scaling-laws"))
-    path = data_dir / "epoch_chinchilla_points.csv"
-    if not path.is_file():
-        sys.exit(f"benchmark needs {path} (set MCSCALE_SCALING_DATA)")
+    path = data_file("epoch_chinchilla_points.csv")  # the shipped copy unless MCSCALE_SCALING_DATA is set
     df = pd.read_csv(path).sort_values("loss", kind="stable").iloc[:-5]
     n = df["Model Size"].to_numpy()
     return n, df["Training FLOP"].to_numpy() / (6 * n), df["loss"].to_numpy()

@@ -53,7 +53,8 @@ def user_errors_exit_2(func: F) -> F:
 
 def _register_subcommands() -> None:
     """Import command modules so their `@app.command()` decorators attach to `app`."""
-    from scaling import cli_fit, cli_models, cli_plan, cli_report, cli_study, cli_submit, cli_train  # noqa: F401
+    from scaling import (cli_advise, cli_fit, cli_models, cli_plan, cli_report, cli_study,  # noqa: F401
+                         cli_submit, cli_train)
 
 
 def main() -> None:

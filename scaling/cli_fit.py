@@ -21,6 +21,7 @@ from scaling.cli import app, err_console, user_errors_exit_2
 from scaling.errors import UserInputError
 from scaling.formatting import sci
 from scaling.fit.backtest import GroupBacktest, evaluate_holdout
+from scaling.fit.degenerate import diagnose_fit
 from scaling.fit.estimate import FitOptions, fit
 from scaling.fit.io import Columns, keep_after_dropping_highest, read_table, row_mask, to_fit_data
 from scaling.fit.laws import LAW_NAMES, get_law
@@ -60,7 +61,7 @@ def _params_table(result: FitResult) -> Table:
     return table
 
 
-def _backtest_table(backtests: dict[str, GroupBacktest], features: tuple[str, ...]) -> Table:
+def _backtest_table(backtests: dict[str, GroupBacktest], features: tuple[str, ...], calibrated: bool = False) -> Table:
     table = Table(title="backtest: held-out points", title_justify="left")
     table.add_column("group", overflow="fold")
     short = {"params_nonembed": "N", "tokens": "D", "flops": "C"}
@@ -81,7 +82,9 @@ def _backtest_table(backtests: dict[str, GroupBacktest], features: tuple[str, ..
             f"[bold]{g}[/]", *([""] * len(features)), "", "", "[bold]mean/max[/]",
             f"[bold]{bt.mean_abs_rel_error:.2%} / {bt.max_abs_rel_error:.2%}[/]", cov, end_section=True,
         )
-    table.caption = "interval: prediction interval (bootstrap fit uncertainty plus residual noise); inside: share of held-out points in it"
+    table.caption = ("interval: calibrated prediction interval (forms averaged; nested backtests)" if calibrated else
+                     "interval: prediction interval (bootstrap fit uncertainty plus residual noise)") + \
+        "; inside: share of held-out points in it"
     return table
 
 
@@ -107,6 +110,9 @@ def fit_command(
     level: float = typer.Option(0.95, "--level", help="Level of the prediction intervals in the backtest."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Processes for the bootstrap (default: all cores when worthwhile)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the fit (and backtest) as JSON to this path."),
+    calibrated: bool = typer.Option(False, "--calibrated", help="Backtest intervals from the calibrated, form-averaged "
+                                    "model (nested leave-top-rung-out backtests; scaling.fit.calibration) instead of "
+                                    "the plain bootstrap."),
 ) -> None:
     """Fit a scaling law (Hoffmann et al.'s robust fit, batched over the start grid) to a table.
 
@@ -162,8 +168,19 @@ def fit_command(
             bar.update(task, completed=done, total=total)
             bar.refresh()
 
-        result = fit(fit_points, the_law, shared=share, options=options, progress=progress)
+        if calibrated:
+            from scaling.fit.calibration import calibrate
+
+            model = calibrate(fit_points, the_law, shared=share, options=options, progress=progress)
+            result = model.primary
+            result.settings["calibration"] = model.summary()
+        else:
+            model = None
+            result = fit(fit_points, the_law, shared=share, options=options, progress=progress)
     result.notes.extend(notes)
+    findings = diagnose_fit(result, fit_points)
+    result.settings["degenerate"] = [f.to_dict() for f in findings]
+    result.settings.setdefault("warnings", []).extend(f"degenerate fit: {f.text()}" for f in findings)
     result.settings["data"] = str(data)
     result.settings["fit_where"] = fit_where
     result.settings["columns"] = {k: v for k, v in fit_points.columns.items()}
@@ -173,14 +190,14 @@ def fit_command(
         held_out = points.subset(predict_mask & keep)
         if held_out.n_points == 0:
             raise UserInputError("--predict-where", "selects no rows to predict", "loosen the expression")
-        backtests = evaluate_holdout(result, held_out, level)
+        backtests = evaluate_holdout(result, held_out, level, calibration=model)
         result.settings["predict_where"] = predict_where
         if np.any(predict_mask & fit_mask & keep):
             result.notes.append("some predicted rows were also fitted: the backtest is partly in-sample")
 
     console.print(_params_table(result))
     if backtests:
-        console.print(_backtest_table(backtests, the_law.features))
+        console.print(_backtest_table(backtests, the_law.features, calibrated))
     for note in result.notes:
         console.print(f"[dim]note:[/] {note}")
     for warning in result.settings.get("warnings", []):

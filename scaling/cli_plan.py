@@ -13,22 +13,6 @@ from scaling.formatting import byte_size, sci
 from scaling.spec import load_spec
 
 
-def misfit_error(costs: list) -> UserInputError:  # list[TrialCost]
-    """The exit-2 error for trials whose memory estimate exceeds their GPUs, naming the first and the fix."""
-    from scaling.train.memory import MEMORY_HEADROOM
-
-    first = costs[0]
-    cfg = first.trial.config
-    return UserInputError(
-        "resources", f"{len(costs)} trial(s) cannot fit their GPUs; the first, {first.trial.trial_id}, needs about "
-        f"{byte_size(first.memory_per_worker_bytes)} per GPU against {MEMORY_HEADROOM:.0%} of "
-        f"{byte_size(first.gpu_memory_bytes)} (micro-batch {cfg.micro_batch_size()} sequences, "
-        f"{cfg.workers} worker(s), {cfg.parallelism}, activation checkpointing "
-        f"{'on' if cfg.activation_checkpointing else 'off'})",
-        "set trainer.micro_batch_tokens: auto and trainer.activation_checkpointing: auto, or give that rung more "
-        "GPUs with parallelism: fsdp (resources.by_size), or a GPU with more memory")
-
-
 @app.command("plan")
 @user_errors_exit_2
 def plan(spec: str = typer.Argument(..., help="Study spec (YAML), e.g. studies/paper-ladder.yaml."),
@@ -42,7 +26,7 @@ def plan(spec: str = typer.Argument(..., help="Study spec (YAML), e.g. studies/p
         raise UserInputError("--mfu", f"must be in (0, 1], got {mfu}", "pass e.g. --mfu 0.35")
     study = load_spec(spec)
     from scaling.models.ladder import format_count
-    from scaling.study.cost import misfits, study_costs, total_line
+    from scaling.study.cost import check_fits, study_costs, total_line
     from scaling.study.plan import plan_ladder, plan_tune, tune_series
 
     trials = plan_ladder(study)
@@ -67,6 +51,4 @@ def plan(spec: str = typer.Argument(..., help="Study spec (YAML), e.g. studies/p
             f"{c.device_hours * c.count:,.2f}" if c.device_hours is not None else "-")
     console.print(table)
     console.print(f"total: {total_line(study, costs, mfu)}", soft_wrap=True)
-    bad = misfits(costs)
-    if bad:
-        raise misfit_error(bad)
+    check_fits(costs)

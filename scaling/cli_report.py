@@ -21,7 +21,7 @@ def print_report_summary(console: Console, report, files) -> None:  # noqa: ANN0
     large, _ = headline_targets(report)
     if large is not None:
         table = Table(title=f"predictions at {describe_target(report, large)}", title_justify="left")
-        for col in ("series", "loss", "95% CI", "95% PI", f"minus {report.baseline}", "P(lower)"):
+        for col in ("series", "loss", "95% interval", "95% interval (a new run)", f"minus {report.baseline}", "P(lower)"):
             table.add_column(col, justify="left" if col == "series" else "right")
         versus = {v.series: v for v in report.versus if v.target == large}
         for t in (t for t in report.targets if t.target == large):
@@ -48,16 +48,23 @@ def _sizes(text: Optional[str]) -> Optional[tuple[float, ...]]:
     return sizes
 
 
+#: Arguments `mcscale report` and `mcscale advise` share (one definition, one help text).
+STUDY_ARGUMENT = typer.Argument(..., help="Study name (the spec's `name`).")
+STORAGE_OPTION = typer.Option(DEFAULT_STORAGE, help="Storage location of the study: a folder or s3://bucket/prefix.")
+S3_ENDPOINT_OPTION = typer.Option(None, help="Endpoint of an S3-compatible store.")
+LAW_OPTION = typer.Option(None, help="Override the spec's fit.law: power or chinchilla.")
+
+
 @app.command("report")
 @user_errors_exit_2
 def report(
-    study: str = typer.Argument(..., help="Study name (the spec's `name`)."),
-    storage: str = typer.Option(DEFAULT_STORAGE, help="Storage location of the study: a folder or s3://bucket/prefix."),
-    s3_endpoint: Optional[str] = typer.Option(None, help="Endpoint of an S3-compatible store."),
+    study: str = STUDY_ARGUMENT,
+    storage: str = STORAGE_OPTION,
+    s3_endpoint: Optional[str] = S3_ENDPOINT_OPTION,
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default: the study's own: the spec's "
                                                "tracking_uri, else the SQLite store beside the results)."),
     mlflow: bool = typer.Option(True, "--mlflow/--no-mlflow", help="Also log the report to the study's MLflow 'report' run."),
-    law: Optional[str] = typer.Option(None, help="Override the spec's fit.law: power or chinchilla."),
+    law: Optional[str] = LAW_OPTION,
     x: Optional[str] = typer.Option(None, help="Override fit.x (input of the power law): compute or params."),
     bootstrap: Optional[int] = typer.Option(None, help="Override fit.bootstrap (resamples of whole runs; 0: no intervals)."),
     target_sizes: Optional[str] = typer.Option(None, help="Override fit.target_sizes, e.g. 1.3B,7B,70B."),

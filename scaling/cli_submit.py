@@ -96,6 +96,10 @@ def submit(spec: str = typer.Argument(..., help="Study spec (YAML), validated he
                            "--wait": wait}, {"--output": output, "--cluster-template": cluster_template,
                                              "--image": image, "--namespace": namespace,
                                              "--spec-in-image": spec_in_image})
+    from scaling.spec import load_spec
+    from scaling.study.cost import preflight
+
+    note(f"plan: {preflight(load_spec(spec))}")  # the cost before paying; exit 2 if a trial cannot fit its GPUs
     if kuberay:
         _write_rayjob(spec, output, cluster_template, image, namespace, spec_in_image, note)
         return

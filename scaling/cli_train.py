@@ -53,6 +53,13 @@ def train(
     seed: int = typer.Option(0, help="Seed for initialisation and data order."),
     checkpoint_dir: Optional[str] = typer.Option(None, help="Checkpoint here; an existing checkpoint is resumed."),
     threads: Optional[int] = typer.Option(None, help="Torch threads (default: all CPUs this process may use)."),
+    device: str = typer.Option("auto", help="auto (cuda when a GPU is visible), cpu or cuda."),
+    precision: str = typer.Option("fp32", help="fp32, or bf16 (autocast, fp32 master weights and loss)."),
+    micro_batch_tokens: Optional[int] = typer.Option(None, help="Tokens per forward/backward (gradient "
+                                                     "accumulation); default: the whole batch."),
+    compile_model: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model "
+                                                 "(default: on for cuda, off for cpu)."),
+    activation_checkpointing: bool = typer.Option(False, help="Recompute each block in backward to save memory."),
 ) -> None:
     """Train one model and print its final metrics (loss, bits per byte, recall, throughput)."""
     from scaling.data.corpus import CorpusSpec  # heavy (torch): imported when the command runs
@@ -84,7 +91,8 @@ def train(
                           s3_endpoint=s3_endpoint),
         task=task, tokens=budget, tokens_per_param=per_param, batch_tokens=batch_tokens, lr=lr, seed=seed,
         eval_every_steps=eval_every, mqar=mqar, needle_lengths=_int_list(needle_lengths, "--needle-lengths"),
-        checkpoint_dir=checkpoint_dir, threads=threads)
+        checkpoint_dir=checkpoint_dir, threads=threads, device=device, precision=precision,
+        micro_batch_tokens=micro_batch_tokens, compile=compile_model, activation_checkpointing=activation_checkpointing)
     console = Console()
     cfg = rung.config
     console.print(f"[bold]{architecture.name}[/] {cfg.n_layers} x {cfg.d_model} ({cfg.n_heads} heads), "

@@ -7,9 +7,13 @@ Typical use::
     data = make_fit_data({"params_nonembed": N, "tokens": D}, loss, group=arch, unit=run_id)
     result = fit(data, CHINCHILLA, shared=["E"], options=FitOptions(bootstrap=1000))
     table = compare(result, flops_per_token={"grm": grm_flops, "transformer": six_n})
+    # calibrated, form-averaged intervals (nested backtests; see scaling.fit.calibration)
+    model = calibrate(data, CHINCHILLA, shared=["E"], options=FitOptions(bootstrap=200))
+    table = compare(model.primary, calibration=model)
 """
 
 from scaling.fit.backtest import BacktestResult, backtest, backtest_by_scale, evaluate_holdout, split_by_scale
+from scaling.fit.calibration import ModelAverage, calibrate
 from scaling.fit.compare import Comparison, compare, six_n
 from scaling.fit.data import FitData, make_fit_data, validate_for_law
 from scaling.fit.estimate import FitOptions, fit
@@ -20,6 +24,8 @@ from scaling.fit.result import FitResult, GroupFit
 __all__ = [
     "BacktestResult",
     "CHINCHILLA",
+    "ModelAverage",
+    "calibrate",
     "Comparison",
     "FitData",
     "FitOptions",

@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from scaling.errors import UserInputError
+from scaling.fit.calibration import ModelAverage
 from scaling.fit.data import FitData, check_finite_positive
 from scaling.fit.estimate import FitOptions, Progress, fit
 from scaling.fit.intervals import loss_interval
@@ -65,8 +66,11 @@ class BacktestResult:
     split: str
 
 
-def evaluate_holdout(result: FitResult, holdout: FitData, level: float = 0.95) -> dict[str, GroupBacktest]:
-    """Predict every held-out point with ``result`` and score the predictions per group."""
+def evaluate_holdout(
+    result: FitResult, holdout: FitData, level: float = 0.95, calibration: ModelAverage | None = None
+) -> dict[str, GroupBacktest]:
+    """Predict every held-out point with ``result`` and score the predictions per group; with a
+    ``calibration`` of the same fit, the predictions and intervals are its calibrated ones."""
     law = result.law_obj
     check_finite_positive(holdout, law)
     out: dict[str, GroupBacktest] = {}
@@ -78,18 +82,22 @@ def evaluate_holdout(result: FitResult, holdout: FitData, level: float = 0.95) -
             )
         sub = holdout.of_group(g)
         X = {k: sub.features[k] for k in law.features}
-        iv = loss_interval(result, g, X, level)
-        rel = iv.prediction / sub.loss - 1.0
-        has_iv = bool(np.isfinite(iv.low).all())
-        inside = (sub.loss >= iv.low) & (sub.loss <= iv.high)
+        if calibration is not None:
+            pred, low, high = calibration.interval(g, dict(sub.features), level)
+        else:
+            iv = loss_interval(result, g, X, level)
+            pred, low, high = iv.prediction, iv.low, iv.high
+        rel = pred / sub.loss - 1.0
+        has_iv = bool(np.isfinite(low).all())
+        inside = (sub.loss >= low) & (sub.loss <= high)
         points = [
             HoldoutPoint(
                 group=g,
                 inputs={k: float(v[i]) for k, v in sub.features.items()},
                 actual=float(sub.loss[i]),
-                prediction=float(iv.prediction[i]),
-                low=float(iv.low[i]) if has_iv else None,
-                high=float(iv.high[i]) if has_iv else None,
+                prediction=float(pred[i]),
+                low=float(low[i]) if has_iv else None,
+                high=float(high[i]) if has_iv else None,
                 rel_error=float(rel[i]),
                 in_interval=bool(inside[i]) if has_iv else None,
             )

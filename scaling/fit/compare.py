@@ -21,6 +21,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from scaling.fit.calibration import ModelAverage
 from scaling.fit.result import FitResult, to_jsonable
 
 #: training FLOPs per token as a function of non-embedding parameters (vectorised)
@@ -131,17 +132,24 @@ class TargetLoss:
     tokens: float | None
     flops: float | None
     loss: Estimate
+    forms: dict[str, float] = field(default_factory=dict)  # each functional form's own prediction
 
 
 @dataclass
 class PairDifference:
-    """Loss of ``group_a`` minus ``group_b`` at a target; ``p_a_better`` = P(loss_a < loss_b)."""
+    """Loss of ``group_a`` minus ``group_b`` at a target; ``p_a_better`` = P(loss_a < loss_b).
+
+    With a calibration, ``family_low``/``family_high`` is the interval at the family-wise level
+    (Bonferroni over ``n_comparisons``) that "resolved" is decided on."""
 
     target: str
     group_a: str
     group_b: str
     difference: Estimate
     p_a_better: float | None
+    family_low: float | None = None
+    family_high: float | None = None
+    family_level: float | None = None
 
 
 @dataclass
@@ -259,10 +267,17 @@ def compare(
     compute_range: tuple[float, float] = DEFAULT_COMPUTE_RANGE,
     level: float = 0.95,
     seed: int = 0,
+    calibration: ModelAverage | None = None,
+    n_comparisons: int | None = None,
 ) -> Comparison:
     """Compare every group of a ``chinchilla`` fit (or a ``power`` fit along its own input).
 
     ``flops_per_token``: one callable for all groups, or one per group; default ``6 N``.
+    ``calibration`` (from `scaling.fit.calibration.calibrate` on the same data): losses,
+    differences and crossovers then come from the form-averaged, backtest-calibrated model
+    (`_calibrate`); the frontier's allocations stay the requested law's bootstrap. ``n_comparisons``:
+    how many differences the caller judges together (default: all computed), for the
+    family-wise level of "resolved".
     """
     groups = list(result.groups)
     if flops_per_token is None:
@@ -275,7 +290,11 @@ def compare(
             raise ValueError(f"flops_per_token has no entry for group(s) {missing}")
         f_map = dict(flops_per_token)
     if result.law == "power":
-        return _compare_power(result, sizes, budgets, size_range, compute_range, level, seed)
+        out = _compare_power(result, sizes, budgets, size_range, compute_range, level, seed)
+        if calibration is not None:
+            x_name = result.law_input or "params_nonembed"
+            _calibrate(out, calibration, level, seed, n_comparisons, {x_name: lambda g, grid: {x_name: grid}})
+        return out
     if result.law != "chinchilla":
         raise ValueError(f"compare needs a chinchilla or power fit, not {result.law!r}")
 
@@ -349,7 +368,95 @@ def compare(
             ("flops at compute-optimal allocation", compute_grid, lambda g, w: curves.at_compute(g, compute_grid, w)[0]),
         ):
             out.crossovers.append(_crossover(a, b, axis, grid, fn, has_draws, level))
+    if calibration is not None:
+        def path(kind: str) -> Callable[[str, np.ndarray], dict[str, np.ndarray]]:
+            def X(g: str, grid: np.ndarray) -> dict[str, np.ndarray]:
+                if kind == "compute":
+                    _, n, d = curves.at_compute(g, grid, 0)
+                    n, d = n[0], d[0]
+                else:
+                    _, d = curves.at_size(g, grid, kind, 0)
+                    n, d = grid, d[0]
+                return {"params_nonembed": n, "tokens": d, "flops": flops_models[g].flops_per_token(n) * d}
+            return X
+        _calibrate(out, calibration, level, seed, n_comparisons, {
+            "params_nonembed at compute-optimal tokens": path("optimal"),
+            "params_nonembed at 20 tokens/param": path("20x"),
+            "flops at compute-optimal allocation": path("compute"),
+        })
     return out
+
+
+#: Joint draws per calibrated difference or crossover.
+_CALIBRATED_DRAWS = 2000
+
+
+def _target_inputs(t: TargetLoss) -> dict[str, np.ndarray]:
+    return {k: np.array([v]) for k, v in (("params_nonembed", t.params_nonembed), ("tokens", t.tokens),
+                                           ("flops", t.flops)) if v is not None}
+
+
+def _calibrate(out: Comparison, model: ModelAverage, level: float, seed: int, n_comparisons: int | None,
+               paths: Mapping[str, Callable[[str, np.ndarray], dict[str, np.ndarray]]]) -> None:
+    """Replace the bootstrap-only numbers of ``out`` by calibrated, form-averaged ones.
+
+    Targets: the weighted-mean prediction, the calibrated interval of the expected loss
+    (``low``/``high``) and of a new run (``pred_*``), and each form's own prediction.
+    Differences: quantiles of joint draws (`ModelAverage.loss_draws`), P(a better), and the
+    family-wise interval. Crossovers: first crossings of the joint draws along the point fit's
+    path; the interval is withheld (None) unless most draws cross.
+    """
+    tail = (1.0 - level) / 2.0
+    by_target: dict[tuple[str, str], TargetLoss] = {}
+    for t in out.targets:
+        X = _target_inputs(t)
+        pred, lo, hi = model.interval(t.group, X, level, new_run=False)
+        _, plo, phi = model.interval(t.group, X, level, new_run=True)
+        t.loss = Estimate(float(pred[0]), float(lo[0]), float(hi[0]), float(plo[0]), float(phi[0]))
+        t.forms = {f.name: float(np.atleast_1d(f.result.predict(t.group, X))[0]) for f in model.forms.values()
+                   if f.result is not None}
+        by_target[(t.target, t.group)] = t
+    m = max(1, n_comparisons if n_comparisons is not None else len(out.differences))
+    family_level = 1.0 - (1.0 - level) / m
+    ftail = (1.0 - family_level) / 2.0
+    for i, d in enumerate(out.differences):
+        ta, tb = by_target[(d.target, d.group_a)], by_target[(d.target, d.group_b)]
+        draws = model.loss_draws([d.group_a, d.group_b], {d.group_a: _target_inputs(ta), d.group_b: _target_inputs(tb)},
+                                 _CALIBRATED_DRAWS, seed + i)
+        diff = draws[d.group_a][:, 0] - draws[d.group_b][:, 0]
+        lo, hi = np.quantile(diff, [tail, 1.0 - tail])
+        flo, fhi = np.quantile(diff, [ftail, 1.0 - ftail])
+        d.difference = Estimate(ta.loss.value - tb.loss.value, float(lo), float(hi))
+        d.p_a_better = float(np.mean(diff < 0))
+        d.family_low, d.family_high, d.family_level = float(flo), float(fhi), float(family_level)
+    for i, c in enumerate(out.crossovers):
+        X_of = paths.get(c.axis)
+        if X_of is None:
+            continue
+        grid = np.geomspace(*c.search_range, 200)
+        Xa, Xb = X_of(c.group_a, grid), X_of(c.group_b, grid)
+        log_x = np.log(grid)
+        mu_a, _ = model.components(c.group_a, Xa)
+        mu_b, _ = model.components(c.group_b, Xb)
+        point = _first_crossing(log_x, (np.exp(mu_a) - np.exp(mu_b))[None, :])[0]
+        draws = model.loss_draws([c.group_a, c.group_b], {c.group_a: Xa, c.group_b: Xb}, 1000, seed + 7919 + i)
+        first = _first_crossing(log_x, draws[c.group_a] - draws[c.group_b])
+        crossing = first[np.isfinite(first)]
+        c.fraction_of_draws_crossing = float(crossing.size / first.size)
+        c.at = float(np.exp(point)) if np.isfinite(point) else None
+        c.low = c.high = None
+        if crossing.size and c.fraction_of_draws_crossing >= 0.5:
+            c.low, c.high = (float(np.exp(q)) for q in np.quantile(crossing, [tail, 1.0 - tail]))
+        if c.at is not None:
+            c.status = f"curves cross at {c.at:.3g}"
+        else:
+            c.status = f"no crossover in range [{c.search_range[0]:.3g}, {c.search_range[1]:.3g}]"
+        if c.fraction_of_draws_crossing < 0.5:
+            c.status += f"; only {c.fraction_of_draws_crossing:.0%} of calibrated draws cross, so no interval is given"
+    out.settings["calibrated"] = True
+    out.settings["family_level"] = family_level
+    out.settings["n_comparisons"] = m
+    out.settings["calibration"] = model.summary()
 
 
 def _crossover(

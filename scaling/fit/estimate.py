@@ -31,7 +31,7 @@ import numpy as np
 
 from scaling.errors import UserInputError
 from scaling.fit.data import FitData, validate_for_law
-from scaling.fit.laws import Law
+from scaling.fit.laws import SINGLE_INPUT_LAWS, Law
 from scaling.fit.layout import Layout, feature_centers
 from scaling.fit.lbfgs import STATUS_NAMES, minimize_batched
 from scaling.fit.objective import HuberLSEObjective
@@ -390,7 +390,7 @@ def fit_many(
     return [
         FitResult(
             law=law.name,
-            law_input=law.features[0] if law.name == "power" else None,
+            law_input=law.features[0] if law.name in SINGLE_INPUT_LAWS else None,
             formula=law.formula,
             groups={g: _group_fit(law, data.of_group(g), params[m][g], boot[m].get(g)) for g in groups},
             shared=sorted(law.param(s).name for s in shared_fit),

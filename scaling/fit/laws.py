@@ -104,7 +104,10 @@ class Law:
         Arrays broadcast: ``params`` of shape ``(B, 1)`` (bootstrap draws) and ``X`` of shape
         ``(n,)`` give ``(B, n)``.
         """
-        fit = {p.fit_name: p.to_fit(params[p.name]) for p in self.params}
+        # A scale that underflowed to 0 in a bootstrap draw (a term the data switched off) is a
+        # log of 0: -inf in the log-sum-exp, i.e. the term contributes nothing, as it should.
+        with np.errstate(divide="ignore", over="ignore"):
+            fit = {p.fit_name: p.to_fit(params[p.name]) for p in self.params}
         exponents = []
         for term in self.terms:
             u = fit[term.intercept]
@@ -129,52 +132,84 @@ def _e_param() -> Param:
     return Param("E", "e", True, _LOSS_FLOOR_BOUNDS, HOFFMANN_E_GRID)
 
 
-CHINCHILLA = Law(
-    name="chinchilla",
-    features=("params_nonembed", "tokens"),
-    params=(
-        _e_param(),
-        Param("A", "a", True, _SCALE_BOUNDS, HOFFMANN_SCALE_GRID),
-        Param("alpha", "alpha", False, _EXPONENT_BOUNDS, HOFFMANN_EXPONENT_GRID),
-        Param("B", "b", True, _SCALE_BOUNDS, HOFFMANN_SCALE_GRID),
-        Param("beta", "beta", False, _EXPONENT_BOUNDS, HOFFMANN_EXPONENT_GRID),
-    ),
-    terms=(
-        Term("a", (("alpha", "params_nonembed"),)),
-        Term("b", (("beta", "tokens"),)),
-        Term("e"),
-    ),
-    formula="L(N, D) = E + A / N^alpha + B / D^beta",
-)
+#: Coarser grids for the forms with more parameters: their start grid is the product of every
+#: parameter's grid, and 3 values each keep a 7-parameter form at a few thousand starts.
+_COARSE_SCALE_GRID: tuple[float, ...] = (0.0, 10.0, 20.0)
+_COARSE_EXPONENT_GRID: tuple[float, ...] = (0.1, 0.5, 1.5)
+_COARSE_E_GRID: tuple[float, ...] = (-0.5, 0.5)
+
+
+def _nd_law(name: str, formula: str, tied: bool = False, second_n: bool = False) -> Law:
+    """A law in N and D with a floor: ``E + A / N^alpha + B / D^beta``, with ``beta = alpha``
+    (``tied``) or a second term ``A2 / N^alpha2`` (``second_n``, on the coarse grids)."""
+    scale, expo, e_grid = ((_COARSE_SCALE_GRID, _COARSE_EXPONENT_GRID, _COARSE_E_GRID) if second_n else
+                           (HOFFMANN_SCALE_GRID, HOFFMANN_EXPONENT_GRID, HOFFMANN_E_GRID))
+    beta = "alpha" if tied else "beta"
+    params = [Param("E", "e", True, _LOSS_FLOOR_BOUNDS, e_grid), Param("A", "a", True, _SCALE_BOUNDS, scale),
+              Param("alpha", "alpha", False, _EXPONENT_BOUNDS, expo), Param("B", "b", True, _SCALE_BOUNDS, scale)]
+    params += [] if tied else [Param("beta", "beta", False, _EXPONENT_BOUNDS, expo)]
+    terms = [Term("a", (("alpha", "params_nonembed"),)), Term("b", ((beta, "tokens"),))]
+    if second_n:
+        params += [Param("A2", "a2", True, _SCALE_BOUNDS, scale), Param("alpha2", "alpha2", False, _EXPONENT_BOUNDS, expo)]
+        terms.append(Term("a2", (("alpha2", "params_nonembed"),)))
+    return Law(name, ("params_nonembed", "tokens"), tuple(params), tuple(terms) + (Term("e"),), formula)
+
+
+CHINCHILLA = _nd_law("chinchilla", "L(N, D) = E + A / N^alpha + B / D^beta")
 
 #: Power-law exponents for compute are small (~0.05), so the grid reaches below Hoffmann's 0.5.
 _POWER_EXPONENT_GRID: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0)
 
 
-def power_law(x: str = "params_nonembed") -> Law:
-    """``L(x) = E + A * x^(-alpha)`` with ``x`` = ``params_nonembed`` or ``flops``."""
+def power_law(x: str = "params_nonembed", broken: bool = False) -> Law:
+    """``L(x) = E + A * x^(-alpha)`` with ``x`` = ``params_nonembed`` or ``flops``; ``broken`` adds
+    ``A2 * x^(-alpha2)`` (a smooth break; named ``broken_power``)."""
     if x not in ("params_nonembed", "flops"):
         raise ValueError(f"power law input must be 'params_nonembed' or 'flops', not {x!r}")
-    return Law(
-        name="power",
-        features=(x,),
-        params=(
-            _e_param(),
-            Param("A", "a", True, _SCALE_BOUNDS, HOFFMANN_SCALE_GRID),
-            Param("alpha", "alpha", False, _EXPONENT_BOUNDS, _POWER_EXPONENT_GRID),
-        ),
-        terms=(Term("a", (("alpha", x),)), Term("e")),
-        formula=f"L({x}) = E + A * {x}^(-alpha)",
-    )
+    scale = _COARSE_SCALE_GRID if broken else HOFFMANN_SCALE_GRID
+    params = (_e_param(), Param("A", "a", True, _SCALE_BOUNDS, scale),
+              Param("alpha", "alpha", False, _EXPONENT_BOUNDS, _POWER_EXPONENT_GRID))
+    terms: tuple[Term, ...] = (Term("a", (("alpha", x),)),)
+    if broken:
+        params += (Param("A2", "a2", True, _SCALE_BOUNDS, scale),
+                   Param("alpha2", "alpha2", False, _EXPONENT_BOUNDS, _COARSE_EXPONENT_GRID))
+        terms += (Term("a2", (("alpha2", x),)),)
+    second = f" + A2 * {x}^(-alpha2)" if broken else ""
+    return Law("broken_power" if broken else "power", (x,), params, terms + (Term("e"),),
+               f"L({x}) = E + A * {x}^(-alpha){second}")
+
+
+#: Gadre et al. (2024): Chinchilla's law with one exponent for N and D, which makes the loss a
+#: function of compute and the token multiplier D/N alone; one parameter fewer to pin.
+GADRE = _nd_law("gadre", "L(N, D) = E + A / N^alpha + B / D^alpha", tied=True)
+
+#: Chinchilla's law with a second power of N: a smoothly broken curve in N (the local exponent
+#: moves from one alpha to the other), the simplest way a ladder can bend away from one power.
+BROKEN = _nd_law("broken", "L(N, D) = E + A / N^alpha + A2 / N^alpha2 + B / D^beta", second_n=True)
+
+
+def broken_power_law(x: str = "params_nonembed") -> Law:
+    """``L(x) = E + A x^(-alpha) + A2 x^(-alpha2)``: the power law with a smooth break."""
+    return power_law(x, broken=True)
 
 
 LAW_NAMES: tuple[str, ...] = ("chinchilla", "power")
+#: Every form the estimator knows, including the alternatives model averaging fits.
+ALL_LAW_NAMES: tuple[str, ...] = ("chinchilla", "power", "gadre", "broken", "broken_power")
+#: Laws that take one input (``x``): the rest take N and D.
+SINGLE_INPUT_LAWS: frozenset[str] = frozenset({"power", "broken_power"})
 
 
 def get_law(name: str, x: str = "params_nonembed") -> Law:
-    """The law called ``name``; ``x`` picks the input of the ``power`` law."""
+    """The law called ``name``; ``x`` picks the input of the single-input laws."""
     if name == "chinchilla":
         return CHINCHILLA
     if name == "power":
         return power_law(x)
+    if name == "gadre":
+        return GADRE
+    if name == "broken":
+        return BROKEN
+    if name == "broken_power":
+        return broken_power_law(x)
     raise ValueError(f"unknown law {name!r}; choose one of {LAW_NAMES}")

@@ -12,6 +12,7 @@ and each series' own FLOPs per token decide what it can train with them).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Sequence
@@ -19,13 +20,14 @@ from typing import Callable, Sequence
 import numpy as np
 
 from scaling.errors import UserInputError
+from scaling.fit.advise import DEFAULT_DEVICE_FLOPS_PER_SECOND, SeriesEdge, advise
 from scaling.fit.backtest import evaluate_holdout
+from scaling.fit.calibration import ModelAverage, calibrate
 from scaling.fit.compare import TOKENS_PER_PARAM_RULE, Comparison, compare
 from scaling.fit.data import FitData, make_fit_data
-from scaling.fit.estimate import FitOptions, fit
-from scaling.fit.intervals import loss_interval
+from scaling.fit.degenerate import Finding, consolidate, diagnose_fit, diagnose_frontier
+from scaling.fit.estimate import FitOptions
 from scaling.fit.laws import Law, get_law
-from scaling.fit.result import FitResult
 from scaling.report.compute import TABLE_SIZES, SeriesFlops, context_costs
 from scaling.report.inputs import StudyResults, select_points, training_curves
 from scaling.report.schema import Band, CrossoverRow, Point, Report, TargetRow, VersusRow
@@ -52,10 +54,11 @@ class ReportOptions:
     holdout_sizes: int = 1
     seed: int = 0
     workers: int | None = None
+    device_flops_per_second: float = DEFAULT_DEVICE_FLOPS_PER_SECOND  # for the next-run advice
 
     @classmethod
     def from_settings(cls, settings: FitSettings, **overrides: object) -> "ReportOptions":
-        values = dict(law=settings.law, x=settings.x, shared_E=settings.shared_E, bootstrap=settings.bootstrap,
+        values: dict[str, object] = dict(law=settings.law, x=settings.x, shared_E=settings.shared_E, bootstrap=settings.bootstrap,
                       target_sizes=tuple(settings.target_sizes), holdout_sizes=settings.backtest_holdout_sizes)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
@@ -81,10 +84,12 @@ def _fit_data(points: Sequence[Point], law: Law) -> FitData:
         "tokens": np.array([p.tokens for p in points]),
         "flops": np.array([p.flops for p in points]),
     }
-    return make_fit_data({k: features[k] for k in law.features}, np.array([p.val_loss for p in points]),
+    # Every input, not only the law's: the calibration measures extrapolation distance in compute
+    # and the alternative forms take other inputs.
+    return make_fit_data(features, np.array([p.val_loss for p in points]),
                          group=np.array([p.series for p in points], dtype=object),
                          unit=np.array([p.trial_id for p in points], dtype=object),
-                         columns={"loss": "val_loss", **{k: k for k in law.features}})
+                         columns={"loss": "val_loss", **{k: k for k in features}})
 
 
 def _fittable(points: list[Point], law: Law, shared: bool) -> tuple[list[str], list[str]]:
@@ -151,13 +156,14 @@ def _backtest(points: list[Point], law: Law, shared: list[str], options: FitOpti
     fit_points = [p for p in fit_points if p.series in usable]
     hold_points = [p for p, h in zip(points, held) if h and p.series in usable]
     try:
-        result = fit(_fit_data(fit_points, law), law, shared=shared if len(usable) > 1 else [], options=options,
-                     progress=progress)
+        model = calibrate(_fit_data(fit_points, law), law, shared=shared if len(usable) > 1 else [], options=options,
+                          progress=progress)
     except UserInputError as exc:
         return {"split": split, "groups": {}, "error": f"the smaller part cannot be fitted: {exc.problem} ({exc.field})"}
-    groups = evaluate_holdout(result, _fit_data(hold_points, law), _LEVEL)
+    result = model.primary
+    groups = evaluate_holdout(result, _fit_data(hold_points, law), _LEVEL, calibration=model)
     return {"split": split, "error": None, "skipped": notes, "groups": {g: b.to_dict() for g, b in groups.items()},
-            "fit": {g: gf.params for g, gf in result.groups.items()}}
+            "fit": {g: gf.params for g, gf in result.groups.items()}, "calibrated": True}
 
 
 # ---------------------------------------------------------------------------- curves and bands
@@ -169,12 +175,13 @@ def _rule_tokens(results: StudyResults, params: np.ndarray) -> np.ndarray:
     return np.full_like(params, float(budget.tokens))
 
 
-def _bands(result: FitResult, results: StudyResults, points: list[Point], models: dict[str, SeriesModel],
+def _bands(calibration: ModelAverage, results: StudyResults, points: list[Point], models: dict[str, SeriesModel],
            options: ReportOptions, counted: dict[str, SeriesFlops] | None = None) -> list[Band]:
     """Each series' fitted curve and bands along compute and along parameters, from the smallest
     run to the largest target. An axis the law does not take is drawn along the study's own
     budget rule (N -> D -> C with the series' exact FLOPs per token), so curve and runs agree."""
     bands: list[Band] = []
+    result = calibration.primary
     law_feature = result.law_obj.features
     n_max = max(options.target_sizes)
     for series in result.groups:
@@ -187,31 +194,40 @@ def _bands(result: FitResult, results: StudyResults, points: list[Point], models
             flops_per_token = SeriesFlops(results.spec, model, sizes=tuple(np.geomspace(n_grid[0] / 2, n_max * 2, 12)))
         if law_feature == ("flops",):
             c_grid = np.geomspace(min(p.flops for p in own), max(options.target_budgets), _BAND_POINTS)
-            bands.append(_band(result, series, "flops", c_grid, {"flops": c_grid}))
+            bands.append(_band(calibration, series, "flops", c_grid, {"flops": c_grid}))
             if flops_per_token is not None:
                 c_of_n = flops_per_token(n_grid) * d_grid
-                bands.append(_band(result, series, "params_nonembed", n_grid, {"flops": c_of_n}))
+                bands.append(_band(calibration, series, "params_nonembed", n_grid, {"flops": c_of_n}))
+        elif law_feature == ("params_nonembed",):
+            bands.append(_band(calibration, series, "params_nonembed", n_grid, {"params_nonembed": n_grid}))
+            if flops_per_token is not None:
+                bands.append(_band(calibration, series, "flops", flops_per_token(n_grid) * d_grid,
+                                   {"params_nonembed": n_grid}))
         else:
             X = {"params_nonembed": n_grid, "tokens": d_grid}
-            X = {k: X[k] for k in law_feature}
-            bands.append(_band(result, series, "params_nonembed", n_grid, X))
             if flops_per_token is not None:
-                bands.append(_band(result, series, "flops", flops_per_token(n_grid) * d_grid, X))
+                X["flops"] = flops_per_token(n_grid) * d_grid
+            bands.append(_band(calibration, series, "params_nonembed", n_grid, X))
+            if flops_per_token is not None:
+                bands.append(_band(calibration, series, "flops", X["flops"], X))
     return bands
 
 
-def _band(result: FitResult, series: str, axis: str, x: np.ndarray, X: dict[str, np.ndarray]) -> Band:
-    iv = loss_interval(result, series, X, _LEVEL)
-    has = result.n_bootstrap > 0
-    return Band(series, axis, [float(v) for v in x], iv.prediction.tolist(),
-                iv.fit_low.tolist() if has else None, iv.fit_high.tolist() if has else None,
-                iv.low.tolist() if has else None, iv.high.tolist() if has else None)
+def _band(calibration: ModelAverage, series: str, axis: str, x: np.ndarray, X: dict[str, np.ndarray]) -> Band:
+    """The form-averaged curve with its calibrated bands: the expected loss's (fit_*) and a new
+    run's (pred_*)."""
+    prediction, fit_low, fit_high = calibration.interval(series, X, _LEVEL, new_run=False)
+    _, low, high = calibration.interval(series, X, _LEVEL, new_run=True)
+    if calibration.primary.n_bootstrap == 0:  # no parameter uncertainty measured: no bands (as without calibration)
+        return Band(series, axis, [float(v) for v in x], prediction.tolist())
+    return Band(series, axis, [float(v) for v in x], prediction.tolist(), fit_low.tolist(), fit_high.tolist(),
+                low.tolist(), high.tolist())
 
 
 # ---------------------------------------------------------------------------- comparison rows
 def _rows(comparison: Comparison, baseline: str) -> tuple[list[TargetRow], list[VersusRow], list[CrossoverRow]]:
     targets = [TargetRow(t.target, t.group, t.params_nonembed, t.tokens, t.flops, t.loss.value, t.loss.low,
-                         t.loss.high, t.loss.pred_low, t.loss.pred_high) for t in comparison.targets]
+                         t.loss.high, t.loss.pred_low, t.loss.pred_high, dict(t.forms)) for t in comparison.targets]
     versus: list[VersusRow] = []
     for d in comparison.differences:
         if baseline not in (d.group_a, d.group_b):
@@ -220,13 +236,117 @@ def _rows(comparison: Comparison, baseline: str) -> tuple[list[TargetRow], list[
         if d.group_a == baseline:  # orient as series - baseline
             versus.append(VersusRow(d.target, d.group_b, baseline, -est.value,
                                     None if est.high is None else -est.high, None if est.low is None else -est.low,
-                                    None if d.p_a_better is None else 1.0 - d.p_a_better))
+                                    None if d.p_a_better is None else 1.0 - d.p_a_better,
+                                    None if d.family_high is None else -d.family_high,
+                                    None if d.family_low is None else -d.family_low, d.family_level))
         else:
-            versus.append(VersusRow(d.target, d.group_a, baseline, est.value, est.low, est.high, d.p_a_better))
+            versus.append(VersusRow(d.target, d.group_a, baseline, est.value, est.low, est.high, d.p_a_better,
+                                    d.family_low, d.family_high, d.family_level))
     crossovers = [CrossoverRow(c.group_b if c.group_a == baseline else c.group_a, baseline, c.axis, c.at, c.low,
                                c.high, c.fraction_of_draws_crossing, c.status, list(c.search_range))
                   for c in comparison.crossovers if baseline in (c.group_a, c.group_b)]
     return targets, versus, crossovers
+
+
+def _refuse(findings: list[Finding], targets: list[TargetRow], versus: list[VersusRow], crossovers: list[CrossoverRow],
+            comparison: dict) -> tuple[list[TargetRow], list[VersusRow], list[CrossoverRow], dict]:
+    """Withhold what the findings say the data cannot pin: with the N/D split unidentified every
+    chinchilla target, crossover and allocation (each rests on the split); with an absurd
+    allocation, the allocation and everything at compute-optimal settings. Refused target rows
+    stay, marked ``unidentified`` with the reason, and carry no numbers."""
+    split = [f for f in findings if f.refuses == "N/D split"]
+    alloc = [f for f in findings if f.refuses == "allocation"]
+    if not split and not alloc:
+        return targets, versus, crossovers, comparison
+    reason = "; ".join(consolidate(split or alloc))
+
+    def refused(name: str) -> bool:
+        return bool(split) or "compute-optimal" in name
+
+    out_targets = []
+    for t in targets:
+        if refused(t.target):
+            t = TargetRow(t.target, t.series, None, None, None, math.nan, None, None, None, None, {}, reason)
+        out_targets.append(t)
+    comparison = dict(comparison)
+    comparison["frontier"] = []
+    comparison["refused"] = reason
+    return (out_targets, [v for v in versus if not refused(v.target)],
+            [c for c in crossovers if not refused(c.axis)], comparison)
+
+
+def _components_at(calibration: ModelAverage, targets: list[TargetRow]) -> dict[str, dict]:
+    """Per series at the largest identified target: each variance component's standard deviation
+    as a share of the loss (log-loss units), and the target it was taken at."""
+    rows = [t for t in targets if not t.unidentified and t.flops is not None or
+            (not t.unidentified and t.params_nonembed is not None)]
+    if not rows:
+        return {}
+    key = (lambda t: t.flops or 0.0) if any(t.flops for t in rows) else (lambda t: t.params_nonembed or 0.0)
+    largest = max(rows, key=key).target
+    out: dict[str, dict] = {}
+    for t in rows:
+        if t.target != largest:
+            continue
+        X = {k: np.array([v]) for k, v in (("params_nonembed", t.params_nonembed), ("tokens", t.tokens),
+                                           ("flops", t.flops)) if v is not None}
+        _, comps = calibration.components(t.series, X)
+        out[t.series] = {"target": largest, **{k: float(np.sqrt(v[0])) for k, v in comps.items()}}
+    return out
+
+
+def _advice(calibration: ModelAverage, results: StudyResults, points: list[Point], models: dict[str, SeriesModel],
+            targets: list[TargetRow], baseline: str, options: ReportOptions) -> dict:
+    """Ranked next runs for the headline difference: the best series against the baseline at the
+    largest identified target (`scaling.fit.advise`)."""
+    rows = [t for t in targets if not t.unidentified]
+    if not rows or len(calibration.groups) < 2:
+        return {"candidates": [], "why": "no identified target with two series to compare"}
+    key = (lambda t: t.flops or 0.0) if any(t.flops for t in rows) else (lambda t: t.params_nonembed or 0.0)
+    largest = max(rows, key=key).target
+    at = {t.series: t for t in rows if t.target == largest}
+    others = [t for s, t in at.items() if s != baseline]
+    if baseline not in at or not others:
+        return {"candidates": [], "why": "the baseline has no prediction at the largest target"}
+    best = min(others, key=lambda t: t.loss).series
+    X = {s: {k: np.array([v]) for k, v in (("params_nonembed", at[s].params_nonembed), ("tokens", at[s].tokens),
+                                           ("flops", at[s].flops)) if v is not None} for s in (best, baseline)}
+    edges, fpt = {}, {}
+    rule = results.spec.budget.tokens_per_param
+    for s in (best, baseline):
+        own = [p for p in points if p.series == s]
+        top = max(own, key=lambda p: p.flops)
+        edges[s] = SeriesEdge(top.params_nonembed, top.tokens, top.flops, len(own), rule, top.strategy not in ("none", ""))
+        fpt[s] = (SeriesFlops(results.spec, models[s]) if s in models
+                  else (lambda n, r=top.flops / top.tokens / top.params_nonembed: r * np.asarray(n, float)))
+    candidates = advise(calibration, best, baseline, X, edges, fpt, options.device_flops_per_second)
+    return {"target": largest, "series": best, "baseline": baseline,
+            "device_flops_per_second": options.device_flops_per_second,
+            "candidates": [c.to_dict() for c in candidates]}
+
+
+def _recall_chance(results: StudyResults) -> dict[str, float]:
+    """Accuracy of guessing, for the recall plots' chance lines: MQAR answers one of value_vocab."""
+    evals = results.spec.data.evals
+    mqar = getattr(evals, "mqar", None)
+    vocab = getattr(mqar, "value_vocab", None) if mqar is not None else None
+    return {"mqar": 1.0 / vocab} if vocab else {}
+
+
+def _seed_noise(calibration: ModelAverage) -> float | None:
+    """Pooled seed-to-seed standard deviation of log loss, where the study repeats seeds."""
+    pooled = [(g.seed_var, g.seed_dof) for g in calibration.groups.values() if g.seed_dof]
+    if not pooled:
+        return None
+    return float(np.sqrt(sum(v * d for v, d in pooled) / sum(d for _, d in pooled)))
+
+
+def _n_targets(law: Law, options: ReportOptions) -> int:
+    """Targets `compare` evaluates: sizes twice (optimal and 20 tokens/param) plus budgets for
+    chinchilla; one axis's targets for a power law."""
+    if law.name == "chinchilla":
+        return 2 * len(options.target_sizes) + len(options.target_budgets)
+    return len(options.target_sizes)
 
 
 # ---------------------------------------------------------------------------- the report
@@ -250,7 +370,8 @@ def build_report(results: StudyResults, options: ReportOptions, progress: Progre
     def stage(name: str) -> Callable[[int, int], None] | None:
         return (lambda done, total: progress(name, done, total)) if progress else None
 
-    result = fit(_fit_data(fit_points, law), law, shared=shared, options=fit_options, progress=stage("fit"))
+    calibration = calibrate(_fit_data(fit_points, law), law, shared=shared, options=fit_options, progress=stage("fit"))
+    result = calibration.primary
     backtest = _backtest(fit_points, law, shared, fit_options, options.holdout_sizes, stage("backtest"))
 
     flops_fns = None
@@ -266,11 +387,19 @@ def build_report(results: StudyResults, options: ReportOptions, progress: Progre
     comparison = compare(
         result, sizes=options.target_sizes, budgets=options.target_budgets, flops_per_token=flops_fns,
         size_range=(data_n[0], 10 * max(options.target_sizes)), compute_range=(data_c[0], 10 * max(options.target_budgets)),
-        level=_LEVEL, seed=options.seed,
+        # without a bootstrap there is no parameter uncertainty to calibrate: no intervals at all
+        level=_LEVEL, seed=options.seed, calibration=calibration if options.bootstrap > 0 else None,
+        # "resolved" is judged over every series-vs-baseline difference at every target together
+        n_comparisons=max(1, len(usable) - 1) * _n_targets(law, options),
     )
     baseline = _baseline(usable, fit_points)
     targets, versus, crossovers = _rows(comparison, baseline)
-    bands = _bands(result, results, fit_points, models, options, flops_fns)
+    findings = diagnose_fit(result, _fit_data(fit_points, law))
+    comparison_dict = comparison.to_dict()
+    if law.name == "chinchilla":
+        findings += diagnose_frontier(comparison_dict["frontier"])
+    targets, versus, crossovers, comparison_dict = _refuse(findings, targets, versus, crossovers, comparison_dict)
+    bands = _bands(calibration, results, fit_points, models, options, flops_fns)
     cost_size = min(options.target_sizes)
     costs = context_costs(results.spec, {s: models[s] for s in usable if s in models}, cost_size)
 
@@ -285,11 +414,18 @@ def build_report(results: StudyResults, options: ReportOptions, progress: Progre
         "study_budget": results.spec.budget.model_dump(), "cost_reference_params": cost_size,
         "data_params_range": list(data_n), "data_flops_range": list(data_c),
         "excluded_series": excluded_notes, "storage": results.root,
+        "unidentified": [f.to_dict() for f in findings],
+        "variance_components": _components_at(calibration, targets),
+        "advice": _advice(calibration, results, fit_points, models, targets, baseline, options),
+        "seed_noise_log": _seed_noise(calibration),
+        "recall_chance": _recall_chance(results),
+        "calibration": comparison_dict.get("settings", {}).get("calibration"),
+        "family_level": comparison_dict.get("settings", {}).get("family_level"),
     }
     report = Report(
         study=results.name, generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         settings=settings, verdict="", caveats=[], baseline=baseline, series=usable, points=points, dropped=dropped,
-        fit=result.to_dict(), backtest=backtest, comparison=comparison.to_dict(), targets=targets, versus=versus,
+        fit=result.to_dict(), backtest=backtest, comparison=comparison_dict, targets=targets, versus=versus,
         crossovers=crossovers, bands=bands, training_curves=training_curves(results, fit_points), costs=costs,
     )
     report.verdict = verdict_for(report)

@@ -66,15 +66,18 @@ def build_document(report: Report) -> list[Block]:
     blocks.append(Paragraph(
         f"Generated {report.generated_at}. Law: {law_text}"
         + (f", shared {', '.join(s['shared'])}" if s.get("shared") else "")
-        + f"; {s.get('bootstrap', 0)} bootstrap resamples of whole runs; 95% intervals. Compute: "
+        + f"; {s.get('bootstrap', 0)} bootstrap resamples of whole runs; 95% intervals calibrated by nested "
+        "leave-top-rung-out backtests and averaged over functional forms (see Calibration). Compute: "
         f"{s.get('flops_source', '')}. Compute targets: {s.get('target_budget_rule', '')}. Baseline: {report.baseline}."))
     blocks += [Heading("Verdict"), Paragraph(report.verdict)]
     blocks += _predictions(report)
+    blocks += _calibration(report)
     blocks += _curves(report)
     blocks += _segments(report)
     blocks += _recall(report)
     blocks += _costs(report)
     blocks += _backtest(report)
+    blocks += _advice(report)
     blocks += _diagnostics(report)
     blocks += [Heading("Caveats"), Bullets(list(report.caveats))]
     blocks += _data(report)
@@ -84,7 +87,10 @@ def build_document(report: Report) -> list[Block]:
 def _predictions(report: Report) -> list[Block]:
     versus = {(v.target, v.series): v for v in report.versus}
     rows = []
+    withheld = sorted({t.target for t in report.targets if t.unidentified}, key=[t.target for t in report.targets].index)
     for t in report.targets:
+        if t.unidentified:
+            continue
         v = versus.get((t.target, t.series))
         rows.append([
             t.target, t.series, _count(t.params_nonembed), sci(t.tokens), sci(t.flops), loss(t.loss),
@@ -92,27 +98,75 @@ def _predictions(report: Report) -> list[Block]:
             "baseline" if t.series == report.baseline else (signed(v.difference) if v else "n/a"),
             "" if v is None else interval(v.low, v.high, signed), "" if v is None or v.p_better is None else percent(v.p_better),
         ])
-    blocks: list[Block] = [Heading("Predictions at the targets"), Table(
-        ["target", "series", "N (params)", "D (tokens)", "C (FLOPs)", "loss", "95% CI (curve)", "95% PI (a new run)",
-         f"minus {report.baseline}", "difference 95% CI", f"P(lower than {report.baseline})"], rows,
-        "CI: spread of the fitted curve over the bootstrap refits; PI: adds run-to-run scatter (the fit's residuals). "
-        "P: share of bootstrap refits in which the series' loss is lower than the baseline's.")]
+    blocks: list[Block] = [Heading("Predictions at the targets")]
+    if rows:
+        blocks.append(Table(
+            ["target", "series", "N (params)", "D (tokens)", "C (FLOPs)", "loss", "95% interval (expected loss)",
+             "95% interval (a new run)", f"minus {report.baseline}", "difference 95% interval",
+             f"P(lower than {report.baseline})"], rows,
+            "Loss: the forms' predictions averaged by their backtest record. Intervals: calibrated against nested "
+            "leave-top-rung-out backtests (lack of fit, parameter, form and extrapolation uncertainty; a new run adds "
+            "seed noise). P: share of calibrated joint draws in which the series' loss is lower than the baseline's. "
+            f"\"Resolved\" in the verdict uses the family-wise level {percent(report.settings.get('family_level'), 2)} "
+            "(95% over every series x target compared)."))
+    if withheld:
+        reasons = "; ".join(dict.fromkeys(t.unidentified or "" for t in report.targets if t.unidentified))
+        blocks.append(Paragraph(f"Withheld, because the data do not identify them ({len(withheld)} targets: "
+                                f"{', '.join(withheld[:4])}{', ...' if len(withheld) > 4 else ''}): {reasons}."))
     cross = [[c.series, c.baseline, c.axis, sci(c.at) if "flops" in c.axis else _count(c.at),
               interval(c.low, c.high, sci if "flops" in c.axis else _count), percent(c.fraction_of_draws_crossing),
               c.status] for c in report.crossovers]
     if cross:
         blocks += [Heading("Where the curves cross", 3), Table(
-            ["series", "baseline", "axis", "crossing", "95% CI (refits that cross)", "refits crossing", "status"], cross,
-            "First crossing of the series' fitted curve with the baseline's, searched from the smallest run to 10x the "
-            "largest target.")]
+            ["series", "baseline", "axis", "crossing (averaged curves)", "95% interval (draws that cross)",
+             "draws crossing", "status"], cross,
+            "First crossing of the series' averaged curve with the baseline's, searched from the smallest run to 10x "
+            "the largest target; the interval is given only when most calibrated draws cross.")]
     frontier = report.comparison.get("frontier", []) if report.settings.get("law") == "chinchilla" else []
     if frontier:
         rows = [[f["group"], sci(f["flops"]), _count(f["params_nonembed"]["value"]),
                  interval(f["params_nonembed"]["low"], f["params_nonembed"]["high"], _count),
                  sci(f["tokens"]["value"]), loss(f["loss"]["value"])] for f in frontier]
         blocks += [Heading("Compute-optimal allocation", 3), Table(
-            ["series", "C (FLOPs)", "N_opt", "N_opt 95% CI", "D_opt (tokens)", "loss"], rows,
-            "With each series' exact FLOPs per token, C = f(N) D; N_opt minimises the fitted loss at fixed C.")]
+            ["series", "C (FLOPs)", "N_opt", "N_opt 95% bootstrap interval", "D_opt (tokens)", "loss"], rows,
+            "With each series' exact FLOPs per token, C = f(N) D; N_opt minimises the chinchilla fit's loss at fixed C. "
+            "The N_opt interval is the bootstrap spread of the chinchilla fit alone: the public data hold no held-out "
+            "optima to calibrate it against.")]
+    return blocks
+
+
+_COMPONENTS = ("seed noise", "lack of fit", "parameters", "form", "extrapolation")
+
+
+def _calibration(report: Report) -> list[Block]:
+    """Each form's weight and prediction, and where the interval width comes from."""
+    cal = report.settings.get("calibration") or {}
+    forms: dict[str, Any] = cal.get("forms", {})
+    if not forms:
+        return []
+    blocks: list[Block] = [Heading("Calibration: functional forms and variance components", 3)]
+    blocks.append(Table(["form", "formula", "weight", "nested backtest RMS error", "nested points", "why no weight"],
+                        [[name, f.get("formula") or "", percent(f.get("weight"), 0),
+                          percent(f.get("nested_rmse"), 2) if f.get("nested_rmse") is not None else "n/a",
+                          str(f.get("n_nested", 0)), f.get("excluded") or ""] for name, f in forms.items()],
+                        "Weights: inverse mean squared error of each form's nested leave-top-rung-out backtests "
+                        "(the top 1-3 compute rungs of every series held out in turn and predicted)."))
+    names = [n for n, f in forms.items() if f.get("formula")]
+    large = max((t for t in report.targets if not t.unidentified and t.forms),
+                key=lambda t: (t.flops or 0.0, t.params_nonembed or 0.0), default=None)
+    if large is not None:
+        rows = [[t.series] + [loss(t.forms.get(n)) for n in names] + [loss(t.loss)]
+                for t in report.targets if t.target == large.target]
+        blocks.append(Table(["series"] + names + ["averaged"], rows, f"Each form's prediction at {large.target}."))
+    comps: dict[str, Any] = report.settings.get("variance_components") or {}
+    if comps:
+        rows = [[g] + [percent(c.get(k), 2) for k in _COMPONENTS] for g, c in comps.items()]
+        blocks.append(Table(["series"] + list(_COMPONENTS), rows,
+                            f"Standard deviation of each component at {next(iter(comps.values())).get('target')}, as a "
+                            "share of the loss. Seed noise: between repeated seeds (0 when the study has none; then it "
+                            "is inside lack of fit); lack of fit: in-sample scatter beyond seed noise; parameters: the "
+                            "bootstrap; form: spread between the weighted forms; extrapolation: the drift per decade "
+                            "measured by the nested backtests times the decades beyond the largest run."))
     return blocks
 
 
@@ -126,13 +180,13 @@ def _curves(report: Report) -> list[Block]:
 
 
 def _segments(report: Report) -> list[Block]:
-    blocks: list[Block] = [Heading("Segment length (number of cached segments N)")]
+    blocks: list[Block] = [Heading("Segment length (number of cached segments)")]
     by_arch: dict[str, set[str]] = {}
     for p in report.points:
         by_arch.setdefault(p.arch, set()).add(p.segment_len)
     swept = [a for a, lens in by_arch.items() if len(lens) > 1]
     if not swept:
-        blocks.append(Paragraph("This study varies no architecture's segment length, so the effect of N cannot be "
+        blocks.append(Paragraph("This study varies no architecture's segment length, so the effect of the segment count cannot be "
                                 "read from it. List several `segment_lens` under one architecture in the spec."))
         return blocks
     _figure(report, "segment_effect.png", blocks)
@@ -145,8 +199,8 @@ def _segments(report: Report) -> list[Block]:
             by_label = {p.size_label: p.val_loss for p in own}
             rows.append([arch, series, own[0].segment_len, str(own[0].n_segments)]
                         + [loss(by_label.get(label)) for label in labels])
-    blocks.append(Table(["architecture", "series", "segment length C", "segments N"] + labels, rows,
-                        "Final validation loss per size; N = sequence length / C."))
+    blocks.append(Table(["architecture", "series", "segment length C", "segments (L / C)"] + labels, rows,
+                        "Final validation loss per size; segments = sequence length L / segment length C (N is kept for parameters)."))
     return blocks
 
 
@@ -205,10 +259,39 @@ def _backtest(report: Report) -> list[Block]:
                loss(p["prediction"]), interval(p.get("low"), p.get("high")), f"{100 * p['rel_error']:+.2f}%",
                "n/a" if p.get("in_interval") is None else ("yes" if p["in_interval"] else "NO")]
               for g, b in groups.items() for p in b["points"]]
-    blocks += [Paragraph(f"Split: {bt.get('split', '')}. The refit uses the same law, sharing and bootstrap."),
-               Table(["series", "runs fitted", "runs held out", "mean |error|", "max |error|", "inside 95% PI"], summary),
-               Table(["series", "N", "C (FLOPs)", "actual", "predicted", "95% PI", "error", "inside"], points,
+    blocks += [Paragraph(f"Split: {bt.get('split', '')}. The refit uses the same law, sharing, bootstrap and "
+                         "calibration (its own nested backtests), so its intervals are the calibrated ones."),
+               Table(["series", "runs fitted", "runs held out", "mean |error|", "max |error|", "inside 95% interval"],
+                     summary),
+               Table(["series", "N", "C (FLOPs)", "actual", "predicted", "95% interval", "error", "inside"], points,
                      "Each held-out run: its loss, the prediction from the refit and the prediction interval.")]
+    return blocks
+
+
+def advice_table(advice: dict[str, Any]) -> Table | None:
+    """The ranked next runs (shared by the report and `mcscale advise`)."""
+    candidates = advice.get("candidates") or []
+    if not candidates:
+        return None
+    rows = [[str(i + 1), c["series"], c["action"], _count(c["params_nonembed"]), sci(c["tokens"]), sci(c["flops"]),
+             f"{c['device_hours']:.3g}", percent(c["shrinkage"], 1),
+             "n/a" if not math.isfinite(c["shrinkage_per_device_hour"]) else f"{100 * c['shrinkage_per_device_hour']:.3g}%",
+             c.get("note", "")] for i, c in enumerate(candidates)]
+    return Table(["rank", "series", "run", "N", "D (tokens)", "C (FLOPs)", "device-hours",
+                  "expected shrinkage", "per device-hour", "note"], rows,
+                 f"Expected shrinkage of the calibrated interval of {advice['series']} minus {advice['baseline']} at "
+                 f"{advice['target']}; device-hours at {sci(advice['device_flops_per_second'])} FLOP/s from the exact "
+                 "FLOP model. Ranked by shrinkage per device-hour.")
+
+
+def _advice(report: Report) -> list[Block]:
+    advice = report.settings.get("advice") or {}
+    table = advice_table(advice)
+    blocks: list[Block] = [Heading("Which run next")]
+    if table is None:
+        blocks.append(Paragraph(f"No advice: {advice.get('why', 'nothing to compare')}."))
+    else:
+        blocks.append(table)
     return blocks
 
 
@@ -216,10 +299,14 @@ def _diagnostics(report: Report) -> list[Block]:
     fit = report.fit or {}
     groups: dict[str, Any] = fit.get("groups", {})
     names = sorted({k for g in groups.values() for k in g.get("params", {})}, key=["E", "A", "alpha", "B", "beta"].index)
+    degenerate = {(f["scope"], f["quantity"]) for f in report.settings.get("unidentified", [])}
     rows = []
     for g, gf in groups.items():
         cells = [g, str(gf.get("n_points"))]
         for k in names:
+            if (g, k) in degenerate:
+                cells.append("not identified")
+                continue
             lo, hi = (gf.get("ci95", {}).get(k) or [None, None])[:2]
             cells.append(f"{sci(gf['params'].get(k), 4)} [{sci(lo)}, {sci(hi)}]")
         cells += [percent(gf.get("mean_abs_rel_error"), 2), percent(gf.get("max_abs_rel_error"), 2)]

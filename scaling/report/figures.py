@@ -118,8 +118,9 @@ def _point_x(point: Point, axis: str) -> float:
     return float(point.flops if axis == "flops" else point.params_nonembed)
 
 
-def _draw_band(ax: "Axes", band: Band, colour: str, label: str | None, width: float) -> bool:
-    """Fitted curve with its prediction band (light) and confidence band (darker); True if drawn."""
+def _draw_band(ax: "Axes", band: Band, colour: str, label: str | None, width: float, shade: bool = True) -> bool:
+    """Fitted curve with its prediction band (light) and confidence band (darker, only where
+    ``shade``); True if drawn."""
     x, loss = _array(band.x), _array(band.loss)
     if x is None or loss is None or x.size == 0 or x.size != loss.size:
         return False
@@ -127,6 +128,8 @@ def _draw_band(ax: "Axes", band: Band, colour: str, label: str | None, width: fl
     if not ok.any():
         return False
     for low, high, alpha in ((band.pred_low, band.pred_high, 0.10), (band.fit_low, band.fit_high, 0.28)):
+        if not shade:
+            break
         lo, hi = _array(low), _array(high)
         if lo is None or hi is None or lo.size != x.size or hi.size != x.size:
             continue
@@ -216,17 +219,32 @@ def _outside_legend(ax: "Axes", handles: list[Any] | None = None, labels: list[s
         ax.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
 
 
-def _legend_for_bands(ax: "Axes", bands: list[Band]) -> None:
-    """A legend with the series plus grey swatches explaining the two band shades."""
+def shaded_series(report: Report) -> list[str]:
+    """The series whose intervals are drawn: the baseline and the headline contender (the one the
+    advice and the verdict lead with), so bands of many series do not merge into one block."""
+    advice = report.settings.get("advice") or {}
+    chosen = [report.baseline] + ([advice["series"]] if advice.get("series") else [])
+    if len(chosen) == 1:
+        others = [s for s in report.series if s != report.baseline]
+        chosen += others[:1]
+    return [s for s in dict.fromkeys(chosen) if s]
+
+
+def _legend_for_bands(ax: "Axes", bands: list[Band], colours: dict[str, str]) -> None:
+    """A legend with the series plus, per shaded series, swatches in its own colour explaining the
+    two band shades (calibrated intervals of a new run and of the expected loss)."""
     from matplotlib.patches import Patch
 
     handles, labels = ax.get_legend_handles_labels()
-    if any(b.pred_low is not None for b in bands):
-        handles.append(Patch(color="#555555", alpha=0.12))
-        labels.append("95% prediction band")
-    if any(b.fit_low is not None for b in bands):
-        handles.append(Patch(color="#555555", alpha=0.35))
-        labels.append("95% confidence band")
+    for series in dict.fromkeys(b.series for b in bands):
+        own = [b for b in bands if b.series == series]
+        colour = colours.get(series, "#555555")
+        if any(b.pred_low is not None for b in own):
+            handles.append(Patch(color=colour, alpha=0.12))
+            labels.append(f"{series}: 95% interval, a new run")
+        if any(b.fit_low is not None for b in own):
+            handles.append(Patch(color=colour, alpha=0.35))
+            labels.append(f"{series}: 95% interval, expected loss")
     if handles:
         _outside_legend(ax, handles, labels)
 
@@ -245,13 +263,16 @@ def _loss_vs_axis(report: Report, axis: str, with_curves: bool, targets: list[tu
     if with_curves:
         _draw_training_curves(ax, report, colours)
     drawn_bands: list[Band] = []
+    shaded = shaded_series(report)
     for series in _series_order(report, [*(p.series for p in points), *(b.series for b in bands)]):
         colour = colours[series]
         labelled = False
         for band in (b for b in bands if b.series == series):
-            if _draw_band(ax, band, colour, None if labelled else series, _line_width(report, series)):
+            if _draw_band(ax, band, colour, None if labelled else series, _line_width(report, series),
+                          shade=series in shaded):
                 labelled = True
-                drawn_bands.append(band)
+                if series in shaded:
+                    drawn_bands.append(band)
         _draw_points(ax, [p for p in points if p.series == series], axis, colour, None if labelled else series)
     _mark_targets(ax, targets)
     _loss_limits(ax, points, drawn_bands)
@@ -260,7 +281,7 @@ def _loss_vs_axis(report: Report, axis: str, with_curves: bool, targets: list[tu
     ax.set_ylabel("validation loss (nats/token)")
     ax.set_title(title)
     ax.grid(True, which="major", alpha=0.3)
-    _legend_for_bands(ax, drawn_bands)
+    _legend_for_bands(ax, drawn_bands, colours)
     return fig
 
 
@@ -378,9 +399,20 @@ def recall_vs_scale(report: Report) -> "Figure | None":
         return None
     fig = _new_figure(FIGSIZE[0] if len(panels) == 1 else 11.0, FIGSIZE[1])
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    chance = (report.settings.get("recall_chance") or {})
+    markers = "osD^vP*X"
     for ax, (title, data) in zip(axes, panels):
-        for series, (x, y) in data.items():
-            ax.plot(x, y, marker="o", color=colours[series], lw=_line_width(report, series), label=series)
+        for k, (series, (x, y)) in enumerate(data.items()):
+            # distinct markers and a small horizontal offset per series: equal accuracies (often all
+            # at chance) would otherwise hide every series but the last one drawn
+            offset = 1.0 + 0.025 * (k - (len(data) - 1) / 2.0)
+            ax.plot(x * offset, y, marker=markers[k % len(markers)], color=colours[series],
+                    lw=_line_width(report, series), label=series, alpha=0.9)
+        level = chance.get("mqar" if title.startswith("MQAR") else "needle")
+        if level is not None:
+            ax.axhline(level, color="#555555", ls="--", lw=1.0, zorder=0)
+            ax.text(0.01, level, f" chance ({level:.0%})", transform=ax.get_yaxis_transform(), va="bottom",
+                    fontsize=7.5, color="#444444")
         ax.set_xscale("log")
         ax.set_ylim(-0.03, 1.03)
         ax.set_xlabel("non-embedding parameters")

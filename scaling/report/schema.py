@@ -107,6 +107,8 @@ class TargetRow:
     high: float | None
     pred_low: float | None
     pred_high: float | None
+    forms: dict[str, float] = field(default_factory=dict)  # each functional form's own prediction
+    unidentified: str | None = None  # why this number is not a result (then it is not shown)
 
 
 @dataclass
@@ -119,7 +121,10 @@ class VersusRow:
     difference: float
     low: float | None
     high: float | None
-    p_better: float | None  # P(series' loss < baseline's) over the bootstrap draws
+    p_better: float | None  # P(series' loss < baseline's) over the calibrated draws
+    family_low: float | None = None  # the interval at the family-wise level "resolved" is judged on
+    family_high: float | None = None
+    family_level: float | None = None
 
 
 @dataclass

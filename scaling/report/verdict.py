@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import Iterable
 
+from scaling.fit.degenerate import consolidate
 from scaling.formatting import sci
 from scaling.models.ladder import format_count
 from scaling.report.schema import COMPUTE_TARGET_PREFIXES, SIZE_TARGET_PREFIXES, Report, TargetRow, VersusRow
@@ -43,13 +44,14 @@ def percent(value: float | None, digits: int = 0) -> str:
 
 # ---------------------------------------------------------------------------- targets
 def compute_targets(report: Report) -> list[TargetRow]:
-    """Rows at compute budgets (equal FLOPs for every series), if the law gives them."""
-    return [t for t in report.targets if t.target.startswith(COMPUTE_TARGET_PREFIXES)]
+    """Rows at compute budgets (equal FLOPs for every series), if the law gives them (and the
+    data identify them)."""
+    return [t for t in report.targets if t.target.startswith(COMPUTE_TARGET_PREFIXES) and not t.unidentified]
 
 
 def size_targets(report: Report) -> list[TargetRow]:
     """Rows at target sizes with the 20 tokens/param rule (chinchilla) or the power law in params."""
-    return [t for t in report.targets if t.target.startswith(SIZE_TARGET_PREFIXES)
+    return [t for t in report.targets if t.target.startswith(SIZE_TARGET_PREFIXES) and not t.unidentified
             and (not t.target.startswith("N=") or "tokens/param" in t.target)]
 
 
@@ -116,8 +118,10 @@ def best_per_strategy(report: Report, target: str) -> list[str]:
 
 
 def resolved(v: VersusRow) -> bool:
-    """The difference's interval excludes zero."""
-    return v.low is not None and v.high is not None and (v.high < 0 or v.low > 0)
+    """The difference's calibrated interval at the family-wise level (every series x target
+    compared, Bonferroni) excludes zero; the plain 95% interval where no family level exists."""
+    low, high = (v.family_low, v.family_high) if v.family_low is not None else (v.low, v.high)
+    return low is not None and high is not None and (high < 0 or low > 0)
 
 
 # ---------------------------------------------------------------------------- verdict
@@ -125,12 +129,16 @@ def verdict_for(report: Report) -> str:
     """One paragraph: the prediction at the largest target, per caching strategy, with intervals."""
     large, small = headline_targets(report)
     n_runs = sum(1 for p in report.points if p.series in report.series)
+    lead = in_range_sentence(report)
     if large is None:
-        return "No target could be predicted from this fit."
+        refused = [f for f in report.settings.get("unidentified", []) if f.get("refuses") in ("N/D split", "allocation")]
+        why = (" The extrapolations are withheld: " + consolidate(refused)[0] + ".") if refused else ""
+        return " ".join(p for p in (lead, "No target could be predicted from this fit." + why) if p)
     base = _row(report, large, report.baseline)
-    parts = [f"Fitted on {n_runs} finished runs of {len(report.series)} series, the laws predict at "
+    parts = [lead, f"Beyond the data, fitted on {n_runs} finished runs of {len(report.series)} series and averaged over "
+             f"the functional forms by their backtest record, the laws predict at "
              f"{describe_target(report, large)} a validation loss of {loss(base.loss) if base else 'n/a'} for "
-             f"{report.baseline} (95% CI {interval(base.low, base.high) if base else 'n/a'})."]
+             f"{report.baseline} (calibrated 95% interval {interval(base.low, base.high) if base else 'n/a'})."]
     contenders = best_per_strategy(report, large)
     for series in contenders:
         row, v = _row(report, large, series), _versus(report, large, series)
@@ -141,7 +149,7 @@ def verdict_for(report: Report) -> str:
         sentence = (f"{series} ({name}): {loss(row.loss)} ({interval(row.low, row.high)}), "
                     f"{signed(abs(v.difference))[1:]} {direction} than {report.baseline} (difference {interval(v.low, v.high, signed)}")
         if v.p_better is not None:
-            sentence += f"; lower in {percent(v.p_better)} of bootstrap refits"
+            sentence += f"; P(lower) = {percent(v.p_better)} over the calibrated draws"
         sentence += ")."
         parts.append(sentence)
     if contenders:
@@ -158,17 +166,53 @@ def verdict_for(report: Report) -> str:
     return " ".join(p for p in parts if p)
 
 
+def in_range_sentence(report: Report) -> str:
+    """What the study's own range says, before any extrapolation: at the largest size every
+    series trained, each contender's measured loss (and recall) against the baseline's."""
+    fitted = [p for p in report.points if p.series in report.series]
+    labels = [lab for lab in dict.fromkeys(p.size_label for p in sorted(fitted, key=lambda p: p.params_nonembed))
+              if all(any(p.series == s and p.size_label == lab for p in fitted) for s in report.series)]
+    if not labels:
+        return ""
+    top = labels[-1]
+    at = {p.series: p for p in fitted if p.size_label == top}
+    base = at.get(report.baseline)
+    if base is None:
+        return ""
+    seeds = max(sum(1 for p in fitted if p.series == s and p.size_label == top) for s in report.series)
+    noise = report.settings.get("seed_noise_log")
+    parts = []
+    for s in report.series:
+        if s == report.baseline or s not in at:
+            continue
+        p = at[s]
+        text = f"{s} {signed(p.val_loss - base.val_loss)}"
+        if p.mqar_acc is not None and base.mqar_acc is not None:
+            text += f" (MQAR {percent(p.mqar_acc)} vs {percent(base.mqar_acc)})"
+        parts.append(text)
+    if not parts:
+        return ""
+    noise_text = (f"seed noise measured at {percent(noise, 2)} of the loss" if noise else
+                  f"{seeds} seed per size, so seed noise is not measured and differences this small may be noise"
+                  if seeds == 1 else "")
+    return (f"Within the study's range, at the largest size every series trained ({top}), measured validation loss "
+            f"minus {report.baseline}'s ({loss(base.val_loss)}): " + "; ".join(parts)
+            + (f" ({noise_text})" if noise_text else "") + ".")
+
+
 def _resolution(report: Report, target: str, contenders: Iterable[str]) -> str:
     rows = [v for s in contenders if (v := _versus(report, target, s)) is not None]
     if not rows or all(v.low is None for v in rows):
         return "Without a bootstrap the differences have no intervals: rerun with fit.bootstrap > 0 before trusting them."
     settled = [v for v in rows if resolved(v)]
+    family = next((v.family_level for v in rows if v.family_level is not None), None)
+    level_text = "95%" if family is None else f"the family-wise {percent(family, 2)} level (95% over all series x targets)"
     if not settled:
-        return ("No difference from the baseline is resolved there: every interval spans zero, so this study "
-                "cannot say which architecture is better at that scale.")
-    words = [f"{v.series} {'beats' if v.high is not None and v.high < 0 else 'trails'} {report.baseline}"
-             for v in settled]
-    return "Resolved at 95%: " + "; ".join(words) + "."
+        return (f"No difference from the baseline is resolved there at {level_text}: every calibrated interval "
+                "spans zero, so this study cannot say which architecture is better at that scale.")
+    words = [f"{v.series} {'beats' if (v.family_high if v.family_high is not None else v.high) < 0 else 'trails'} "
+             f"{report.baseline}" for v in settled]
+    return f"Resolved at {level_text}: " + "; ".join(words) + "."
 
 
 def _crossing_sentence(report: Report, series: str) -> str:
@@ -178,15 +222,18 @@ def _crossing_sentence(report: Report, series: str) -> str:
     c = rows[-1] if report.settings.get("law") == "chinchilla" else rows[0]
     axis = "FLOPs" if "flops" in c.axis else "parameters"
     fmt = sci if axis == "FLOPs" else (lambda v: format_count(v) if v else "n/a")
-    share = "" if c.fraction_of_draws_crossing is None else f" ({percent(c.fraction_of_draws_crossing)} of bootstrap refits cross)"
-    if c.at is not None:
-        return (f"{series}'s curve crosses {report.baseline}'s at {fmt(c.at)} {axis} "
-                f"(95% CI {interval(c.low, c.high, fmt)}){share}.")
-    lo, hi = c.search_range or (math.nan, math.nan)
-    text = f"In the point fit, {series}'s curve does not cross {report.baseline}'s between {fmt(lo)} and {fmt(hi)} {axis}"
     frac = c.fraction_of_draws_crossing
+    share = "" if frac is None else f" ({percent(frac)} of calibrated draws cross)"
+    if c.at is not None and (frac is None or frac >= 0.5) and c.low is not None:
+        return (f"{series}'s curve crosses {report.baseline}'s at {fmt(c.at)} {axis} "
+                f"(95% interval {interval(c.low, c.high, fmt)}){share}.")
+    if c.at is not None:
+        return (f"The averaged curves of {series} and {report.baseline} cross at {fmt(c.at)} {axis}, but only "
+                f"{percent(frac)} of calibrated draws cross at all, so the crossing is not a result.")
+    lo, hi = c.search_range or (math.nan, math.nan)
+    text = f"The averaged curves of {series} and {report.baseline} do not cross between {fmt(lo)} and {fmt(hi)} {axis}"
     if frac is not None and frac >= 0.05:
-        return text + f", but {percent(frac)} of bootstrap refits do, so the ordering there is not settled."
+        return text + f", but {percent(frac)} of calibrated draws do, so the ordering there is not settled."
     return text + share + "."
 
 
@@ -245,18 +292,44 @@ def caveats_for(report: Report) -> list[str]:
         out.append("Dropped points: none; every ladder trial finished and was fitted.")
     for note in s.get("excluded_series", []):
         out.append(f"Series left out: {note}.")
-    seeds = {p.trial_id.rsplit("-s", 1)[-1] for p in report.points}
-    if len(seeds) <= 1:
-        out.append("One seed per size: run-to-run noise is estimated from the fit's residuals only; more seeds at "
-                   "the largest sizes would tighten the prediction intervals honestly.")
+    out.extend(_variance_caveats(report))
     return out
+
+
+def _variance_caveats(report: Report) -> list[str]:
+    """Where the width of the headline intervals comes from (seed noise, lack of fit, parameters,
+    form, extrapolation), so a reader knows which runs would narrow them."""
+    comps = report.settings.get("variance_components") or {}
+    if not comps:
+        return []
+    names = ("seed noise", "lack of fit", "parameters", "form", "extrapolation")
+    mean = {k: sum(c.get(k, 0.0) for c in comps.values()) / len(comps) for k in names}
+    top = max(names, key=lambda k: mean[k])
+    target = next(iter(comps.values())).get("target", "")
+    seed = report.settings.get("seed_noise_log")
+    text = (f"Variance components at {describe_target(report, target)} (standard deviation as a share of the loss, "
+            "mean over series): " + ", ".join(f"{k} {percent(mean[k], 2)}" for k in names)
+            + f". The largest is {top}")
+    if top == "extrapolation":
+        text += ", so runs at larger sizes (closer to the target) narrow the intervals most; more seeds would not"
+    elif top in ("form", "parameters"):
+        text += ", so more sizes (a longer ladder) narrow the intervals most"
+    elif top == "seed noise":
+        text += ", so more seeds at the largest sizes narrow the intervals most"
+    text += ("." if seed else ". Seed noise is unmeasured (one seed per configuration): it is counted inside lack "
+             "of fit, which is an upper bound on it.")
+    return [text]
 
 
 def _fit_caveats(report: Report) -> list[str]:
     out: list[str] = []
     fit = report.fit or {}
     groups = fit.get("groups", {})
-    if "E" in (fit.get("shared") or []) and groups:
+    floor_unidentified = any(f["quantity"] == "E" for f in report.settings.get("unidentified", []))
+    if "E" in (fit.get("shared") or []) and groups and floor_unidentified:
+        out.append("Shared loss floor: not identified (pinned at its bound 0, see below), so no floor is reported; "
+                   "far beyond the data the predictions follow each series' power law down without one.")
+    elif "E" in (fit.get("shared") or []) and groups:
         first = next(iter(groups.values()))
         lo, hi = (first.get("ci95", {}).get("E") or [None, None])[:2]
         out.append(f"Shared loss floor: E = {loss(first['params'].get('E'))} (95% CI {interval(lo, hi)}) is common to "
@@ -275,13 +348,13 @@ def _fit_caveats(report: Report) -> list[str]:
                    "a law's exponent is poorly pinned by so few points.")
     for warning in (fit.get("settings") or {}).get("warnings", []):
         out.append(f"Fit warning: {warning}.")
-    if report.settings.get("law") == "chinchilla":
-        ratios = [p.tokens / p.params_nonembed for p in report.points if p.series in report.series]
-        if ratios and max(ratios) / min(ratios) < 2.0:
-            out.append(f"Tokens per parameter hardly vary ({min(ratios):.3g} to {max(ratios):.3g}), so the N and D "
-                       "terms of the chinchilla law are not separately identified: its compute-optimal allocations "
-                       "and its predictions at other token budgets rest on the functional form alone. Vary the "
-                       "budget (several tokens_per_param values) to pin them.")
+    findings = report.settings.get("unidentified", [])
+    for kind, consequence in (("N/D split", "so every chinchilla target, crossover and allocation is withheld"),
+                              ("allocation", "so the allocation and the compute-optimal targets are withheld"),
+                              ("floor", "so predictions far beyond the data rest on the form, not on a measured floor"),
+                              ("exponent", "so extrapolations along it are not identified")):
+        for text in consolidate(f for f in findings if f["refuses"] == kind):
+            out.append(f"Not identified: {text} ({consequence}).")
     return out
 
 

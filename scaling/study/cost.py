@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from scaling.errors import UserInputError
 from scaling.models.flops import training_flops_per_token
 from scaling.models.ladder import count_params
 from scaling.spec import StudySpec
@@ -101,5 +102,36 @@ def total_line(spec: StudySpec, costs: list[TrialCost], mfu: float | None = None
     return text
 
 
-def misfits(costs: list[TrialCost]) -> list[TrialCost]:
-    return [c for c in costs if c.fits is False]
+def check_fits(costs: list[TrialCost]) -> None:
+    """Raise the exit-2 error for trials whose memory estimate exceeds their GPUs, naming the first and the fix."""
+    from scaling.formatting import byte_size
+
+    bad = [c for c in costs if c.fits is False]
+    if not bad:
+        return
+    first, cfg = bad[0], bad[0].trial.config
+    raise UserInputError(
+        "resources", f"{len(bad)} trial(s) cannot fit their GPUs; the first, {first.trial.trial_id}, needs about "
+        f"{byte_size(first.memory_per_worker_bytes)} per GPU against {MEMORY_HEADROOM:.0%} of "
+        f"{byte_size(first.gpu_memory_bytes)} (micro-batch {cfg.micro_batch_size()} sequences, "
+        f"{cfg.workers} worker(s), {cfg.parallelism}, activation checkpointing "
+        f"{'on' if cfg.activation_checkpointing else 'off'})",
+        "set trainer.micro_batch_tokens: auto and trainer.activation_checkpointing: auto, or give that rung more "
+        "GPUs with parallelism: fsdp (resources.by_size), or a GPU with more memory")
+
+
+def preflight(spec: StudySpec) -> str:
+    """Plan the whole study, refuse trials that cannot fit their GPUs, and return its total cost line.
+
+    `mcscale run` and `mcscale submit` call this before anything starts; memory is estimated for
+    GPU trials only (CPU trials have the machine's RAM, which the plan does not model).
+    """
+    from scaling.study.plan import plan_ladder, plan_tune, tune_series
+
+    trials = plan_ladder(spec)
+    if spec.tune is not None:
+        trials = [plan_tune(spec, a, s) for a, s in tune_series(spec)] + trials
+    costs = [trial_cost(spec, t, spec.trainer.assumed_mfu, with_memory=bool(t.resources and t.resources.gpus))
+             for t in trials]
+    check_fits(costs)
+    return total_line(spec, costs)

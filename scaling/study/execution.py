@@ -19,6 +19,9 @@ from scaling.spec import ResourceShape, StudySpec
 from scaling.train.throughput import ACCELERATOR_TYPES, GPU_PEAKS
 
 
+DRIVER_MEMORY_BYTES = 1_000_000  # what a multi-worker trial's Tune driver reserves
+
+
 @dataclass(frozen=True)
 class TrialResources:
     """What the Tune trial (and, for several workers, each Ray Train worker) asks Ray for."""
@@ -35,9 +38,11 @@ class TrialResources:
 
     def tune_request(self) -> dict[str, float]:
         """Resources of the Tune trial itself: everything for one worker, a light driver for several
-        (the Train workers then hold the CPUs and GPUs)."""
+        (the Train workers then hold the CPUs and GPUs). The driver holds no CPU (a sliver would
+        keep two 1-CPU workers from both fitting on a 2-core machine) and 1 MB of Ray's memory
+        resource, since Ray refuses an empty request."""
         if self.workers > 1:
-            return {"cpu": 0.01}
+            return {"cpu": 0, "memory": DRIVER_MEMORY_BYTES}
         request = {"cpu": self.cpus}
         if self.gpus:
             request["gpu"] = self.gpus

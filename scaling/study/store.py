@@ -67,7 +67,8 @@ _METRIC_COLUMNS = ("status", "step", "total_steps", "tokens", "flops", "flops_pe
                    "device_memory_peak_bytes", "checkpoint_seconds", "workers", "device", "precision")
 # report keys that are axes, static descriptors or not curves at all
 _NOT_CURVES = {"step", "tokens", "flops", "status", "train_loss_steps", "params_nonembed", "params_total",
-               "total_steps", "flops_per_token", "diverged_step", "workers", "device", "precision"}
+               "total_steps", "flops_per_token", "diverged_step", "workers", "device", "precision",
+               "compiled", "compile_failed"}
 
 _TRIAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+=-]{0,199}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")

@@ -546,8 +546,12 @@ def run_study(spec: StudySpec, address: str | None = None, spec_text: str | None
 
     started = time.perf_counter()
     console = console or Console()
+    from scaling.study.cost import preflight
+
     planned = plan_ladder(spec)
-    check_inputs(planned[0].config)  # bad data fails here, before anything is recorded
+    cost = preflight(spec)  # a trial that cannot fit its GPUs fails here, before anything is recorded
+    check_inputs(planned[0].config)  # and so does bad data
+    console.print(f"plan: {cost}", highlight=False, soft_wrap=True)
     store = ResultStore(spec.storage, spec.name, spec.s3_endpoint)
     if spec_text is not None:
         store.write_text("spec.yaml", spec_text)

@@ -1,13 +1,11 @@
 """Fixtures for the fitting tests: the published scaling-law data and fits shared across tests.
 
-The data live outside the repository (``../shared/data/scaling-laws`` beside the checkout, or
-wherever ``MCSCALE_SCALING_DATA`` points); tests that need them skip, saying where they looked,
-only when the directory is absent.
+The data ship with the package (``scaling/fit/published/``; ``MCSCALE_SCALING_DATA`` may point
+elsewhere), so every test here always runs.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -16,19 +14,7 @@ import pytest
 
 from scaling.fit import CHINCHILLA, FitOptions, fit, make_fit_data
 
-REPO = Path(__file__).resolve().parents[2]
-DATA_DIR = Path(os.environ.get("MCSCALE_SCALING_DATA", REPO.parent / "shared" / "data" / "scaling-laws"))
-
-
-def data_file(name: str) -> Path:
-    """Path of a published data file; skips the test (with the reason) when it is absent."""
-    path = DATA_DIR / name
-    if not path.is_file():
-        pytest.skip(
-            f"published scaling-law data not found: {path} is missing "
-            "(set MCSCALE_SCALING_DATA to the directory holding the scaling-laws CSVs)"
-        )
-    return path
+from scaling.fit.published import data_file
 
 
 @pytest.fixture(scope="session")

@@ -148,10 +148,33 @@ def test_chinchilla_report_uses_exact_flops_and_gives_a_frontier(tmp_path):
     n_opt = [f["params_nonembed"]["value"] for f in sorted(frontier, key=lambda f: f["flops"])]
     assert len(n_opt) == 2 and n_opt[1] > n_opt[0]
     assert any(t.target.startswith("N=7e+10 params, 20 tokens/param") for t in report.targets)
-    assert not any("Tokens per parameter hardly vary" in c for c in report.caveats)
-    for p in report.points:  # the same fit over a ladder at one tokens/param cannot separate N from D
-        p.tokens = 20.0 * p.params_nonembed
-    assert any("Tokens per parameter hardly vary (20 to 20)" in c for c in caveats_for(report))
+    assert not any(f["refuses"] == "N/D split" for f in report.settings["unidentified"])
+    assert not any("not separately identified" in c for c in report.caveats)
+    assert all(not t.unidentified and math.isfinite(t.loss) for t in report.targets)
+
+
+def test_chinchilla_on_one_tokens_per_param_is_refused_not_tabulated(tmp_path):
+    """A ladder at one tokens/param cannot separate N from D: every chinchilla number (targets,
+    crossovers, allocations) is withheld with the reason and the runs that would identify it."""
+    def loss(series: str, flops: float, tokens: float, params: float) -> float:
+        return 1.8 + A_TRUE[series] / 4 * params ** -0.35 + 2000 * tokens ** -0.37
+
+    store = write_study(tmp_path, "chin1", loss=loss, fit={"law": "chinchilla", "bootstrap": 20, "target_sizes": ["70B"]})
+    results = load_study(store)
+    report = build_report(results, ReportOptions.from_settings(results.fit_settings))
+    assert {f["refuses"] for f in report.settings["unidentified"]} >= {"N/D split"}
+    assert report.targets and all(t.unidentified and "tokens per parameter vary by less than 2x" in t.unidentified
+                                  for t in report.targets)
+    assert all(math.isnan(t.loss) and t.low is None for t in report.targets)
+    assert report.versus == [] and report.crossovers == [] and report.comparison["frontier"] == []
+    assert "No target could be predicted" in report.verdict and "withheld" in report.verdict
+    caveats = [c for c in report.caveats if c.startswith("Not identified") and "N and D terms" in c]
+    assert len(caveats) == 1 and "tokens_per_param" in caveats[0]  # one sentence naming every series, not one each
+    assert all(s in caveats[0] for s in report.series)
+    from scaling.report.document import build_document
+    from scaling.report.render import to_markdown
+    md = to_markdown(build_document(report))
+    assert "Withheld, because the data do not identify them" in md and "1e+120" not in md
 
 
 def test_series_with_too_few_sizes_is_left_out_with_a_note(tmp_path):
@@ -206,3 +229,21 @@ def test_fit_quality_caveat_appears_only_when_the_law_misses_runs(power_report):
     bent = Report.from_dict(power_report.to_dict())
     bent.fit["groups"]["swla+grm@C64"]["max_abs_rel_error"] = 0.088
     assert any(c.startswith("Fit quality: in-sample errors reach 8.8% (swla+grm@C64)") for c in caveats_for(bent))
+
+
+def test_a_floor_the_runs_do_not_show_is_said_to_be_unidentified(tmp_path):
+    """Runs on a pure power law (no floor): E lands on its bound; the report says so and shows no
+    number for it (caveats, diagnostics, MLflow metrics), instead of "E = 0.000 (0.000 to 0.000)"."""
+    from scaling.report.document import build_document
+    from scaling.report.publish import headline_metrics
+    from scaling.report.render import to_markdown
+
+    store = write_study(tmp_path, "nofloor", loss=lambda s, f, t, p: A_TRUE[s] * f ** -0.05, noise=0.001,
+                        fit={"law": "power", "x": "compute", "bootstrap": 20, "target_sizes": ["70B"]})
+    results = load_study(store)
+    report = build_report(results, ReportOptions.from_settings(results.fit_settings))
+    assert any(f["quantity"] == "E" and f["refuses"] == "floor" for f in report.settings["unidentified"])
+    assert any(c.startswith("Shared loss floor: not identified") for c in report.caveats)
+    assert not any("E = 0.000" in c for c in report.caveats)
+    assert "not identified" in to_markdown(build_document(report))
+    assert not any(k.startswith("fit.E.") for k in headline_metrics(report))

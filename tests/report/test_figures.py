@@ -254,3 +254,33 @@ def test_sample_report_round_trips_through_json(with_bootstrap):
     report = sample_report(with_bootstrap=with_bootstrap)
     assert Report.from_dict(report.to_dict()).to_dict() == report.to_dict()
     assert Report.from_json(report.to_json()) == report
+
+
+def test_only_the_headline_pair_is_shaded_and_its_swatches_wear_its_colours():
+    """Bands of every series would merge into one block: only the baseline's and the headline
+    contender's intervals are drawn, and the legend's swatches are in those series' colours."""
+    from matplotlib.collections import PolyCollection
+    from matplotlib.colors import to_hex
+    from matplotlib.patches import Patch
+
+    report = sample_report()
+    contender = next(s for s in report.series if s != report.baseline)
+    report.settings["advice"] = {"series": contender}
+    assert figures.shaded_series(report) == [report.baseline, contender]
+    fig = figures.loss_vs_compute(report)
+    ax = fig.axes[0]
+    colours = series_colours(report)
+    fills = {to_hex(c.get_facecolor()[0][:3]) for c in ax.collections if isinstance(c, PolyCollection)}
+    assert fills == {to_hex(colours[report.baseline]), to_hex(colours[contender])}
+    legend = ax.get_legend()
+    swatches = {t.get_text(): to_hex(h.get_facecolor()[:3]) for h, t in zip(legend.legend_handles, legend.get_texts())
+                if isinstance(h, Patch)}
+    assert swatches[f"{contender}: 95% interval, a new run"] == to_hex(colours[contender])
+    assert len(swatches) == 4
+
+
+def test_recall_plot_draws_the_chance_line():
+    report = sample_report()
+    report.settings["recall_chance"] = {"mqar": 1 / 32}
+    fig = figures.recall_vs_scale(report)
+    assert any(t.startswith(" chance (3%)") for t in _texts(fig))

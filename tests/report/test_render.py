@@ -13,9 +13,9 @@ from scaling.report.render import to_html, to_markdown
 from tests.report.factories import sample_report
 
 SECTIONS = ["Verdict", "Predictions at the targets", "Loss against compute and parameters",
-            "Segment length (number of cached segments N)", "Recall accuracy against scale",
+            "Segment length (number of cached segments)", "Recall accuracy against scale",
             "Cost per token against context length", "Backtest: predicting the largest runs from the smaller ones",
-            "Fit diagnostics", "Caveats", "Data"]
+            "Which run next", "Fit diagnostics", "Caveats", "Data"]
 
 
 class _Collect(HTMLParser):
@@ -44,7 +44,7 @@ def test_document_has_every_section_in_order():
     assert {b.name for b in blocks if isinstance(b, FigureRef)} == set(report.figures)
     caveats = next(b for i, b in enumerate(blocks) if isinstance(b, Bullets) and getattr(blocks[i - 1], "text", "") == "Caveats")
     assert caveats.items == report.caveats
-    predictions = next(b for b in blocks if isinstance(b, Table) and "95% PI (a new run)" in b.headers)
+    predictions = next(b for b in blocks if isinstance(b, Table) and "95% interval (a new run)" in b.headers)
     assert len(predictions.rows) == len(report.targets)
 
 
@@ -104,3 +104,18 @@ def test_json_file_is_the_report():
     from scaling.report.schema import Report
 
     assert Report.from_json(files["report.json"].decode()) == report
+
+
+def test_withheld_targets_are_not_tabulated_but_explained():
+    report = sample_report()
+    first = report.targets[0].target
+    for t in report.targets:
+        if t.target == first:
+            t.unidentified = "the N and D terms are not separately identified; vary the budget"
+    blocks = build_document(report)
+    predictions = next(b for b in blocks if isinstance(b, Table) and "95% interval (a new run)" in b.headers)
+    assert all(row[0] != first for row in predictions.rows)
+    assert len(predictions.rows) == sum(1 for t in report.targets if not t.unidentified)
+    text = to_markdown(blocks)
+    assert f"Withheld, because the data do not identify them (1 targets: {first})" in text
+    assert "vary the budget" in text

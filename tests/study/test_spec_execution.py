@@ -47,7 +47,7 @@ def test_resources_differ_per_rung():
     assert small.config.workers == 1 and small.resources.gpu_memory_bytes == pytest.approx(0.25 * 80e9)
     assert large.config.workers == 4 and large.resources.gpus_per_worker == 1
     assert large.resources.cpus == 6 and large.config.threads == 6
-    assert large.resources.tune_request() == {"cpu": 0.01}  # the Train workers hold the GPUs
+    assert large.resources.tune_request() == {"cpu": 0, "memory": 1_000_000}  # the Train workers hold the GPUs
 
 
 def test_auto_micro_batch_is_the_largest_that_fits_the_gpu():

@@ -47,7 +47,7 @@ def ray_session():
     import ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # exactly the two workers' CPUs
     yield
     ray.shutdown()
 
@@ -62,7 +62,7 @@ def _fit(config: TrialConfig, tmp_path: Path, name: str):
     from ray import tune
 
     trainable = tune.with_resources(tune.with_parameters(_driver, config=config, storage=str(tmp_path / "train"),
-                                                         name=name), {"cpu": 0.01})
+                                                         name=name), {"cpu": 0, "memory": 1_000_000})
     tuner = tune.Tuner(trainable, run_config=tune.RunConfig(name=name, storage_path=str(tmp_path / "tune"), verbose=0))
     results = tuner.fit()
     assert not results.errors, results.errors

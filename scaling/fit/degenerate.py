@@ -1,0 +1,147 @@
+"""Degenerate fits: parameters pinned at their bounds, terms the data cannot identify, absurd
+implied optima. Found here, said plainly by `mcscale fit`, refused by the report.
+
+Why: an optimiser always returns numbers. A loss floor of 6.6e-8 nats (the bound), an exponent
+whose bootstrap interval spans half its range, or a compute-optimal model of 1K parameters at
+1e23 FLOPs are not results; they say the data cannot pin that quantity. Tabulating them with a
+"95% CI" invites a user to bet on them. Each `Finding` says what is degenerate, why, and what
+runs would identify it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Iterable
+
+import numpy as np
+
+from scaling.fit.data import FitData
+from scaling.fit.result import FitResult
+
+#: A bootstrap interval wider than this (exponents, absolute) leaves an exponent unidentified.
+EXPONENT_SPREAD_LIMIT = 1.0
+#: A bootstrap interval wider than this many decades leaves a scale (A, B) unidentified.
+SCALE_SPREAD_DECADES = 6.0
+#: Tokens per parameter must vary by this factor for N and D to be told apart.
+MIN_TOKENS_PER_PARAM_RATIO = 2.0
+#: Compute-optimal sizes outside this range are artefacts of the search bracket, not optima.
+PLAUSIBLE_PARAMS = (1e4, 1e16)
+PLAUSIBLE_TOKENS = (1e6, 1e17)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One degenerate quantity. ``scope``: the group (series), or "all"; ``quantity``: a parameter
+    name or a derived quantity ("compute-optimal allocation"); ``refuses``: which report outputs
+    must not be shown as results ("N/D split", "allocation", "floor")."""
+
+    scope: str
+    quantity: str
+    problem: str
+    remedy: str
+    refuses: str
+
+    def text(self) -> str:
+        where = "" if self.scope == "all" else f"{self.scope}: "
+        return f"{where}{self.quantity} {self.problem}; {self.remedy}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def diagnose_fit(result: FitResult, data: FitData | None = None) -> list[Finding]:
+    """Parameters at bounds, unidentified parameters, and (with ``data``) an N/D split that the
+    runs cannot make."""
+    law = result.law_obj
+    out: list[Finding] = []
+    for g, gf in result.groups.items():
+        own_loss = None if data is None else data.loss[data.group.astype(str) == g]
+        for p in law.params:
+            value = gf.params.get(p.name)
+            if value is None or not math.isfinite(value):
+                continue
+            lo, hi = p.bounds
+            if p.name == "E":
+                floor_scale = float(np.min(own_loss)) if own_loss is not None and own_loss.size else 1.0
+                if value < 1e-3 * floor_scale:
+                    out.append(Finding(g, "E", f"= {value:.3g} is pinned at its lower bound (0): the runs show no loss "
+                                       "floor, so the fit reads them as a pure power law and the floor is not identified",
+                                       "runs over a wider range of compute (larger sizes) would show where the curve "
+                                       "flattens", "floor"))
+                continue
+            if not p.log_scale and (value <= lo + 1e-3 or value >= hi - 1e-3):
+                out.append(Finding(g, p.name, f"= {value:.3g} is at its bound ({lo:g} to {hi:g})",
+                                   "the data do not pin this exponent; more sizes (and, for beta, more token budgets) "
+                                   "would", "exponent"))
+                continue
+            boot = gf.bootstrap.get(p.name)
+            if boot:
+                draws = np.asarray(boot, float)
+                draws = draws[np.isfinite(draws)]
+                if draws.size < 2:
+                    continue
+                q_lo, q_hi = np.quantile(draws, [0.025, 0.975])
+                if p.log_scale and q_lo > 0 and math.log10(q_hi / q_lo) > SCALE_SPREAD_DECADES:
+                    out.append(Finding(g, p.name, f"is not identified: its bootstrap interval spans "
+                                       f"{math.log10(q_hi / q_lo):.0f} orders of magnitude",
+                                       "more sizes would pin it", "exponent"))
+                elif not p.log_scale and q_hi - q_lo > EXPONENT_SPREAD_LIMIT:
+                    out.append(Finding(g, p.name, f"is not identified: its bootstrap interval is {q_lo:.3g} to {q_hi:.3g}",
+                                       "more sizes would pin it", "exponent"))
+    if data is not None and "tokens" in law.features and "params_nonembed" in law.features:
+        for g in result.groups:
+            rows = data.group.astype(str) == g
+            ratio = data.features["tokens"][rows] / data.features["params_nonembed"][rows]
+            spread = float(ratio.max() / ratio.min()) if ratio.size else 1.0
+            if spread < MIN_TOKENS_PER_PARAM_RATIO:
+                out.append(Finding(g, "the N and D terms", f"are not separately identified: tokens per parameter "
+                                   f"vary by less than {MIN_TOKENS_PER_PARAM_RATIO:g}x ({ratio.min():.2g} to "
+                                   f"{ratio.max():.2g}), so the data only pin the loss along that one ratio",
+                                   "train some sizes at other budgets (several budget.tokens_per_param values, e.g. "
+                                   "5, 20 and 80) to pin the split; until then use the power law", "N/D split"))
+    return out
+
+
+def diagnose_frontier(frontier: Iterable[dict]) -> list[Finding]:
+    """Compute-optimal allocations that sit at the search bracket or outside plausible ranges."""
+    out: list[Finding] = []
+    seen: set[str] = set()
+    for f in frontier:
+        n = f["params_nonembed"]["value"]
+        d = f["tokens"]["value"]
+        g = f["group"]
+        bad_n = n is None or not (PLAUSIBLE_PARAMS[0] <= n <= PLAUSIBLE_PARAMS[1])
+        bad_d = d is None or not (PLAUSIBLE_TOKENS[0] <= d <= PLAUSIBLE_TOKENS[1])
+        if (bad_n or bad_d) and g not in seen:
+            seen.add(g)
+            out.append(Finding(g, "the compute-optimal allocation", f"is absurd (N_opt = {n:.3g} parameters, D_opt = "
+                               f"{d:.3g} tokens at {f['flops']:.3g} FLOPs): the fitted law has no interior optimum "
+                               "in a plausible range", "runs at several token budgets per size would pin the trade-off",
+                               "allocation"))
+    return out
+
+
+def refused(findings: Iterable[Finding], kind: str) -> list[Finding]:
+    return [f for f in findings if f.refuses == kind]
+
+
+def consolidate(findings: Iterable[dict | Finding]) -> list[str]:
+    """One sentence per kind of degeneracy, naming every series it hits (not one per series)."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for f in findings:
+        d = f.to_dict() if isinstance(f, Finding) else dict(f)
+        groups.setdefault((d["quantity"], d["refuses"]), []).append(d)
+    out = []
+    for (quantity, _), items in groups.items():
+        scopes = [d["scope"] for d in items if d["scope"] != "all"]
+        first = items[0]
+        if len(items) == 1:
+            where = f"{first['scope']}: " if first["scope"] != "all" else ""
+            out.append(f"{where}{quantity} {first['problem']}; {first['remedy']}")
+        elif len({d["problem"] for d in items}) == 1:
+            out.append(f"{', '.join(scopes)}: {quantity} {first['problem']}; {first['remedy']}")
+        else:
+            out.append(f"{quantity} in {len(items)} series ({', '.join(scopes)}), e.g. {first['scope']}: "
+                       f"{first['problem']}; {first['remedy']}")
+    return out

@@ -1,0 +1,90 @@
+"""Degenerate fits are found and said: a floor pinned at its bound, an N/D split the runs cannot make,
+absurd allocations; and `mcscale fit` warns."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+from typer.testing import CliRunner
+
+from scaling.cli import _register_subcommands, app
+from scaling.fit import CHINCHILLA, FitOptions, fit, make_fit_data, power_law
+from scaling.fit.degenerate import consolidate, diagnose_fit, diagnose_frontier
+
+
+def _pure_power(n_sizes: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    c = np.geomspace(1e10, 1e13, n_sizes)
+    return c, 40.0 * c ** -0.08  # no floor at all
+
+
+def test_floor_pinned_at_its_bound_is_a_finding():
+    c, loss = _pure_power()
+    data = make_fit_data({"flops": c}, loss)
+    result = fit(data, power_law("flops"), options=FitOptions(bootstrap=0))
+    assert result.groups["all"].params["E"] < 1e-3
+    findings = diagnose_fit(result, data)
+    assert [f.refuses for f in findings] == ["floor"]
+    assert "pinned at its lower bound" in findings[0].problem
+
+
+def test_a_floor_the_data_show_is_not_a_finding():
+    c, loss = _pure_power()
+    data = make_fit_data({"flops": c}, 1.5 + loss)
+    result = fit(data, power_law("flops"), options=FitOptions(bootstrap=0))
+    assert diagnose_fit(result, data) == []
+
+
+def test_one_tokens_per_param_leaves_the_split_unidentified():
+    n = np.geomspace(1e7, 1e9, 6)
+    d = 3.0 * n
+    loss = CHINCHILLA.predict({"E": 1.8, "A": 480.0, "alpha": 0.35, "B": 2100.0, "beta": 0.37}, {"params_nonembed": n, "tokens": d})
+    data = make_fit_data({"params_nonembed": np.tile(n, 2), "tokens": np.tile(d, 2)}, np.tile(loss, 2),
+                         group=np.repeat(["a", "b"], 6))
+    result = fit(data, CHINCHILLA, options=FitOptions(bootstrap=0))
+    split = [f for f in diagnose_fit(result, data) if f.refuses == "N/D split"]
+    assert {f.scope for f in split} == {"a", "b"}
+    lines = consolidate(split)
+    assert len(lines) == 1 and lines[0].startswith("a, b: the N and D terms are not separately identified")
+
+
+def test_absurd_allocations_are_found_once_per_series():
+    def row(g, n, d, c):
+        return {"group": g, "flops": c, "params_nonembed": {"value": n}, "tokens": {"value": d}}
+
+    frontier = [row("a", 1e3, 1e20, 1e23), row("a", 1e3, 1e21, 1e24), row("b", 7e10, 1.4e12, 1e23)]
+    found = diagnose_frontier(frontier)
+    assert [f.scope for f in found] == ["a"] and found[0].refuses == "allocation"
+
+
+def test_mcscale_fit_warns_about_a_pinned_floor(tmp_path):
+    c, loss = _pure_power()
+    path = tmp_path / "runs.csv"
+    pd.DataFrame({"flops": c, "loss": loss}).to_csv(path, index=False)
+    out = tmp_path / "fit.json"
+    _register_subcommands()
+    res = CliRunner().invoke(app, ["fit", str(path), "--law", "power", "--x", "compute", "--c-col", "flops",
+                                   "--bootstrap", "0", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "warning:" in res.output and "degenerate fit" in res.output and "pinned at its lower bound" in res.output
+    payload = json.loads(out.read_text())
+    assert payload["settings"]["degenerate"][0]["quantity"] == "E"
+
+
+def test_mcscale_fit_calibrated_backtest_on_gadre(gadre_csv, tmp_path):
+    """--calibrated: the held-out runs are predicted by the form-averaged model with calibrated
+    intervals, which cover all three of rw_original's 1.4B/6.9B runs."""
+    out = tmp_path / "cal.json"
+    _register_subcommands()
+    res = CliRunner().invoke(app, [
+        "fit", str(gadre_csv), "--n-col", "params_no_embed", "--d-col", "tokens", "--loss-col", "loss_c4_val",
+        "--fit-where", "dataset == 'rw_original' and params <= 411616256",
+        "--predict-where", "dataset == 'rw_original' and params > 411616256", "--bootstrap", "30", "--calibrated",
+        "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "calibrated prediction interval" in res.output
+    payload = json.loads(out.read_text())
+    assert set(payload["settings"]["calibration"]["forms"]) == {"chinchilla", "gadre", "broken"}
+    bt = payload["groups"]["all"]["backtest"]
+    assert bt["n_holdout"] == 3 and bt["coverage"] == 1.0

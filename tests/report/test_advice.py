@@ -1,0 +1,57 @@
+"""Next-run advice (`scaling.fit.advise`, the report's "Which run next", `mcscale advise`) on a
+synthetic study written through the real result store."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from typer.testing import CliRunner
+
+from scaling.cli import _register_subcommands, app
+from scaling.report.analysis import ReportOptions, build_report
+from scaling.report.document import build_document
+from scaling.report.inputs import load_study
+from scaling.report.render import to_markdown
+from scaling.study.store import ResultStore
+from tests.report.studies import write_study
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    storage = tmp_path_factory.mktemp("advice")
+    write_study(storage, "adv", fit={"law": "power", "x": "compute", "bootstrap": 30, "target_sizes": ["1.3B", "70B"]})
+    return storage
+
+
+def test_advice_ranks_candidates_by_shrinkage_per_device_hour(study):
+    results = load_study(ResultStore(str(study), "adv"))
+    report = build_report(results, ReportOptions.from_settings(results.fit_settings))
+    advice = report.settings["advice"]
+    assert advice["baseline"] == report.baseline and advice["series"] in report.series
+    candidates = advice["candidates"]
+    per_hour = [c["shrinkage_per_device_hour"] for c in candidates]
+    assert per_hour == sorted(per_hour, reverse=True)
+    actions = {c["action"] for c in candidates}
+    assert {"next rung up (2x the largest size, the study's token rule)", "another seed at the largest size"} <= actions
+    for c in candidates:
+        assert c["device_hours"] > 0 and 0.0 <= c["shrinkage"] < 1.0
+        assert math.isclose(c["device_hours"], c["flops"] / advice["device_flops_per_second"] / 3600, rel_tol=1e-9)
+    rung = [c for c in candidates if c["action"].startswith("next rung")]
+    seed = [c for c in candidates if c["action"].startswith("another seed")]
+    # moving the data's edge towards the target buys more than a repeat at the same size
+    assert all(r["shrinkage"] > s["shrinkage"] for r, s in zip(sorted(rung, key=lambda c: c["series"]),
+                                                                sorted(seed, key=lambda c: c["series"])))
+    segment = [c for c in candidates if "segment length" in c["action"]]
+    assert all(c["shrinkage"] == 0.0 and "does not narrow" in c["note"] for c in segment)
+    assert "Which run next" in to_markdown(build_document(report))
+
+
+def test_mcscale_advise_prints_the_ranking_and_rejects_bad_input(study):
+    _register_subcommands()
+    runner = CliRunner()
+    res = runner.invoke(app, ["advise", "adv", "--storage", str(study), "--bootstrap", "20", "--device-tflops", "100"])
+    assert res.exit_code == 0, res.output
+    assert "next runs for" in res.output and "device-hours" in res.output and "next rung up" in res.output
+    bad = runner.invoke(app, ["advise", "adv", "--storage", str(study), "--device-tflops", "0"])
+    assert bad.exit_code == 2 and "--device-tflops" in bad.output and "Traceback" not in bad.output
