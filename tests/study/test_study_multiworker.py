@@ -31,7 +31,7 @@ def two_worker_spec(name: str, storage: str) -> dict:
                  "evals": {"every_steps": 25, "val_windows": 2}},
         "architectures": [{"name": "swla+grm", "segment_lens": [16]}],
         "ladder": {"sizes": ["60K"], "head_dim": 16},
-        "budget": {"tokens": "150K"},  # 150 steps of 1,024 tokens
+        "budget": {"tokens": 150 * 1024},  # 150 steps of 1,024 tokens
         "optimizer": {"batch_tokens": 1024},
         "resources": {"cpus_per_trial": 1, "workers_per_trial": 2},
         "concurrency": 1,
