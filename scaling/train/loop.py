@@ -137,8 +137,8 @@ def run_trial(config: TrialConfig, reporter: Reporter | None = None, on_step: St
         if reporter is not None:
             reporter(dict(state["metrics"], train_loss_steps=[]), str(ckpt_dir))
         return TrialResult(state["metrics"]["status"], state["metrics"], state["history"], str(ckpt_dir))
+    trainer = _Trainer(model, config, group, device)  # before the optimiser: FSDP replaces the parameters
     optimizer = build_optimizer(model, config, device)
-    trainer = _Trainer(model, config, group, device)
     if state is not None:
         group.load_state(model, optimizer, state["model"], state["optimizer"])
         for param_group in optimizer.param_groups:  # a checkpoint from another device keeps this device's kernel

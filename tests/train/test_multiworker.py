@@ -151,3 +151,18 @@ def test_a_killed_worker_restarts_the_trial_from_its_last_checkpoint(ray_session
     assert (frame["step"] == 30).sum() == 1  # steps before the checkpoint were not trained again
     # a restart from a checkpoint repeats exactly what the uninterrupted run computed
     assert frame["val_loss"].iloc[-1] == pytest.approx(uninterrupted.metrics["val_loss"], abs=EXACT_TOLERANCE)
+
+
+@pytest.mark.slow
+def test_fully_sharded_workers_train_like_one_worker(ray_session, single_worker, tmp_path):
+    """FSDP (fully_shard): parameters, gradients and AdamW state sharded over the two workers."""
+    (full_losses, _), (micro_losses, micro) = single_worker
+    frame = _fit(_config(workers=2, parallelism="fsdp"), tmp_path, "fsdp")
+    assert frame["status"].iloc[-1] == "completed"
+    losses = _step_losses(frame)
+    assert sorted(losses) == list(range(1, 41))
+    for step in range(1, 5):  # before AdamW's early steps amplify rounding: the same numbers
+        assert losses[step] == pytest.approx(micro_losses[step], abs=EXACT_TOLERANCE), step
+    for step in full_losses:
+        assert losses[step] == pytest.approx(full_losses[step], abs=CURVE_TOLERANCE), step
+    assert frame["val_loss"].iloc[-1] == pytest.approx(micro.metrics["val_loss"], abs=CURVE_TOLERANCE)
