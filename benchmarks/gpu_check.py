@@ -86,7 +86,6 @@ def _train(cfg: ModelConfig, precision: str, args: argparse.Namespace, micro: in
 
 def run_cell(cell: Cell, args: argparse.Namespace, device: str, memory_bytes: float | None) -> None:
     cfg = _model(cell.arch, cell.size, cell.seq_len, args.vocab, args.segment_len)
-    cell.params = sum(1 for _ in ()) or 0
     cell.shape = f"{cfg.n_layers}x{cfg.d_model}"
     share = args.batch_tokens // cell.seq_len
     micro, checkpointing = share, False
