@@ -123,6 +123,24 @@ def _kill_tree(process: subprocess.Popen, known: set[int]) -> None:
     psutil.wait_procs(list(victims.values()), timeout=30)
 
 
+def kill_study_when(driver: subprocess.Popen, store: ResultStore, study_folder: Path, ready, timeout_message: str,
+                    poll_s: float = 0.5) -> None:
+    """SIGKILL the study driver and everything it started once `ready(trials table)` holds."""
+    known: set[int] = set()
+    deadline = time.monotonic() + STUDY_TIMEOUT_S
+    try:
+        while time.monotonic() < deadline:
+            known.update(p.pid for p in _descendants(driver.pid))
+            if (study_folder / "trials").exists() and ready(store.read_trials()):
+                break
+            assert driver.poll() is None, "the study finished before it could be interrupted"
+            time.sleep(poll_s)
+        else:
+            pytest.fail(timeout_message)
+    finally:
+        _kill_tree(driver, known)
+
+
 def test_resume_after_the_driver_is_killed_gives_every_trial_once(tmp_path):
     storage = tmp_path / "runs"
     spec = tiny_spec("e2e-kill", str(storage), budget={"tokens": "40K"},
@@ -132,21 +150,10 @@ def test_resume_after_the_driver_is_killed_gives_every_trial_once(tmp_path):
     driver = subprocess.Popen([sys.executable, "-m", "scaling", "run", str(path)], cwd=tmp_path,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     store = ResultStore(str(storage), spec["name"])
-    known: set[int] = set()
-    deadline = time.monotonic() + STUDY_TIMEOUT_S
-    try:
-        while time.monotonic() < deadline:  # kill once some trials finished and others are mid-way
-            known.update(p.pid for p in _descendants(driver.pid))
-            if (storage / spec["name"] / "trials").exists():
-                trials = store.read_trials()
-                if (trials["status"] == "completed").sum() >= 1 and (trials["status"] == "running").any():
-                    break
-            assert driver.poll() is None, "the study finished before it could be interrupted"
-            time.sleep(0.5)
-        else:
-            pytest.fail("no trial finished in time")
-    finally:
-        _kill_tree(driver, known)
+    def some_finished_others_running(trials) -> bool:  # noqa: ANN001
+        return (trials["status"] == "completed").sum() >= 1 and (trials["status"] == "running").any()
+
+    kill_study_when(driver, store, storage / spec["name"], some_finished_others_running, "no trial finished in time")
     before = store.read_trials()
     assert len(before) < len(planned) or (before["status"] != "completed").any()
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from scaling.spec import parse_spec
 from scaling.study.plan import plan_ladder
 from scaling.study.store import ResultStore
 from scaling.study.tracking import StudyTracker
-from tests.study.test_study_e2e import STUDY_TIMEOUT_S, _descendants, _kill_tree, mcscale, trial_runs, write_spec
+from tests.study.test_study_e2e import kill_study_when, mcscale, trial_runs, write_spec
 
 EXACT_TOLERANCE = 1e-5  # a restart from a checkpoint recomputes the same steps in the same order
 
@@ -67,21 +66,11 @@ def test_a_two_worker_trial_runs_as_one_trial_and_resumes_after_the_driver_dies(
     driver = subprocess.Popen([sys.executable, "-m", "scaling", "run", str(path), "--no-report"], cwd=tmp_path,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     store = ResultStore(str(killed_storage), spec["name"])
-    known: set[int] = set()
-    deadline = time.monotonic() + STUDY_TIMEOUT_S
-    try:
-        while time.monotonic() < deadline:  # kill once the trial has reported (and committed) a checkpoint
-            known.update(p.pid for p in _descendants(driver.pid))
-            if (killed_storage / spec["name"] / "trials").exists():
-                trials = store.read_trials()
-                if len(trials) and (trials["status"] == "running").any() and trials["step"].max() >= 50:
-                    break
-            assert driver.poll() is None, "the study finished before it could be interrupted"
-            time.sleep(0.2)
-        else:
-            pytest.fail("the trial reported nothing in time")
-    finally:
-        _kill_tree(driver, known)
+    def checkpointed(trials) -> bool:  # noqa: ANN001 - the trial has reported (and committed) a checkpoint
+        return len(trials) > 0 and (trials["status"] == "running").any() and trials["step"].max() >= 50
+
+    kill_study_when(driver, store, killed_storage / spec["name"], checkpointed, "the trial reported nothing in time",
+                    poll_s=0.2)
     assert _final(killed_storage, spec["name"])["status"] == "running"
 
     resumed = mcscale("resume", spec["name"], "--storage", str(killed_storage), "--no-report", cwd=tmp_path)
