@@ -36,6 +36,17 @@ class SegmentWeights:
         grad_gates[:, :, self.start(i):, i] += grad_weight
 
 
+def grad_buffers(acc_dtype: torch.dtype, inputs: list[torch.Tensor], gates: torch.Tensor | None,
+                 gates_need_grad: bool) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """Zero gradient accumulators in the accumulation dtype: one per input, and one for the gates
+    (None without gates or when they need no gradient)."""
+    grads = [torch.zeros(t.shape, dtype=acc_dtype, device=t.device) for t in inputs]
+    dg = None
+    if gates is not None and gates_need_grad:
+        dg = torch.zeros(gates.shape, dtype=acc_dtype, device=gates.device)
+    return grads, dg
+
+
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     """fp32 accumulation for fp32/bf16/fp16 inputs; float64 stays float64 (for gradcheck)."""
     return torch.float64 if dtype == torch.float64 else torch.float32

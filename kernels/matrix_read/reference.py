@@ -18,7 +18,7 @@ import torch
 
 from kernels.common.pairs import block_slots, gather_states, pair_blocks, scatter_states, slot_pairs
 from kernels.common.segments import SegmentTable
-from kernels.common.weights import SegmentWeights, accumulation_dtype
+from kernels.common.weights import SegmentWeights, accumulation_dtype, grad_buffers
 
 
 def _read(x: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
@@ -55,11 +55,7 @@ class MatrixReadReference(torch.autograd.Function):
         table: SegmentTable = ctx.table
         acc = accumulation_dtype(q.dtype)
         qf, do = q.to(acc), grad_out.to(acc)
-        dq = torch.zeros(q.shape, dtype=acc, device=q.device)
-        ds = torch.zeros(states.shape, dtype=acc, device=q.device)
-        dg = None
-        if gates is not None and ctx.needs_input_grad[2]:
-            dg = torch.zeros(gates.shape, dtype=acc, device=q.device)
+        (dq, ds), dg = grad_buffers(acc, [q, states], gates, ctx.needs_input_grad[2])
         if indices is None:
             weights = SegmentWeights(table, gates, acc)
             for i in range(table.n_read):

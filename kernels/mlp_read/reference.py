@@ -19,7 +19,7 @@ from kernels.common.activations import activate, activation_grad
 from kernels.common.norm import normalise, normalise_backward
 from kernels.common.pairs import block_slots, gather_states, pair_blocks, scatter_states, slot_pairs
 from kernels.common.segments import SegmentTable
-from kernels.common.weights import SegmentWeights, accumulation_dtype
+from kernels.common.weights import SegmentWeights, accumulation_dtype, grad_buffers
 
 
 def _forward(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, activation: str,
@@ -75,12 +75,7 @@ class MLPReadReference(torch.autograd.Function):
         table, activation, normed = ctx.settings
         acc = accumulation_dtype(x.dtype)
         xf, do = x.to(acc), grad_out.to(acc)
-        dx = torch.zeros(x.shape, dtype=acc, device=x.device)
-        dw1 = torch.zeros(w1.shape, dtype=acc, device=x.device)
-        dw2 = torch.zeros(w2.shape, dtype=acc, device=x.device)
-        dg = None
-        if gates is not None and ctx.needs_input_grad[3]:
-            dg = torch.zeros(gates.shape, dtype=acc, device=x.device)
+        (dx, dw1, dw2), dg = grad_buffers(acc, [x, w1, w2], gates, ctx.needs_input_grad[3])
         if indices is None:
             weights = SegmentWeights(table, gates, acc)
             for i in range(table.n_read):
