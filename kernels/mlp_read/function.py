@@ -23,8 +23,8 @@ def _common(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, gates: torch.Te
     launch = launch_settings(x.dtype, max(block_i, block_o) * block_f, block_tokens)
     meta = dict(D_IN=d_in, D_OUT=d_out, F=hidden, BLOCK_T=launch.block_tokens, BLOCK_I=block_i, BLOCK_O=block_o,
                 BLOCK_F=block_f, BLOCK_K=triton.next_power_of_2(max(n_slots, 1)), SPARSE=indices is not None,
-                HAS_GATES=gates is not None, ACT=activation, NORM=normed, COMPUTE=launch.compute, PRECISION=launch.precision,
-                num_warps=launch.num_warps)
+                HAS_GATES=gates is not None, ACT=activation, NORM=normed, COMPUTE=launch.compute,
+                PRECISION=launch.precision, num_warps=launch.num_warps)
     dummy = table.seg_of_token_i32
     ptrs = dict(x=x.contiguous(), w1=w1.contiguous(), w2=w2.contiguous(), g=contiguous_or_dummy(gates, dummy),
                 idx=dummy if indices is None else indices.to(torch.int32).contiguous())

@@ -4,7 +4,8 @@ Per (batch x head) bh and cached segment i the read is o_i = W2_i act(W1_i x), W
 W2_i: (D_OUT, F), or LN(o_i) with NORM (the paper's deep memory normalises each segment's output;
 the op adds z and applies the shared gain outside). A norm needs the whole o_i of a token, so with
 NORM every kernel first accumulates o_i over all hidden slices (`segment_output`), and the
-backward turns w do into e = d loss / d o_i through the norm before the slice loop. The hidden width F is walked in BLOCK_F slices so one program never holds a
+backward turns w do into e = d loss / d o_i through the norm before the slice loop.
+The hidden width F is walked in BLOCK_F slices so one program never holds a
 whole (F x d) matrix: a slice of W1_i and the matching slice of W2_i give that slice's share of
 the read, and the backward recomputes the hidden activations instead of storing them.
 * forward and dx/dg: one program per token block, looping segments (and F slices);
