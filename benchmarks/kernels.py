@@ -6,12 +6,12 @@ On CUDA, in one run:
    Triton 3.4-3.7.0 had Hopper backward kernels return wrong gradients elsewhere
    (flash-linear-attention issue 640), so this is measured, not assumed;
 2. forward+backward time and peak memory of the Triton ops against the PyTorch gather path
-   (implemented below exactly as scaling/models/caching.py does it today: one state copy per
-   (tile, cached segment) pair, one per (token, slot) for SSC) at L = 4K..32K, C = 64 and 256,
+   (implemented below as scaling/models/caching.py did it before it called these ops: one state
+   copy per (tile, cached segment) pair, one per (token, slot) for SSC) at L = 4K..32K, C = 64 and 256,
    head dim 64 and 128, bf16;
 3. whole-model training tokens/s of swla, swla+grm, swla+ssc, titans+grm against the
-   Transformer (SDPA) at ~125M parameters, built with scaling.models.LanguageModel as it is:
-   its cached read uses these kernels only once caching.py is integrated (kernels/INTEGRATION.md).
+   Transformer (SDPA) at ~125M parameters, built with scaling.models.LanguageModel, whose cached
+   reads all go through these ops (Triton on CUDA).
 On CPU it runs the reference paths on small shapes against the gather path and says that GPU
 numbers need a GPU. Imports only torch, triton, numpy and the source tree; the default run
 stays under 6 minutes on an H200 (`--budget-s` is a soft stop for parts 2 and 3).
@@ -34,7 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kernels import gated_cached_read, mlp_cached_read, ssc_cached_read  # noqa: E402
+from kernels import gated_cached_read, kernel_backend, mlp_cached_read, ssc_cached_read  # noqa: E402
 
 GiB = 2 ** 30
 
@@ -172,8 +172,9 @@ def op_cases(b: int, h: int, length: int, segment: int, d: int, dtype: torch.dty
         yield (f"mlp-ssc(k={k})", [q, w1, w2, gk],
                lambda be: (lambda q, a, c, g: mlp_cached_read(q, a, c, g, bounds, indices=idx, backend=be)),
                lambda q, a, c, g: gather_ssc(q, (a, c), idx, g, bounds))
-        yield ("mlp-residual-form", [q, w1, w2, g],
-               lambda be: (lambda q, a, c, g: mlp_cached_read(q, a, c, g, bounds, form="residual", backend=be)), None)
+        yield ("mlp-paper-form", [q, w1, w2, g],  # the model's deep memory: z + LN(W2 GELU(W1 z)) per segment
+               lambda be: (lambda q, a, c, g: mlp_cached_read(q, a, c, g, bounds, form="residual", activation="gelu",
+                                                              backend=be)), None)
 
 
 # ---- part 1: correctness ------------------------------------------------------------------------
@@ -247,8 +248,7 @@ def model_benchmark(device: torch.device, lengths: list[int], deadline: float, w
 
     print(f"\n## 3. Whole-model training tokens/s (d_model {width}, {n_layers} layers, {n_heads} heads; "
           "768/12/12 is ~125M parameters), bf16, batch 1\n")
-    print("NOTE: scaling/models/caching.py still gathers states until the kernels are integrated "
-          "(kernels/INTEGRATION.md); until then these rows measure today's model, not the kernels.")
+    print(f"The model's cached reads run through the kernels ops (backend {kernel_backend(device)}).")
     print("Targets (issue 11) at 16K: swla+grm >= transformer; swla+ssc >= 0.8x swla.\n")
     archs = {"transformer": dict(mixer="attention"), "swla": dict(mixer="swla", memory="matrix"),
              "swla+grm": dict(mixer="swla", memory="matrix", caching="grm", segment_len=256),

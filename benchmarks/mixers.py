@@ -37,8 +37,10 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+# Run as a script, this folder comes first on sys.path, and benchmarks/kernels.py would shadow the
+# `kernels` package that scaling.models imports: put the repository root first instead.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [str(REPO_ROOT)] + [p for p in sys.path if Path(p or ".").resolve() not in (_HERE, REPO_ROOT)]
 
 BASES = ("linear", "swla", "dla", "dla-matrix", "titans")
 STRATEGIES = ("none", "residual", "grm", "soup", "ssc")

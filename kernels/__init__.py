@@ -16,20 +16,24 @@ gated_cached_read(q, states, gates, bounds) -> (B, H, L, d_out)
     today's caching.py; soup on an MLP memory is two of these reads, one per layer.
 
 ssc_cached_read(q, states, indices, gates, bounds) -> (B, H, L, d_out)
-    out[t] = sum_j gates[t, j] * (S_{indices[t, j]} q_t), over slots with 0 <= indices[t, j] < seg(t)
+    out[t] = sum_j gates[t, j] * (S_{indices[t, j]} q_t), over slots j < seg(t) with
+             0 <= indices[t, j] < seg(t)
     indices: (B, H, L, K) integer         the selected segments (torch.topk's indices); a slot
-                                          with -1 or an index >= seg(t) contributes nothing and
-                                          gets a zero gradient
+                                          with -1, an index >= seg(t), or a position j >= seg(t)
+                                          contributes nothing and gets a zero gradient (a token
+                                          has only seg(t) readable segments, and topk over logits
+                                          with the unreadable ones at -inf puts them first)
     gates:   (B, H, L, K)                 the gate of each slot
 
 mlp_cached_read(z, w1, w2, gates, bounds, *, indices=None, activation="silu", form="plain",
-                norm=None) -> (B, H, L, d_out)
+                gain=None) -> (B, H, L, d_out)
     out[t] = sum_{i < seg(t)} w_i[t] * M_i(z_t), with w_i[t] = gates[t, i] (dense, or 1 when gates
     is None) or the gates of the slots choosing i (indices given, SSC);
     M_i(z) = W2_i act(W1_i z)                  form="plain" (today's MLPMemory)
-    M_i(z) = z + W2_i act(W1_i norm(z))        form="residual" (paper form; norm defaults to a
-                                               LayerNorm without affine parameters, or pass the
-                                               memory's own callable)
+    M_i(z) = z + gain * LN(W2_i act(W1_i z))   form="residual" (the paper's deep memory, as
+                                               scaling.models.memory.MLPMemory: LN without affine
+                                               part on each segment's output; gain = 1 + gamma,
+                                               broadcastable to the output, default 1)
     z:  (B, H, L, d_in);  w1: (B, H, N, F, d_in);  w2: (B, H, N, d_out, F);  activation: silu | gelu
 
 Every op: fp32, bf16 (or fp16) inputs with fp32 accumulation, output in the input dtype, and
@@ -39,7 +43,8 @@ CUDA and the reference elsewhere); `block_tokens` (and `block_hidden` for the ML
 Triton tiles. `kernel_backend(device)` tells which backend a device gets.
 
 Layout (flash-linear-attention style): `matrix_read/` and `mlp_read/` each hold
-`reference.py` (PyTorch, a loop over segments with bounded memory, recomputing in backward),
+`reference.py` (PyTorch, a loop over segments - for SSC over blocks of the static (token, slot)
+pairs - with bounded memory, recomputing in backward),
 `kernel.py` (Triton forward and backward), `function.py` (the autograd.Function) and `op.py`
 (validation and dispatch); `common/` holds what they share. See INTEGRATION.md.
 """

@@ -24,7 +24,13 @@ def interpreting() -> bool:
 
 
 def backend_for(device: torch.device) -> str:
-    """'triton' or 'reference' for tensors on `device`."""
+    """'triton' or 'reference' for tensors on `device`.
+
+    The meta device (shapes only: the trainer's activation-memory estimate) always gets the
+    reference, whose autograd.Function saves the same inputs as the Triton one.
+    """
+    if device.type == "meta":
+        return "reference"
     choice = os.environ.get(ENV_VAR, "auto").strip().lower()
     if choice in ("", "auto"):
         return "triton" if device.type == "cuda" else "reference"

@@ -74,6 +74,7 @@ def visible_mask(table: SegmentTable, n_states: int) -> torch.Tensor:
 
 
 def slot_mask(table: SegmentTable, indices: torch.Tensor) -> torch.Tensor:
-    """(B, H, L, K) bool: an SSC slot holds a readable segment (0 <= index < seg(t))."""
+    """(B, H, L, K) bool: an SSC slot holds a readable segment (0 <= index < seg(t), slot < seg(t))."""
     seg = table.seg_of_token_i32.to(indices.dtype)[:, None]
-    return (indices >= 0) & (indices < seg)
+    slot = torch.arange(indices.shape[-1], device=indices.device, dtype=indices.dtype)
+    return (indices >= 0) & (indices < seg) & (slot < seg)

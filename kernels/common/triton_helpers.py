@@ -18,12 +18,16 @@ import triton.language as tl
 
 
 @triton.jit
-def load_slots(idx_ptr, gate_ptr, bh, t, t_mask, L, K, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr,
+def load_slots(idx_ptr, gate_ptr, bh, t, t_mask, seg_t, L, K, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr,
                SPARSE: tl.constexpr):
-    """SSC slot indices (int32, -1 where empty) and gates (fp32) of a token block; zeros if dense."""
+    """SSC slot indices (int32, -1 where empty) and gates (fp32) of a token block; zeros if dense.
+
+    Slots j >= seg(t) are empty by the op's contract (a token has only seg(t) readable segments,
+    and topk puts them first), so they are not even loaded.
+    """
     if SPARSE:
         rk = tl.arange(0, BLOCK_K)
-        mask = t_mask[:, None] & (rk < K)[None, :]
+        mask = t_mask[:, None] & (rk < K)[None, :] & (rk[None, :] < seg_t[:, None])
         offs = bh * L * K + t[:, None] * K + rk[None, :]
         idx = tl.load(idx_ptr + offs, mask=mask, other=-1)
         gate = tl.load(gate_ptr + offs, mask=mask, other=0.0).to(tl.float32)
@@ -84,7 +88,7 @@ def token_block(seg_ptr, idx_ptr, gate_ptr, L, N, K, BLOCK_T: tl.constexpr, BLOC
     t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
     t_mask = t < L
     seg_t = tl.load(seg_ptr + t, mask=t_mask, other=0)
-    idx_tile, gate_tile = load_slots(idx_ptr, gate_ptr, bh, t, t_mask, L, K, BLOCK_T, BLOCK_K, SPARSE)
+    idx_tile, gate_tile = load_slots(idx_ptr, gate_ptr, bh, t, t_mask, seg_t, L, K, BLOCK_T, BLOCK_K, SPARSE)
     return bh, t, t_mask, seg_t, tl.minimum(tl.max(seg_t, axis=0), N), idx_tile, gate_tile
 
 
@@ -95,7 +99,7 @@ def readers_block(t0, i, bh, seg_ptr, idx_ptr, gate_ptr, L, N, K, BLOCK_T: tl.co
     t = t0 + tl.arange(0, BLOCK_T)
     t_mask = t < L
     seg_t = tl.load(seg_ptr + t, mask=t_mask, other=0)
-    idx_tile, gate_tile = load_slots(idx_ptr, gate_ptr, bh, t, t_mask, L, K, BLOCK_T, BLOCK_K, SPARSE)
+    idx_tile, gate_tile = load_slots(idx_ptr, gate_ptr, bh, t, t_mask, seg_t, L, K, BLOCK_T, BLOCK_K, SPARSE)
     w, match, count = segment_weight(i, bh, t, t_mask, seg_t, gate_ptr, L, N, idx_tile, gate_tile, SPARSE, HAS_GATES)
     return t, t_mask, w, count
 
@@ -132,3 +136,23 @@ def store_slot_grads(dg_ptr, dg_slots, bh, t, t_mask, L, K, BLOCK_K: tl.constexp
         rk = tl.arange(0, BLOCK_K)
         tl.store(dg_ptr + bh * L * K + t[:, None] * K + rk[None, :], dg_slots.to(dg_ptr.dtype.element_ty),
                  mask=t_mask[:, None] & (rk < K)[None, :])
+
+
+@triton.jit
+def layer_norm_rows(o, D: tl.constexpr, BLOCK_D: tl.constexpr):
+    """(LN(o) over the first D columns without affine part, 1 / std) of rows o (T, BLOCK_D) fp32;
+    padded columns of o are zero and stay zero in LN(o)."""
+    cols = (tl.arange(0, BLOCK_D) < D)[None, :]
+    mean = tl.sum(o, axis=1) / D
+    centred = tl.where(cols, o - mean[:, None], 0.0)
+    rstd = 1.0 / tl.sqrt(tl.sum(centred * centred, axis=1) / D + 1e-5)
+    return centred * rstd[:, None], rstd
+
+
+@triton.jit
+def layer_norm_rows_grad(n, rstd, grad_n, D: tl.constexpr, BLOCK_D: tl.constexpr):
+    """d loss / d o from d loss / d LN(o) (rows, fp32), zero on the padded columns."""
+    cols = (tl.arange(0, BLOCK_D) < D)[None, :]
+    mean_g = tl.sum(grad_n, axis=1) / D
+    mean_gn = tl.sum(grad_n * n, axis=1) / D
+    return tl.where(cols, rstd[:, None] * (grad_n - mean_g[:, None] - n * mean_gn[:, None]), 0.0)

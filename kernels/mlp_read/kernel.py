@@ -1,7 +1,11 @@
 """Triton kernels of the MLP-memory cached read (forward, dx/dgates, dW1/dW2).
 
-Per (batch x head) bh and cached segment i the memory is W2_i act(W1_i x), W1_i: (F, D_IN),
-W2_i: (D_OUT, F). The hidden width F is walked in BLOCK_F slices so one program never holds a
+Per (batch x head) bh and cached segment i the read is o_i = W2_i act(W1_i x), W1_i: (F, D_IN),
+W2_i: (D_OUT, F), or LN(o_i) with NORM (the paper's deep memory normalises each segment's output;
+the op adds z and applies the shared gain outside). A norm needs the whole o_i of a token, so with
+NORM every kernel first accumulates o_i over all hidden slices (`segment_output`), and the
+backward turns w do into e = d loss / d o_i through the norm before the slice loop.
+The hidden width F is walked in BLOCK_F slices so one program never holds a
 whole (F x d) matrix: a slice of W1_i and the matching slice of W2_i give that slice's share of
 the read, and the backward recomputes the hidden activations instead of storing them.
 * forward and dx/dg: one program per token block, looping segments (and F slices);
@@ -14,8 +18,9 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from kernels.common.triton_helpers import (act_fwd, act_grad, gate_grad, load_rows, mm, readers_block,
-                                           segment_weight, store_rows, store_slot_grads, token_block)
+from kernels.common.triton_helpers import (act_fwd, act_grad, gate_grad, layer_norm_rows, layer_norm_rows_grad,
+                                           load_rows, mm, readers_block, segment_weight, store_rows,
+                                           store_slot_grads, token_block)
 
 
 @triton.jit
@@ -37,11 +42,46 @@ def load_slice(w1_ptr, w2_ptr, bh, i, rf, N, D_IN: tl.constexpr, D_OUT: tl.const
 
 
 @triton.jit
+def segment_output(x, w1_ptr, w2_ptr, bh, i, N, D_IN: tl.constexpr, D_OUT: tl.constexpr, F: tl.constexpr,
+                   BLOCK_T: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_F: tl.constexpr,
+                   ACT: tl.constexpr, COMPUTE: tl.constexpr, PRECISION: tl.constexpr):
+    """o_i = W2_i act(W1_i x) for a token block (T, BLOCK_O) fp32, walking the hidden slices."""
+    o = tl.zeros((BLOCK_T, BLOCK_O), dtype=tl.float32)
+    for f0 in range(0, F, BLOCK_F):
+        w1, w2 = load_slice(w1_ptr, w2_ptr, bh, i, f0 + tl.arange(0, BLOCK_F), N, D_IN, D_OUT, F, BLOCK_I, BLOCK_O)
+        o += mm(act_fwd(mm(x, tl.trans(w1), COMPUTE, PRECISION), ACT), tl.trans(w2), COMPUTE, PRECISION)
+    return o
+
+
+@triton.jit
+def output_error(x, do, w, w1_ptr, w2_ptr, bh, i, N, D_IN: tl.constexpr, D_OUT: tl.constexpr, F: tl.constexpr,
+                 BLOCK_T: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_F: tl.constexpr,
+                 ACT: tl.constexpr, NORM: tl.constexpr, COMPUTE: tl.constexpr, PRECISION: tl.constexpr):
+    """(e, scale, r): e * scale[:, None] = d loss / d o_i, and r = <do, LN(o_i)> (NORM; else 0).
+
+    Without NORM, e = do and scale = w, so the slice loop applies the weight where it used to;
+    with NORM the weight sits inside the norm's backward, e = LN'(w do) and scale = 1.
+    """
+    if NORM:
+        n, rstd = layer_norm_rows(segment_output(x, w1_ptr, w2_ptr, bh, i, N, D_IN, D_OUT, F, BLOCK_T, BLOCK_I,
+                                                 BLOCK_O, BLOCK_F, ACT, COMPUTE, PRECISION), D_OUT, BLOCK_O)
+        do32 = do.to(tl.float32)
+        e = layer_norm_rows_grad(n, rstd, w[:, None] * do32, D_OUT, BLOCK_O)
+        scale = tl.full((BLOCK_T,), 1.0, tl.float32)
+        r = tl.sum(do32 * n, axis=1)
+    else:
+        e = do.to(tl.float32)
+        scale = w
+        r = tl.zeros((BLOCK_T,), dtype=tl.float32)
+    return e, scale, r
+
+
+@triton.jit
 def mlp_fwd_kernel(x_ptr, w1_ptr, w2_ptr, g_ptr, idx_ptr, seg_ptr, out_ptr, L, N, K,
                    D_IN: tl.constexpr, D_OUT: tl.constexpr, F: tl.constexpr, BLOCK_T: tl.constexpr,
                    BLOCK_I: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_F: tl.constexpr, BLOCK_K: tl.constexpr,
-                   SPARSE: tl.constexpr, HAS_GATES: tl.constexpr, ACT: tl.constexpr, COMPUTE: tl.constexpr,
-                   PRECISION: tl.constexpr):
+                   SPARSE: tl.constexpr, HAS_GATES: tl.constexpr, ACT: tl.constexpr, NORM: tl.constexpr,
+                   COMPUTE: tl.constexpr, PRECISION: tl.constexpr):
     bh, t, t_mask, seg_t, n_hi, idx_tile, gate_tile = token_block(seg_ptr, idx_ptr, g_ptr, L, N, K, BLOCK_T,
                                                                   BLOCK_K, SPARSE)
     x = load_rows(x_ptr, bh, t, t_mask, L, D_IN, BLOCK_I)
@@ -50,11 +90,11 @@ def mlp_fwd_kernel(x_ptr, w1_ptr, w2_ptr, g_ptr, idx_ptr, seg_ptr, out_ptr, L, N
         w, match, count = segment_weight(i, bh, t, t_mask, seg_t, g_ptr, L, N, idx_tile, gate_tile,
                                          SPARSE, HAS_GATES)
         if count > 0:
-            for f0 in range(0, F, BLOCK_F):
-                w1, w2 = load_slice(w1_ptr, w2_ptr, bh, i, f0 + tl.arange(0, BLOCK_F), N, D_IN, D_OUT, F,
-                                    BLOCK_I, BLOCK_O)
-                hidden = act_fwd(mm(x, tl.trans(w1), COMPUTE, PRECISION), ACT)
-                acc += mm(w[:, None] * hidden, tl.trans(w2), COMPUTE, PRECISION)
+            o = segment_output(x, w1_ptr, w2_ptr, bh, i, N, D_IN, D_OUT, F, BLOCK_T, BLOCK_I, BLOCK_O, BLOCK_F,
+                               ACT, COMPUTE, PRECISION)
+            if NORM:
+                o = layer_norm_rows(o, D_OUT, BLOCK_O)[0]
+            acc += w[:, None] * o
     store_rows(out_ptr, acc, bh, t, t_mask, L, D_OUT, BLOCK_O)
 
 
@@ -63,8 +103,8 @@ def mlp_bwd_tokens_kernel(x_ptr, w1_ptr, w2_ptr, g_ptr, idx_ptr, seg_ptr, do_ptr
                           D_IN: tl.constexpr, D_OUT: tl.constexpr, F: tl.constexpr, BLOCK_T: tl.constexpr,
                           BLOCK_I: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_F: tl.constexpr,
                           BLOCK_K: tl.constexpr, SPARSE: tl.constexpr, HAS_GATES: tl.constexpr, ACT: tl.constexpr,
-                          COMPUTE: tl.constexpr, PRECISION: tl.constexpr):
-    """dx[t] = sum_i W1_i^T (w_i[t] W2_i^T do[t] * act'(h)); dgates from <act(h), W2_i^T do[t]>."""
+                          NORM: tl.constexpr, COMPUTE: tl.constexpr, PRECISION: tl.constexpr):
+    """dx[t] = sum_i W1_i^T (scale W2_i^T e * act'(h)); dgates = <do, o_i> (or <do, LN(o_i)>)."""
     bh, t, t_mask, seg_t, n_hi, idx_tile, gate_tile = token_block(seg_ptr, idx_ptr, g_ptr, L, N, K, BLOCK_T,
                                                                   BLOCK_K, SPARSE)
     x = load_rows(x_ptr, bh, t, t_mask, L, D_IN, BLOCK_I)
@@ -75,15 +115,16 @@ def mlp_bwd_tokens_kernel(x_ptr, w1_ptr, w2_ptr, g_ptr, idx_ptr, seg_ptr, do_ptr
         w, match, count = segment_weight(i, bh, t, t_mask, seg_t, g_ptr, L, N, idx_tile, gate_tile,
                                          SPARSE, HAS_GATES)
         if count > 0:
-            r = tl.zeros((BLOCK_T,), dtype=tl.float32)
+            e, scale, r = output_error(x, do, w, w1_ptr, w2_ptr, bh, i, N, D_IN, D_OUT, F, BLOCK_T, BLOCK_I,
+                                       BLOCK_O, BLOCK_F, ACT, NORM, COMPUTE, PRECISION)
             for f0 in range(0, F, BLOCK_F):
                 w1, w2 = load_slice(w1_ptr, w2_ptr, bh, i, f0 + tl.arange(0, BLOCK_F), N, D_IN, D_OUT, F,
                                     BLOCK_I, BLOCK_O)
                 pre = mm(x, tl.trans(w1), COMPUTE, PRECISION)  # (T, BF)
-                back = mm(do, w2, COMPUTE, PRECISION)  # W2^T do, (T, BF)
-                if HAS_GATES:
+                back = mm(e, w2, COMPUTE, PRECISION)  # W2^T e, (T, BF)
+                if HAS_GATES and not NORM:
                     r += tl.sum(act_fwd(pre, ACT) * back, axis=1)
-                dx += mm(w[:, None] * back * act_grad(pre, ACT), w1, COMPUTE, PRECISION)
+                dx += mm(scale[:, None] * back * act_grad(pre, ACT), w1, COMPUTE, PRECISION)
             if HAS_GATES:
                 dg_slots = gate_grad(dg_ptr, dg_slots, r, match, i, bh, t, t_mask, seg_t, L, N, SPARSE)
     store_rows(dx_ptr, dx, bh, t, t_mask, L, D_IN, BLOCK_I)
@@ -95,9 +136,13 @@ def mlp_bwd_weights_kernel(x_ptr, w1_ptr, w2_ptr, g_ptr, idx_ptr, seg_ptr, bound
                            L, N, K, D_IN: tl.constexpr, D_OUT: tl.constexpr, F: tl.constexpr,
                            BLOCK_T: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_O: tl.constexpr,
                            BLOCK_F: tl.constexpr, BLOCK_K: tl.constexpr, SPARSE: tl.constexpr,
-                           HAS_GATES: tl.constexpr, ACT: tl.constexpr, COMPUTE: tl.constexpr,
+                           HAS_GATES: tl.constexpr, ACT: tl.constexpr, NORM: tl.constexpr, COMPUTE: tl.constexpr,
                            PRECISION: tl.constexpr):
-    """dW1_i[f] = sum_t dh[t, f] x_t^T and dW2_i[:, f] = sum_t w_i[t] do[t] act(h[t, f])."""
+    """dW1_i[f] = sum_t dh[t, f] x_t^T and dW2_i[:, f] = sum_t scale e[t] act(h[t, f]).
+
+    With NORM each token block first recomputes o_i over every hidden slice (the norm needs all of
+    it), so this program's work grows with F / BLOCK_F; it still owns its slice of dW (no atomics).
+    """
     n_fb = tl.cdiv(F, BLOCK_F)
     i = tl.program_id(0) // n_fb
     rf = (tl.program_id(0) % n_fb) * BLOCK_F + tl.arange(0, BLOCK_F)
@@ -112,10 +157,12 @@ def mlp_bwd_weights_kernel(x_ptr, w1_ptr, w2_ptr, g_ptr, idx_ptr, seg_ptr, bound
         if count > 0:
             x = load_rows(x_ptr, bh, t, t_mask, L, D_IN, BLOCK_I)
             do = load_rows(do_ptr, bh, t, t_mask, L, D_OUT, BLOCK_O)
+            e, scale, r = output_error(x, do, w, w1_ptr, w2_ptr, bh, i, N, D_IN, D_OUT, F, BLOCK_T, BLOCK_I,
+                                       BLOCK_O, BLOCK_F, ACT, NORM, COMPUTE, PRECISION)
             pre = mm(x, tl.trans(w1), COMPUTE, PRECISION)
-            back = mm(do, w2, COMPUTE, PRECISION)
-            acc1 += mm(tl.trans(w[:, None] * back * act_grad(pre, ACT)), x, COMPUTE, PRECISION)
-            acc2 += mm(tl.trans(w[:, None] * do.to(tl.float32)), act_fwd(pre, ACT), COMPUTE, PRECISION)
+            back = mm(e, w2, COMPUTE, PRECISION)
+            acc1 += mm(tl.trans(scale[:, None] * back * act_grad(pre, ACT)), x, COMPUTE, PRECISION)
+            acc2 += mm(tl.trans(scale[:, None] * e), act_fwd(pre, ACT), COMPUTE, PRECISION)
     w1_offs, w1_mask, w2_offs, w2_mask = slice_offsets(bh, i, rf, N, D_IN, D_OUT, F, BLOCK_I, BLOCK_O)
     tl.store(dw1_ptr + w1_offs, acc1.to(dw1_ptr.dtype.element_ty), mask=w1_mask)
     tl.store(dw2_ptr + w2_offs, acc2.to(dw2_ptr.dtype.element_ty), mask=w2_mask)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
-import torch.nn.functional as F
 
 from kernels.common.activations import check_activation
 from kernels.common.checks import expect_shape, expect_slots
@@ -15,11 +12,6 @@ from kernels.mlp_read.reference import MLPReadReference
 from scaling.errors import UserInputError
 
 FORMS = ("plain", "residual")
-
-
-def layer_norm(z: torch.Tensor) -> torch.Tensor:
-    """The default LN of the residual form: over the feature dim, no affine parameters."""
-    return F.layer_norm(z, z.shape[-1:])
 
 
 def gate_mass(table: SegmentTable, gates: torch.Tensor | None, indices: torch.Tensor | None, n_states: int,
@@ -33,11 +25,17 @@ def gate_mass(table: SegmentTable, gates: torch.Tensor | None, indices: torch.Te
 
 def mlp_cached_read(z: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, gates: torch.Tensor | None,
                     bounds: Bounds, *, indices: torch.Tensor | None = None, activation: str = "silu",
-                    form: str = "plain", norm: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                    form: str = "plain", gain: torch.Tensor | None = None,
                     backend: str | None = None, block_tokens: int | None = None,
                     block_hidden: int | None = None) -> torch.Tensor:
-    """sum over cached segments of w_i[t] M_i(z_t), M_i(z) = W2_i act(W1_i z) ("plain") or
-    z + W2_i act(W1_i norm(z)) ("residual")."""
+    """sum over cached segments of w_i[t] M_i(z_t), M_i(z) = W2_i act(W1_i z) ("plain") or the
+    paper's deep memory z + gain * LN(W2_i act(W1_i z)) ("residual"; LN without affine part).
+
+    The LayerNorm acts on each segment's own output, so it runs inside the per-segment read (the
+    kernels normalise every segment's output before weighting it); `gain` (e.g. 1 + gamma, any
+    tensor broadcastable to the (B, H, L, d) output; default 1) is shared by the segments, so it
+    multiplies the weighted sum once, outside the op, and receives its gradient from autograd.
+    """
     check_activation(activation)
     if form not in FORMS:
         raise UserInputError("form", f"unknown MLP memory form {form!r}", f"use one of {', '.join(FORMS)}")
@@ -46,6 +44,8 @@ def mlp_cached_read(z: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, gates: 
     expect_shape("w1", w1, (b, h, None, None, d_in), "(B, H, N, F, d_in): first-layer weights per segment")
     n_states, hidden = w1.shape[2], w1.shape[3]
     expect_shape("w2", w2, (b, h, n_states, None, hidden), "(B, H, N, d_out, F): second-layer weights per segment")
+    if form == "plain" and gain is not None:
+        raise UserInputError("gain", "the plain form has no gain", "drop gain or use form='residual'")
     if form == "residual" and w2.shape[3] != d_in:
         raise UserInputError("form", f"the residual form needs d_out == d_in, got {w2.shape[3]} and {d_in}",
                              "use form='plain' or square memories")
@@ -56,14 +56,17 @@ def mlp_cached_read(z: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, gates: 
         expect_slots(indices, gates, z)
     elif gates is not None:
         expect_shape("gates", gates, (b, h, length, n_states), "(B, H, L, N): the gate of each cached segment")
-    x = z if form == "plain" else (norm or layer_norm)(z)
+    normed = form == "residual"
     chosen = backend or backend_for(z.device)
     if chosen == "reference":
-        out = MLPReadReference.apply(x, w1, w2, gates, indices, table, activation)
+        out = MLPReadReference.apply(z, w1, w2, gates, indices, table, activation, normed)
     else:
         from kernels.mlp_read.function import MLPReadTriton
 
-        out = MLPReadTriton.apply(x, w1, w2, gates, indices, table, activation, block_tokens, block_hidden)
-    if form == "residual":
-        out = out + gate_mass(table, gates, indices, n_states, z)[..., None].to(z.dtype) * z
-    return out
+        out = MLPReadTriton.apply(z, w1, w2, gates, indices, table, activation, normed, block_tokens,
+                                  block_hidden)
+    if not normed:
+        return out
+    if gain is not None:
+        out = gain * out
+    return out + gate_mass(table, gates, indices, n_states, z)[..., None].to(z.dtype) * z

@@ -17,18 +17,18 @@ an aggregation rule combines the reads (Behrouz et al. 2026, DESIGN.md):
   (S_online + sum_i S_i) q = S_online q + (sum_i S_i) q, so it is computed - and charged - as
   one cached read per token of the prefix sum of the cached states.
 
-Cost structure (what `flops.py` counts): cached reads are organised over *tiles* (the gcd of
-the segment lengths: C for constant and for log segmentation, whose segments are whole tiles).
-The pairs (tile, cached segment) with the segment strictly before the tile's own are
-enumerated once, and all cached reads of the whole sequence are one batched matmul over those
-pairs - exactly the causal reads, nothing masked away. SSC gathers the k selected states per
-token and reads them in one batched matmul over (token, slot) pairs, so its read cost is k per
-token, not N. Gradients flow through the cached states (nothing is detached).
+Cost structure (what `flops.py` counts): every cached read runs through the ops of `kernels/`
+(`gated_cached_read`, `ssc_cached_read`, `mlp_cached_read`): Triton kernels on CUDA, a PyTorch
+reference elsewhere. Both read exactly the causal pairs - segment i by the tokens after it, nothing
+masked away - without materialising a state copy per (tile, segment) or per (token, slot): the
+kernels load each state once per token block, the reference loops over segments (or over blocks
+of SSC's static (token, slot) pairs, k reads per token) and recomputes in its backward. SSC
+reads k states per token, not N. Gradients flow through the cached states (nothing is detached).
 
 `cached_reads(memory, states, q, gates, bounds)` is the one cached-read step (finished
-segments' states + queries + gates + segment bounds -> output) that a fused kernel may replace.
-The segment descriptors are accumulated per segment in fp32, also under bf16 autocast: a
-whole-sequence running sum loses the short segments' means to cancellation.
+segments' states + queries + gates + segment bounds -> output). The segment descriptors are
+accumulated per segment in fp32, also under bf16 autocast: a whole-sequence running sum loses
+the short segments' means to cancellation.
 """
 
 from __future__ import annotations
@@ -41,20 +41,19 @@ from functools import lru_cache
 
 import torch
 
-from scaling.models.memory import MatrixMemory, MemoryInputs, SegmentPlan, State, linear_layer
+from kernels import gated_cached_read, mlp_cached_read, ssc_cached_read
+from scaling.models.memory import MatrixMemory, MemoryInputs, SegmentPlan, State
 
 STRATEGIES_WITH_GATES = ("grm", "soup", "ssc")
 
 
 @dataclass(frozen=True)
 class TileLayout:
-    """Static index tables for the causal (tile, cached segment) read pairs."""
+    """Tiles (the gcd of the segment lengths) and each token's segment, for the descriptor sums."""
 
     tile_len: int
     n_tiles: int
     segment_of_token: tuple[int, ...]
-    pair_tile: tuple[int, ...]
-    pair_segment: tuple[int, ...]
 
 
 @lru_cache(maxsize=256)
@@ -65,13 +64,7 @@ def tile_layout(bounds: tuple[int, ...]) -> TileLayout:
     seg_of_token: list[int] = []
     for s, n in enumerate(lengths):
         seg_of_token.extend([s] * n)
-    n_tiles = length // tile
-    pair_tile, pair_seg = [], []
-    for t in range(n_tiles):
-        for i in range(seg_of_token[t * tile]):
-            pair_tile.append(t)
-            pair_seg.append(i)
-    return TileLayout(tile, n_tiles, tuple(seg_of_token), tuple(pair_tile), tuple(pair_seg))
+    return TileLayout(tile, length // tile, tuple(seg_of_token))
 
 
 def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
@@ -135,16 +128,6 @@ def gate_logits(u: torch.Tensor, cached_summary: torch.Tensor, online_summary: t
     return online, cached.masked_fill(~visible, float("-inf"))
 
 
-def _read_layers(memory: torch.nn.Module, weights: State, q: torch.Tensor) -> torch.Tensor:
-    """M_W(q) for per-pair weights W: the layers, then the memory's read-out (residual + LN)."""
-    z = q
-    for layer in range(memory.n_layers):
-        z = linear_layer(weights[layer], z)
-        if layer + 1 < memory.n_layers:
-            z = memory.activation(z)
-    return memory.read_out(q, z)
-
-
 def online_read(memory: torch.nn.Module, ctx: dict, q: torch.Tensor) -> torch.Tensor:
     """M_t(q_t) with the live (online) memory of every token."""
     z = q
@@ -155,57 +138,34 @@ def online_read(memory: torch.nn.Module, ctx: dict, q: torch.Tensor) -> torch.Te
     return memory.read_out(q, z)
 
 
-def _pair_tables(bounds: tuple[int, ...], device: torch.device) -> tuple[TileLayout, torch.Tensor, torch.Tensor]:
-    layout = tile_layout(bounds)
-    return (layout, torch.tensor(layout.pair_tile, device=device, dtype=torch.long),
-            torch.tensor(layout.pair_segment, device=device, dtype=torch.long))
-
-
-def _tiles(x: torch.Tensor, layout: TileLayout) -> torch.Tensor:
-    return x.reshape(*x.shape[:2], layout.n_tiles, layout.tile_len, *x.shape[3:])
-
-
-def _pair_gates(gates: torch.Tensor, layout: TileLayout, tiles: torch.Tensor, segs: torch.Tensor) -> torch.Tensor:
-    """gates (B,H,L,N) -> per-pair gates (B,H,P,T)."""
-    per_tile = _tiles(gates, layout).transpose(-1, -2)  # (B,H,n_tiles,N,T)
-    return per_tile[:, :, tiles, segs]
-
-
-def _scatter_tiles(contrib: torch.Tensor, layout: TileLayout, tiles: torch.Tensor, length: int) -> torch.Tensor:
-    out = contrib.new_zeros(*contrib.shape[:2], layout.n_tiles, layout.tile_len, contrib.shape[-1])
-    return out.index_add(2, tiles, contrib).reshape(*contrib.shape[:2], length, contrib.shape[-1])
-
-
 def cached_reads(memory: torch.nn.Module, states: State, q: torch.Tensor, gates: torch.Tensor | None,
-                 bounds: tuple[int, ...]) -> torch.Tensor:
-    """sum_i gate_{t,i} M_i(q_t) over the cached segments of every token, as one batched read."""
-    layout, tiles, segs = _pair_tables(bounds, q.device)
-    if tiles.numel() == 0:
-        return torch.zeros_like(q)
-    z = _tiles(q, layout)[:, :, tiles]  # (B,H,P,T,d)
-    reads = _read_layers(memory, tuple(s[:, :, segs] for s in states), z)
-    if gates is not None:
-        reads = reads * _pair_gates(gates, layout, tiles, segs)[..., None]
-    return _scatter_tiles(reads, layout, tiles, q.shape[2])
+                 bounds: tuple[int, ...], indices: torch.Tensor | None = None) -> torch.Tensor:
+    """sum_i gate_{t,i} M_i(q_t) over the cached segments of every token (gates None: all 1), or with
+    `indices` over the SSC slots of every token (gates then per slot)."""
+    if isinstance(memory, MatrixMemory):
+        if indices is None:
+            return gated_cached_read(q, states[0], gates, bounds)
+        assert gates is not None
+        return ssc_cached_read(q, states[0], indices, gates, bounds)
+    # MLP memory: M_i(q) = q + (1 + gamma) * LN(W_out GELU(W_in q)), the read-out inside the op
+    return mlp_cached_read(q, states[0], states[1], gates, bounds, indices=indices,
+                           activation=memory.activation_name, form="residual", gain=memory.gain(q.ndim))
 
 
 def summed_cached_read(states: State, q: torch.Tensor, bounds: tuple[int, ...]) -> torch.Tensor:
     """(sum_{i<s} S_i) q_t for a matrix memory: residual's cached term as one read per token.
 
-    The prefix sums of the cached states are formed once (additions only); each tile of a
-    segment s >= 1 then reads its own summed state, so the cost is one read per token, not s.
+    The prefix sums of the cached states are formed once (additions only); each token of a
+    segment s >= 1 then reads the summed state s - 1 by index (one slot, gate 1), so the cost is
+    one read per token, not s.
     """
-    layout = tile_layout(bounds)
     (segment_states,) = states  # (B, H, N, d_v, d_k)
-    tile_seg = layout.segment_of_token[:: layout.tile_len]
-    reading = [t for t, s in enumerate(tile_seg) if s > 0]
-    if not reading:
+    if len(bounds) <= 2:
         return torch.zeros_like(q)
-    summed = torch.cat([torch.zeros_like(segment_states[:, :, :1]), segment_states[:, :, :-1].cumsum(2)], dim=2)
-    tiles = torch.tensor(reading, device=q.device, dtype=torch.long)
-    seg = torch.tensor([tile_seg[t] for t in reading], device=q.device, dtype=torch.long)
-    reads = linear_layer(summed[:, :, seg], _tiles(q, layout)[:, :, tiles])
-    return _scatter_tiles(reads, layout, tiles, q.shape[2])
+    summed = segment_states.cumsum(2)  # summed[:, :, i] = S_0 + ... + S_i
+    seg = torch.tensor(tile_layout(bounds).segment_of_token, device=q.device, dtype=torch.long)
+    index = (seg - 1).view(1, 1, -1, 1).expand(*q.shape[:3], 1)  # -1 in segment 0: reads nothing
+    return ssc_cached_read(q, summed, index, q.new_ones(*q.shape[:3], 1), bounds)
 
 
 def soup_read(memory: torch.nn.Module, states: State, ctx: dict, q: torch.Tensor, online_gate: torch.Tensor,
@@ -216,56 +176,28 @@ def soup_read(memory: torch.nn.Module, states: State, ctx: dict, q: torch.Tensor
     layer never materialises a per-token weight matrix: each layer is a gated cached read of
     the token's own input plus the gated online layer, and the nonlinearity acts on the mix.
     """
-    layout, tiles, segs = _pair_tables(bounds, q.device)
-    pair_gates = _pair_gates(gates, layout, tiles, segs)[..., None] if tiles.numel() else None
     z = q
     for layer in range(memory.n_layers):
-        mixed = online_gate[..., None] * memory.online_layer(ctx, z, layer)
-        if pair_gates is not None:
-            reads = linear_layer(states[layer][:, :, segs], _tiles(z, layout)[:, :, tiles]) * pair_gates
-            mixed = mixed + _scatter_tiles(reads, layout, tiles, q.shape[2])
+        mixed = online_gate[..., None] * memory.online_layer(ctx, z, layer) + gated_cached_read(
+            z, states[layer], gates, bounds)
         z = memory.activation(mixed) if layer + 1 < memory.n_layers else mixed
     return memory.read_out(q, z)
 
 
-@lru_cache(maxsize=256)
-def _ssc_slots(bounds: tuple[int, ...], k_eff: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Static (token, slot) pairs whose slot holds a real cached segment: slot < segments before t."""
-    seg = tile_layout(bounds).segment_of_token
-    tokens, slots = [], []
-    for t, s in enumerate(seg):
-        for slot in range(min(k_eff, s)):
-            tokens.append(t)
-            slots.append(slot)
-    return tuple(tokens), tuple(slots)
-
-
 def ssc_reads(memory: torch.nn.Module, states: State, q: torch.Tensor, online_logit: torch.Tensor,
               cached_logits: torch.Tensor, top_k: int, bounds: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sparse selective caching: (online gate (B,H,L), gated sum of the top-k cached reads)."""
+    """Sparse selective caching: (online gate (B,H,L), gated sum of the top-k cached reads).
+
+    topk puts a token's readable segments first (the others are -inf), so slot j < seg(t) holds
+    a cached segment and the ops skip the rest: min(k, seg(t)) reads per token.
+    """
     n_cached_max = len(bounds) - 2
     k_eff = min(top_k, n_cached_max)
     if k_eff <= 0:
         return torch.ones_like(online_logit).to(q.dtype), torch.zeros_like(q)
     top_logits, top_idx = cached_logits.topk(k_eff, dim=-1)  # invalid slots are -inf, sorted last
     gates = torch.cat([online_logit[..., None], top_logits], dim=-1).softmax(-1).to(q.dtype)
-    tok_list, slot_list = _ssc_slots(bounds, k_eff)
-    if not tok_list:
-        return gates[..., 0], torch.zeros_like(q)
-    toks = torch.tensor(tok_list, device=q.device, dtype=torch.long)
-    slots = torch.tensor(slot_list, device=q.device, dtype=torch.long)
-    chosen = top_idx[:, :, toks, slots]  # (B,H,Pv) selected segment per (token, slot)
-    q_pairs = q[:, :, toks].unsqueeze(3)  # (B,H,Pv,1,d)
-    z = q_pairs
-    for layer in range(memory.n_layers):
-        weight = states[layer]
-        index = chosen.view(*chosen.shape, 1, 1).expand(*chosen.shape, *weight.shape[-2:])
-        z = linear_layer(torch.gather(weight, 2, index), z)
-        if layer + 1 < memory.n_layers:
-            z = memory.activation(z)
-    contrib = memory.read_out(q_pairs, z)[..., 0, :] * gates[:, :, toks, 1 + slots][..., None]
-    out = contrib.new_zeros(*q.shape[:-1], contrib.shape[-1]).index_add(2, toks, contrib)
-    return gates[..., 0], out
+    return gates[..., 0], cached_reads(memory, states, q, gates[..., 1:], bounds, indices=top_idx)
 
 
 def memory_caching(memory: torch.nn.Module, inp: MemoryInputs, summary_keys: torch.Tensor,

@@ -187,6 +187,7 @@ class MLPMemory(nn.Module):
     """
 
     n_layers = 2
+    activation_name = "gelu"  # the cached-read ops' name for `activation` (exact erf GELU)
 
     def __init__(self, n_heads: int, head_dim: int, expansion: int, objective: str, momentum: bool) -> None:
         super().__init__()

@@ -47,12 +47,16 @@ def main() -> int:
         for sparse, has_gates in modes:
             base = dict(D_IN=d, D_OUT=d, BLOCK_T=64, BLOCK_I=d, BLOCK_O=d, BLOCK_K=4, SPARSE=sparse,
                         HAS_GATES=has_gates, COMPUTE=compute, PRECISION=precision)
-            mlp = dict(base, F=4 * d, BLOCK_F=32 if dtype == "fp32" and d >= 128 else 64, ACT="silu")
-            for kernel, constants in ((matrix_fwd_kernel, base), (matrix_bwd_tokens_kernel, base),
-                                      (matrix_bwd_states_kernel, base), (mlp_fwd_kernel, mlp),
-                                      (mlp_bwd_tokens_kernel, mlp), (mlp_bwd_weights_kernel, mlp)):
+            # the plain MLP form (silu) and the paper's per-segment LayerNorm form (gelu, the model's)
+            mlps = [dict(base, F=4 * d, BLOCK_F=32 if dtype == "fp32" and d >= 128 else 64, ACT=act, NORM=norm)
+                    for act, norm in (("silu", False), ("gelu", True))]
+            variants = [(matrix_fwd_kernel, base), (matrix_bwd_tokens_kernel, base), (matrix_bwd_states_kernel, base)]
+            variants += [(kernel, mlp) for mlp in mlps
+                         for kernel in (mlp_fwd_kernel, mlp_bwd_tokens_kernel, mlp_bwd_weights_kernel)]
+            for kernel, constants in variants:
                 shared = compile_sm90(kernel, dtype, dict(constants))
-                print(f"{kernel.fn.__name__} {dtype} sparse={sparse} gates={has_gates} shared={shared}", flush=True)
+                print(f"{kernel.fn.__name__} {dtype} sparse={sparse} gates={has_gates} norm={constants.get('NORM')} "
+                      f"shared={shared}", flush=True)
                 if shared > SM90_SHARED_LIMIT_BYTES:
                     print(f"needs {shared} bytes of shared memory, over sm_90's {SM90_SHARED_LIMIT_BYTES}")
                     return 1

@@ -23,8 +23,9 @@ def explicit_weights(bounds: list[int], gates: torch.Tensor | None, indices: tor
         for i in range(min(seg[t], n_states)):
             if indices is None:
                 w[:, :, t, i] = 1.0 if gates is None else gates[:, :, t, i]
-            else:
-                w[:, :, t, i] = (gates[:, :, t] * (indices[:, :, t] == i)).sum(-1)
+            else:  # only slots j < seg(t) can hold a readable segment (topk puts them first)
+                live = slice(0, seg[t])
+                w[:, :, t, i] = (gates[:, :, t, live] * (indices[:, :, t, live] == i)).sum(-1)
     return w
 
 
@@ -55,12 +56,17 @@ def test_mlp_reference_matches_explicit_sum(activation):
     w = explicit_weights(bounds, g, None, n, length)
     torch.testing.assert_close(mlp_cached_read(z, w1, w2, g, bounds, activation=activation, backend="reference"),
                                (w[..., None] * reads).sum(3))
-    # residual form: each cached memory adds its input back, so the output gains (sum of weights) * z
-    normed = torch.nn.functional.layer_norm(z, (d,))
-    hidden = activate(activation, torch.einsum("bhnfd,bhtd->bhtnf", w1, normed))
-    reads = torch.einsum("bhnof,bhtnf->bhtno", w2, hidden) + z[:, :, :, None]
+    # the paper's form: each cached memory is z + gain * LN(W2 act(W1 z)), LN over each segment's output
+    gain = 1 + torch.randn(1, H, 1, d, dtype=torch.float64)
+    reads = z[:, :, :, None] + gain[:, :, :, None] * torch.nn.functional.layer_norm(reads, (d,))
     torch.testing.assert_close(mlp_cached_read(z, w1, w2, g, bounds, activation=activation, form="residual",
-                                               backend="reference"), (w[..., None] * reads).sum(3))
+                                               gain=gain, backend="reference"), (w[..., None] * reads).sum(3))
+    idx = torch.randint(-1, n, (B, H, length, 3))
+    gs = torch.randn(B, H, length, 3, dtype=torch.float64)
+    w = explicit_weights(bounds, gs, idx, n, length)
+    torch.testing.assert_close(mlp_cached_read(z, w1, w2, gs, bounds, indices=idx, activation=activation,
+                                               form="residual", gain=gain, backend="reference"),
+                               (w[..., None] * reads).sum(3))
 
 
 def _gradcheck(fn, *inputs):
@@ -83,8 +89,11 @@ def test_reference_gradcheck_float64(bounds):
     for activation in ("silu", "gelu"):
         _gradcheck(lambda z, a, b, g: mlp_cached_read(z, a, b, g, bounds, activation=activation, backend="reference"),
                    q, w1, w2, g)
-    _gradcheck(lambda z, a, b, g: mlp_cached_read(z, a, b, g, bounds, indices=idx, form="residual",
-                                                  backend="reference"), q, w1, w2, gs)
+    gain = 1 + torch.randn(1, h, 1, d, dtype=torch.float64)
+    _gradcheck(lambda z, a, b, g, gain: mlp_cached_read(z, a, b, g, bounds, indices=idx, form="residual", gain=gain,
+                                                        activation="gelu", backend="reference"), q, w1, w2, gs, gain)
+    _gradcheck(lambda z, a, b, g: mlp_cached_read(z, a, b, g, bounds, form="residual", backend="reference"),
+               q, w1, w2, g)
 
 
 def test_reference_reads_nothing_without_cached_segments():

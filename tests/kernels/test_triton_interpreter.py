@@ -103,11 +103,12 @@ def test_mlp_gated_read(form, activation):
             [z, w1, w2, g])
 
 
-def test_mlp_residual_strategy_without_gates():
+@pytest.mark.parametrize("form", ["plain", "residual"])
+def test_mlp_residual_strategy_without_gates(form):
     bounds = log_bounds(36, 4)
     z, w1, w2, _ = mlp_inputs(bounds, hidden=16)
-    compare(lambda z, a, b, backend: mlp_cached_read(z, a, b, None, bounds, backend=backend, block_tokens=32),
-            [z, w1, w2])
+    compare(lambda z, a, b, backend: mlp_cached_read(z, a, b, None, bounds, form=form, activation="gelu",
+                                                     backend=backend, block_tokens=32), [z, w1, w2])
 
 
 @pytest.mark.parametrize("form", ["plain", "residual"])
@@ -119,11 +120,13 @@ def test_mlp_ssc_read(form):
                                                         block_tokens=16, block_hidden=16), [z, w1, w2, gates])
 
 
-def test_mlp_read_bf16():
+@pytest.mark.parametrize("form", ["plain", "residual"])
+def test_mlp_read_bf16(form):
     bounds = constant_bounds(32, 8)
     z, w1, w2, g = mlp_inputs(bounds, d=16, hidden=32)
-    compare(lambda z, a, b, g, backend: mlp_cached_read(z, a, b, g, bounds, backend=backend, block_tokens=16,
-                                                        block_hidden=16), [z, w1, w2, g], torch.bfloat16)
+    compare(lambda z, a, b, g, backend: mlp_cached_read(z, a, b, g, bounds, form=form, backend=backend,
+                                                        block_tokens=16, block_hidden=16), [z, w1, w2, g],
+            torch.bfloat16)
 
 
 def test_frozen_states_skip_their_gradient_only():

@@ -4,10 +4,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from kernels import gated_cached_read
 from scaling.models import ModelConfig
 from scaling.models.caching import segment_summaries, tile_layout
 from scaling.models.config import log_segment_lengths, segment_bounds
-from scaling.models.flops import cached_read_pairs, cached_reads_per_token
+from scaling.models.flops import cached_read_pairs, cached_reads_per_token, counting_mode
 
 
 @pytest.mark.parametrize("length, finest, expected", [
@@ -61,21 +62,30 @@ def test_log_reads_per_token_and_the_reversed_scheme_they_replace():
 @pytest.mark.parametrize("segmentation", ["constant", "log"])
 @pytest.mark.parametrize("length", [64, 100, 37, 8])
 def test_the_reads_the_code_performs_are_the_causal_reads_counted(segmentation, length):
-    """The batched (tile, cached segment) pairs are exactly the reads of earlier segments,
-    and their number is what the FLOP model charges."""
+    """The cached-read op the model calls reads segment i with exactly the tokens after it, and
+    the reads of the real (unpadded) tokens are what the FLOP model charges."""
     cfg = ModelConfig(mixer="swla", caching="grm", segmentation=segmentation, segment_len=8, seq_len=64, chunk_len=4)
     bounds = segment_bounds(length, cfg)
     padded = cfg.padded_len(length)
-    layout = tile_layout(tuple(bounds[:-1] + [padded]))
-    for tile, seg in zip(layout.pair_tile, layout.pair_segment):
-        first = tile * layout.tile_len
-        assert bounds[seg + 1] <= first  # a cached segment ends before the tile starts: causal
-    seg_of = layout.segment_of_token
-    real_pairs = sum(min(layout.tile_len, length - t * layout.tile_len)
-                     for t in layout.pair_tile if t * layout.tile_len < length)
-    assert real_pairs == cached_read_pairs(cfg, length)
+    model_bounds = tuple(bounds[:-1] + [padded])
+    n_seg, d = len(model_bounds) - 1, 4
+    states = torch.randn(1, 1, n_seg, d, d)
+    q = torch.zeros(1, 1, padded, d, requires_grad=True)
+    with counting_mode() as counter:
+        gated_cached_read(q, states, torch.ones(1, 1, padded, n_seg), model_bounds, backend="reference")
+    reads = counter.get_total_flops() // (2 * d * d)
+    seg_of = tile_layout(model_bounds).segment_of_token
+    assert reads == sum(seg_of)  # token t reads its seg(t) earlier segments, nothing more
+    assert sum(seg_of[:length]) == cached_read_pairs(cfg, length)
     assert all(seg_of[t] == next(s for s in range(len(bounds) - 1) if bounds[s] <= t < bounds[s + 1])
                for t in range(length))
+    # causal: a token's read changes with the states of earlier segments only
+    for i in range(n_seg):
+        only_i = torch.zeros(1, 1, n_seg, d, d)
+        only_i[:, :, i] = torch.eye(d)
+        out = gated_cached_read(torch.ones(1, 1, padded, d), only_i, torch.ones(1, 1, padded, n_seg), model_bounds,
+                                backend="reference")
+        assert torch.equal(out[0, 0, :, 0] != 0, torch.tensor(seg_of) > i)
 
 
 def _fp64_summaries(keys: torch.Tensor, bounds: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
