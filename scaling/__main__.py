@@ -1,5 +1,5 @@
 """`python -m scaling` runs the mcscale command line."""
 
-from scaling.cli import main
+from scaling.cli.app import main
 
 main()

@@ -727,9 +727,8 @@ def _job_main(argv: list[str]) -> None:
     folder = Path(tempfile.mkdtemp(prefix="mcscale-spec-"))
     spec_file = folder / name
     spec_file.write_bytes(base64.b64decode(encoded))
-    from scaling.cli import _register_subcommands, app
+    from scaling.cli.app import app
 
-    _register_subcommands()
     app(["run", str(spec_file), *argv], prog_name="mcscale")
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from scaling.cli import _register_subcommands, app
+from scaling.cli.app import app
 from scaling.fit import FitResult
 
 
@@ -22,7 +22,6 @@ def _mcscale(*args: str) -> subprocess.CompletedProcess:
 
 
 def _invoke(*args: str):
-    _register_subcommands()  # the whole `mcscale` app, as the console script builds it
     return CliRunner().invoke(app, ["fit", *args])
 
 

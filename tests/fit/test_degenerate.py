@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from typer.testing import CliRunner
 
-from scaling.cli import _register_subcommands, app
+from scaling.cli.app import app
 from scaling.fit import CHINCHILLA, FitOptions, fit, make_fit_data, power_law
 from scaling.fit.degenerate import consolidate, diagnose_fit, diagnose_frontier
 
@@ -63,7 +63,6 @@ def test_mcscale_fit_warns_about_a_pinned_floor(tmp_path):
     path = tmp_path / "runs.csv"
     pd.DataFrame({"flops": c, "loss": loss}).to_csv(path, index=False)
     out = tmp_path / "fit.json"
-    _register_subcommands()
     res = CliRunner().invoke(app, ["fit", str(path), "--law", "power", "--x", "compute", "--c-col", "flops",
                                    "--bootstrap", "0", "--json", str(out)])
     assert res.exit_code == 0, res.output
@@ -76,7 +75,6 @@ def test_mcscale_fit_calibrated_backtest_on_gadre(gadre_csv, tmp_path):
     """--calibrated: the held-out runs are predicted by the form-averaged model with calibrated
     intervals, which cover all three of rw_original's 1.4B/6.9B runs."""
     out = tmp_path / "cal.json"
-    _register_subcommands()
     res = CliRunner().invoke(app, [
         "fit", str(gadre_csv), "--n-col", "params_no_embed", "--d-col", "tokens", "--loss-col", "loss_c4_val",
         "--fit-where", "dataset == 'rw_original' and params <= 411616256",

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from typer.testing import CliRunner
 
-from scaling.cli import _register_subcommands, app
+from scaling.cli.app import app
 from scaling.fit import CHINCHILLA, FitOptions, backtest, make_fit_data
 
 # Epoch's 95% bootstrap intervals for Approach 3 on the 240 points.
@@ -59,7 +59,6 @@ def test_gadre_overtrained_extrapolation(gadre_csv, tmp_path):
     over all nine held-out runs, worst 4.7%: c4_original's 6.9B). Bounds: measured plus margin.
     """
     out = tmp_path / "gadre.json"
-    _register_subcommands()
     result = CliRunner().invoke(
         app,
         [

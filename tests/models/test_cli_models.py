@@ -3,7 +3,7 @@ import sys
 
 from typer.testing import CliRunner
 
-from scaling.cli import _register_subcommands, app
+from scaling.cli.app import app
 
 
 def _mcscale(*args):
@@ -24,14 +24,12 @@ def test_models_rejects_unknown_arch_with_exit_2_and_no_traceback():
 
 
 def test_models_rejects_bad_segment_length():
-    _register_subcommands()
     result = CliRunner().invoke(app, ["models", "--arch", "swla+grm", "--seq-len", "4096", "--segment-len", "300"])
     assert result.exit_code == 2
     assert "segment_len" in result.output
 
 
 def test_models_refuses_a_segment_that_would_change_an_mlp_memorys_chunk():
-    _register_subcommands()
     result = CliRunner().invoke(app, ["models", "--arch", "titans+grm", "--segment-len", "32", "--chunk-len", "64"])
     assert result.exit_code == 2
     assert "chunk_len" in result.output and "Traceback" not in result.output

@@ -8,7 +8,7 @@ import math
 import pytest
 from typer.testing import CliRunner
 
-from scaling.cli import _register_subcommands, app
+from scaling.cli.app import app
 from scaling.report.analysis import ReportOptions, build_report
 from scaling.report.document import build_document
 from scaling.report.inputs import load_study
@@ -48,7 +48,6 @@ def test_advice_ranks_candidates_by_shrinkage_per_device_hour(study):
 
 
 def test_mcscale_advise_prints_the_ranking_and_rejects_bad_input(study):
-    _register_subcommands()
     runner = CliRunner()
     res = runner.invoke(app, ["advise", "adv", "--storage", str(study), "--bootstrap", "20", "--device-tflops", "100"])
     assert res.exit_code == 0, res.output

@@ -1,4 +1,4 @@
-"""Study commands: run, resume, ls, show, ui (submit/status/logs live in cli_submit.py)."""
+"""Study commands: run, resume, ls, show, ui (submit/status/logs/stop live in submit.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from scaling.cli import DEFAULT_STORAGE, app, output_console, user_errors_exit_2
+from scaling.cli.common import DEFAULT_STORAGE, output_console, user_errors_exit_2
 from scaling.errors import UserInputError
 from scaling.spec import load_spec, parse_spec
+
+commands = typer.Typer()  # merged into the `mcscale` app by scaling.cli.app
 
 def _trial_table(trials, title: str) -> Table:  # noqa: ANN001
     table = Table(title=title)
@@ -43,7 +45,7 @@ def _print_summary(console: Console, summary) -> None:  # noqa: ANN001
                   f"{summary.seconds:.0f} s. Results: {summary.root}; MLflow: {summary.tracking_uri} "
                   f"(browse with `mcscale ui {summary.name}`).")
     if summary.report is not None:
-        from scaling.cli_report import print_report_summary
+        from scaling.cli.report import print_report_summary
 
         print_report_summary(console, summary.report, summary.report_files)
     elif summary.report_error:
@@ -51,7 +53,7 @@ def _print_summary(console: Console, summary) -> None:  # noqa: ANN001
         console.print(f"The results are kept; once the cause is fixed, `mcscale report {summary.name}` makes the report.")
 
 
-@app.command("run")
+@commands.command("run")
 @user_errors_exit_2
 def run(spec: str = typer.Argument(..., help="Study spec (YAML), e.g. studies/quickstart.yaml."),
         address: Optional[str] = typer.Option(None, help="Ray cluster address (default: embedded local Ray)."),
@@ -66,7 +68,7 @@ def run(spec: str = typer.Argument(..., help="Study spec (YAML), e.g. studies/qu
     _print_summary(console, summary)
 
 
-@app.command("resume")
+@commands.command("resume")
 @user_errors_exit_2
 def resume(study: str = typer.Argument(..., help="Study name (as in the spec's `name`)."),
            storage: str = typer.Option(DEFAULT_STORAGE, help="Storage location: a folder or s3://bucket/prefix."),
@@ -90,7 +92,7 @@ def resume(study: str = typer.Argument(..., help="Study name (as in the spec's `
     _print_summary(console, summary)
 
 
-@app.command("ls")
+@commands.command("ls")
 @user_errors_exit_2
 def ls(storage: str = typer.Option(DEFAULT_STORAGE, help="Storage location: a folder or s3://bucket/prefix."),
        s3_endpoint: Optional[str] = typer.Option(None, help="Endpoint of an S3-compatible store.")) -> None:
@@ -111,7 +113,7 @@ def ls(storage: str = typer.Option(DEFAULT_STORAGE, help="Storage location: a fo
     output_console().print(table)
 
 
-@app.command("show")
+@commands.command("show")
 @user_errors_exit_2
 def show(study: str = typer.Argument(..., help="Study name."),
          storage: str = typer.Option(DEFAULT_STORAGE, help="Storage location: a folder or s3://bucket/prefix."),
@@ -125,7 +127,7 @@ def show(study: str = typer.Argument(..., help="Study name."),
     output_console().print(_trial_table(store.read_trials(), f"study {study} ({store.root})"))
 
 
-@app.command("ui")
+@commands.command("ui")
 @user_errors_exit_2
 def ui(study: str = typer.Argument(..., help="Study name."),
        storage: str = typer.Option(DEFAULT_STORAGE, help="Local storage folder of the study."),

@@ -16,7 +16,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from scaling.cli import app, err_console, output_console, user_errors_exit_2
+from scaling.cli.common import err_console, output_console, user_errors_exit_2
+
+commands = typer.Typer()  # merged into the `mcscale` app by scaling.cli.app
 
 ADDRESS_HELP = ("Ray dashboard address of the cluster's head node, e.g. http://HEAD:8265 "
                 "(default: $MCSCALE_RAY_ADDRESS, $RAY_API_SERVER_ADDRESS or $RAY_ADDRESS).")
@@ -46,7 +48,7 @@ def _address_hint(address: Optional[str]) -> str:
     return f" --address {address}" if address else ""
 
 
-@app.command("submit")
+@commands.command("submit")
 @user_errors_exit_2
 def submit(spec: str = typer.Argument(..., help="Study spec (YAML), validated here before anything is sent."),
            address: Optional[str] = typer.Option(None, help=ADDRESS_HELP),
@@ -158,7 +160,7 @@ def _write_rayjob(spec: str, output: Optional[str], cluster_template: Optional[s
                       highlight=False, soft_wrap=True)
 
 
-@app.command("status")
+@commands.command("status")
 @user_errors_exit_2
 def status(job_id: Optional[str] = typer.Argument(None, help="Job id printed by `mcscale submit` (default: list "
                                                   "the cluster's jobs)."),
@@ -193,7 +195,7 @@ def status(job_id: Optional[str] = typer.Argument(None, help="Job id printed by 
     console.print(table, highlight=False)
 
 
-@app.command("logs")
+@commands.command("logs")
 @user_errors_exit_2
 def logs(job_id: str = typer.Argument(..., help="Job id printed by `mcscale submit`."),
          address: Optional[str] = typer.Option(None, help=ADDRESS_HELP),
@@ -211,7 +213,7 @@ def logs(job_id: str = typer.Argument(..., help="Job id printed by `mcscale subm
         raise typer.Exit(130)
 
 
-@app.command("stop")
+@commands.command("stop")
 @user_errors_exit_2
 def stop(job_id: str = typer.Argument(..., help="Job id printed by `mcscale submit`."),
          address: Optional[str] = typer.Option(None, help=ADDRESS_HELP)) -> None:

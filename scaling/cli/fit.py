@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from scaling.cli import app, err_console, user_errors_exit_2
+from scaling.cli.common import err_console, user_errors_exit_2
 from scaling.errors import UserInputError
 from scaling.formatting import sci
 from scaling.fit.backtest import GroupBacktest, evaluate_holdout
@@ -26,6 +26,8 @@ from scaling.fit.estimate import FitOptions, fit
 from scaling.fit.io import Columns, keep_after_dropping_highest, read_table, row_mask, to_fit_data
 from scaling.fit.laws import LAW_NAMES, get_law
 from scaling.fit.result import FitResult, to_jsonable
+
+commands = typer.Typer()  # merged into the `mcscale` app by scaling.cli.app
 
 console = Console()
 
@@ -88,7 +90,7 @@ def _backtest_table(backtests: dict[str, GroupBacktest], features: tuple[str, ..
     return table
 
 
-@app.command("fit")
+@commands.command("fit")
 @user_errors_exit_2
 def fit_command(
     data: str = typer.Argument(..., help="Results table: CSV or Parquet, one row per run (or checkpoint)."),

@@ -6,7 +6,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from scaling.cli import app, user_errors_exit_2
+from scaling.cli.common import user_errors_exit_2
 from scaling.errors import UserInputError
 from scaling.formatting import byte_size
 from scaling.models.architectures import parse_architecture
@@ -14,8 +14,10 @@ from scaling.models.config import ModelConfig
 from scaling.models.flops import cached_reads_per_token, forward_flops, sequence_bytes
 from scaling.models.ladder import DEFAULT_ASPECT, DEFAULT_HEAD_DIM, format_count, parse_size, shape_for_params
 
+commands = typer.Typer()  # merged into the `mcscale` app by scaling.cli.app
 
-@app.command("models")
+
+@commands.command("models")
 @user_errors_exit_2
 def models(
     sizes: str = typer.Option("100K,1M,10M,125M,1.3B,7B", help="Comma-separated non-embedding parameter targets."),

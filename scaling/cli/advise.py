@@ -11,12 +11,14 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from scaling.cli import app, output_console, user_errors_exit_2
-from scaling.cli_report import LAW_OPTION, S3_ENDPOINT_OPTION, STORAGE_OPTION, STUDY_ARGUMENT
+from scaling.cli.common import (LAW_OPTION, S3_ENDPOINT_OPTION, STORAGE_OPTION, STUDY_ARGUMENT, output_console,
+                                user_errors_exit_2)
 from scaling.errors import UserInputError
 
+commands = typer.Typer()  # merged into the `mcscale` app by scaling.cli.app
 
-@app.command("advise")
+
+@commands.command("advise")
 @user_errors_exit_2
 def advise_command(
     study: str = STUDY_ARGUMENT,

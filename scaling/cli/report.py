@@ -8,8 +8,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from scaling.cli import DEFAULT_STORAGE, app, output_console, user_errors_exit_2
+from scaling.cli.common import (LAW_OPTION, S3_ENDPOINT_OPTION, STORAGE_OPTION, STUDY_ARGUMENT, output_console,
+                                user_errors_exit_2)
 from scaling.errors import UserInputError
+
+commands = typer.Typer()  # merged into the `mcscale` app by scaling.cli.app
 
 def print_report_summary(console: Console, report, files) -> None:  # noqa: ANN001 - Report, ReportFiles
     """The verdict, the predictions at the largest target and where the files are."""
@@ -48,14 +51,7 @@ def _sizes(text: Optional[str]) -> Optional[tuple[float, ...]]:
     return sizes
 
 
-#: Arguments `mcscale report` and `mcscale advise` share (one definition, one help text).
-STUDY_ARGUMENT = typer.Argument(..., help="Study name (the spec's `name`).")
-STORAGE_OPTION = typer.Option(DEFAULT_STORAGE, help="Storage location of the study: a folder or s3://bucket/prefix.")
-S3_ENDPOINT_OPTION = typer.Option(None, help="Endpoint of an S3-compatible store.")
-LAW_OPTION = typer.Option(None, help="Override the spec's fit.law: power or chinchilla.")
-
-
-@app.command("report")
+@commands.command("report")
 @user_errors_exit_2
 def report(
     study: str = STUDY_ARGUMENT,

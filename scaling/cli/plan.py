@@ -7,13 +7,15 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from scaling.cli import app, output_console, user_errors_exit_2
+from scaling.cli.common import output_console, user_errors_exit_2
 from scaling.errors import UserInputError
 from scaling.formatting import byte_size, sci
 from scaling.spec import load_spec
 
+commands = typer.Typer()  # merged into the `mcscale` app by scaling.cli.app
 
-@app.command("plan")
+
+@commands.command("plan")
 @user_errors_exit_2
 def plan(spec: str = typer.Argument(..., help="Study spec (YAML), e.g. studies/paper-ladder.yaml."),
          mfu: Optional[float] = typer.Option(None, help="Assumed model FLOP utilisation for device-hours "

@@ -1,30 +1,18 @@
-"""The `mcscale` command line: thin wrappers that parse, call the library and print.
+"""What every command module shares: the consoles, the exit-2 wrapper for bad input, common options.
 
 Every command turns `UserInputError` into a one-paragraph message on stderr and exit code 2,
-so bad input never shows a traceback.
+so bad input never shows a traceback. This module imports no command module and not the app.
 """
 
 from __future__ import annotations
 
 import functools
-import sys
 from typing import Any, Callable, TypeVar
 
 import typer
 from rich.console import Console
 
 from scaling.errors import UserInputError
-
-app = typer.Typer(
-    name="mcscale",
-    help=(
-        "Scaling-law studies of Memory Caching (MC) recurrent models against Transformers: "
-        "plan and run sweeps on Ray, track them in MLflow, fit and extrapolate scaling laws."
-    ),
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
 
 err_console = Console(stderr=True)
 DEFAULT_STORAGE = "./mcscale-runs"  # where the embedded default keeps studies (DESIGN.md)
@@ -51,17 +39,8 @@ def user_errors_exit_2(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _register_subcommands() -> None:
-    """Import command modules so their `@app.command()` decorators attach to `app`."""
-    from scaling import (cli_advise, cli_fit, cli_models, cli_plan, cli_report, cli_study,  # noqa: F401
-                         cli_submit, cli_train)
-
-
-def main() -> None:
-    """Console-script entry point."""
-    _register_subcommands()
-    app()
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+#: Arguments several commands share (one definition, one help text).
+STUDY_ARGUMENT = typer.Argument(..., help="Study name (the spec's `name`).")
+STORAGE_OPTION = typer.Option(DEFAULT_STORAGE, help="Storage location of the study: a folder or s3://bucket/prefix.")
+S3_ENDPOINT_OPTION = typer.Option(None, help="Endpoint of an S3-compatible store.")
+LAW_OPTION = typer.Option(None, help="Override the spec's fit.law: power or chinchilla.")

@@ -9,11 +9,13 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from scaling.cli import app, user_errors_exit_2
+from scaling.cli.common import user_errors_exit_2
 from scaling.errors import UserInputError
 from scaling.models.architectures import parse_architecture
 from scaling.models.config import ModelConfig
 from scaling.models.ladder import DEFAULT_HEAD_DIM, format_count, parse_size, shape_for_params
+
+commands = typer.Typer()  # merged into the `mcscale` app by scaling.cli.app
 
 
 def _int_list(text: str, field: str) -> tuple[int, ...]:
@@ -25,7 +27,7 @@ def _int_list(text: str, field: str) -> tuple[int, ...]:
         raise UserInputError(field, f"cannot read {text!r}", "give comma-separated integers, e.g. 1K,2K") from None
 
 
-@app.command("train")
+@commands.command("train")
 @user_errors_exit_2
 def train(
     arch: str = typer.Option("swla+grm", help="Architecture, e.g. transformer, swla, swla+grm, titans+ssc."),
