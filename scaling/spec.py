@@ -331,6 +331,21 @@ class StudySpec(_Strict):
                              "(it becomes a path, an S3 key and an MLflow experiment name)")
         return name
 
+    @field_validator("storage", "s3_endpoint", "tracking_uri")
+    @classmethod
+    def _no_secret(cls, value: Optional[str]) -> Optional[str]:
+        # The spec is stored with the study (spec.yaml) and travels with cluster jobs, so it must not
+        # carry a password (scaling.redact). The error never repeats the value.
+        from scaling.redact import uri_has_secret
+
+        if value is not None and uri_has_secret(value):
+            raise ValueError("the URI carries a password or key, which would be stored with the study (spec.yaml) "
+                             "and sent with cluster jobs; leave it out of the spec: set the whole tracking URI in "
+                             "$MLFLOW_TRACKING_URI where the study runs (read from the environment, never stored), "
+                             "or use $MLFLOW_TRACKING_USERNAME / $MLFLOW_TRACKING_PASSWORD for a server, $PGPASSWORD "
+                             "or ~/.pgpass for PostgreSQL, and the AWS credential variables for S3")
+        return value
+
     @field_validator("seeds")
     @classmethod
     def _unique_seeds(cls, seeds: list[int]) -> list[int]:
