@@ -131,6 +131,8 @@ class StudyTracker:
 
         self.tracking_uri = tracking_uri
         self.study = study
+        # MLflow prints "View run ... at: <tracking URI>" on stdout for server URIs: with the URI's password.
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         self._check_reachable(tracking_uri)
         if tracking_uri.startswith("sqlite:///"):
             db = tracking_uri[len("sqlite:///"):]
