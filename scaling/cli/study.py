@@ -32,7 +32,7 @@ def _size_value(row) -> float:  # noqa: ANN001
         return parse_size(str(row.get("size_label")))
     except UserInputError:
         value = row.get("params_nonembed")
-        return float(value) if value == value and value is not None else float("inf")
+        return float("inf") if _missing(value) else float(value)
 
 
 def _cell(column: str, value) -> str:  # noqa: ANN001
@@ -55,24 +55,24 @@ def _trial_table(trials, title: str) -> Table:  # noqa: ANN001
     """One row per trial, grouped by series (the curve it belongs to) with sizes in order of value;
     the seed column only when the study has several seeds, the phase only when it tuned."""
     table = Table(title=title)
-    rows = [row for _, row in trials.iterrows()]
-    series_order = {s: i for i, s in enumerate(dict.fromkeys(str(r.get("series") or r.get("arch")) for r in rows))}
-    rows.sort(key=lambda r: (str(r.get("phase")) != "tune", series_order[str(r.get("series") or r.get("arch"))],
-                             _size_value(r), r.get("seed") if r.get("seed") == r.get("seed") else 0,
-                             str(r.get("trial_id"))))
-    seeds = {r.get("seed") for r in rows}
-    phases = {str(r.get("phase")) for r in rows}
-    columns = [c for c in _TABLE_COLUMNS if c[0] != "seed" or len(seeds) > 1]
-    if len(phases) > 1:
+    rows = [{k: (None if _missing(v) else v) for k, v in row.items()} for _, row in trials.iterrows()]
+    for row in rows:
+        row["series"] = row.get("series") or row.get("arch")
+    series_order = {s: i for i, s in enumerate(dict.fromkeys(str(r["series"]) for r in rows))}
+    rows.sort(key=lambda r: (r.get("phase") != "tune", series_order[str(r["series"])], _size_value(r),
+                             r.get("seed") or 0, str(r.get("trial_id"))))
+    columns = [c for c in _TABLE_COLUMNS if c[0] != "seed" or len({r.get("seed") for r in rows}) > 1]
+    if len({r.get("phase") for r in rows}) > 1:
         columns.insert(0, ("phase", "phase", "left"))
     for name, header, justify in columns:
         table.add_column(header, justify=justify, no_wrap=name == "series")
     for row in rows:
-        values = {name: row.get(name) for name, _, _ in columns}
-        if not values.get("series"):
-            values["series"] = row.get("arch")
-        table.add_row(*[_cell(name, values[name]) for name, _, _ in columns])
+        table.add_row(*[_cell(name, row.get(name)) for name, _, _ in columns])
     return table
+
+
+def _missing(value) -> bool:  # noqa: ANN001
+    return value is None or (isinstance(value, float) and value != value)
 
 
 def _print_summary(console: Console, summary) -> None:  # noqa: ANN001
