@@ -42,8 +42,9 @@ def _content(spec: StudySpec) -> dict[str, Any]:
 
 
 def _show(value: Any) -> str:
-    text = redact_uri(value) if isinstance(value, str) else repr(value) if not isinstance(value, (int, float)) else str(value)
-    text = str(text)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(redact_uri(value) if isinstance(value, str) else value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
