@@ -23,6 +23,20 @@ NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _NESTED_FIELD = re.compile(r"^([a-z_]+(?:\[\d+\])?(?:\.[a-z_]+)*): (.*)$", re.S)
 
 
+def _refuse_secret(value: Optional[str]) -> Optional[str]:
+    """A URI field must not carry a password: the spec is stored with the study (spec.yaml) and travels
+    with cluster jobs (scaling.redact). The error never repeats the value."""
+    from scaling.redact import uri_has_secret
+
+    if value is not None and uri_has_secret(value):
+        raise ValueError("the URI carries a password or key, which would be stored with the study (spec.yaml) "
+                         "and sent with cluster jobs; leave it out of the spec: set the whole tracking URI in "
+                         "$MLFLOW_TRACKING_URI where the study runs (read from the environment, never stored), "
+                         "or use $MLFLOW_TRACKING_USERNAME / $MLFLOW_TRACKING_PASSWORD for a server, $PGPASSWORD "
+                         "or ~/.pgpass for PostgreSQL, and the AWS credential variables for S3")
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -45,6 +59,11 @@ class CorpusSettings(_Strict):
     tokenizer: str = "bytes"
     s3_endpoint: Optional[str] = None
     max_bytes: Optional[int] = Field(default=None, gt=0)
+
+    @field_validator("source", "tokenizer", "s3_endpoint")
+    @classmethod
+    def _no_secret(cls, value: Optional[str]) -> Optional[str]:
+        return _refuse_secret(value)
 
 
 class MQARSettings(_Strict):
@@ -330,6 +349,11 @@ class StudySpec(_Strict):
             raise ValueError("use 1-63 lowercase letters, digits and dashes, starting with a letter or digit "
                              "(it becomes a path, an S3 key and an MLflow experiment name)")
         return name
+
+    @field_validator("storage", "s3_endpoint", "tracking_uri")
+    @classmethod
+    def _no_secret(cls, value: Optional[str]) -> Optional[str]:
+        return _refuse_secret(value)
 
     @field_validator("seeds")
     @classmethod

@@ -57,8 +57,8 @@ def report(
     study: str = STUDY_ARGUMENT,
     storage: str = STORAGE_OPTION,
     s3_endpoint: Optional[str] = S3_ENDPOINT_OPTION,
-    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default: the study's own: the spec's "
-                                               "tracking_uri, else the SQLite store beside the results)."),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default: the study's own, as "
+                                               "recorded in its study.json when it was created)."),
     mlflow: bool = typer.Option(True, "--mlflow/--no-mlflow", help="Also log the report to the study's MLflow 'report' run."),
     law: Optional[str] = LAW_OPTION,
     x: Optional[str] = typer.Option(None, help="Override fit.x (input of the power law): compute or params."),

@@ -17,24 +17,62 @@ from scaling.spec import load_spec, parse_spec
 
 commands = typer.Typer()  # merged into the `mcscale` app by scaling.cli.app
 
+_TABLE_COLUMNS = (  # (column, header, justify): what fits 120 terminal columns
+    ("series", "series", "left"), ("size_label", "size", "right"), ("seed", "seed", "right"),
+    ("status", "status", "left"), ("params_nonembed", "params", "right"), ("tokens", "tokens", "right"),
+    ("step", "step", "right"), ("val_loss", "val loss", "right"), ("val_bpb", "bpb", "right"),
+    ("mqar_acc", "mqar", "right"), ("wall_seconds", "seconds", "right"))
+
+
+def _size_value(row) -> float:  # noqa: ANN001
+    """A trial's rung for sorting: its size label read as a number (1M after 200K), else its parameters."""
+    from scaling.models.ladder import parse_size
+
+    try:
+        return parse_size(str(row.get("size_label")))
+    except UserInputError:
+        value = row.get("params_nonembed")
+        return float("inf") if _missing(value) else float(value)
+
+
+def _cell(column: str, value) -> str:  # noqa: ANN001
+    from scaling.models.ladder import format_count
+
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    if column in ("params_nonembed", "tokens"):
+        return format_count(float(value))
+    if column in ("step", "seed"):
+        return str(int(value))
+    if column == "wall_seconds":
+        return f"{float(value):.0f}"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
 def _trial_table(trials, title: str) -> Table:  # noqa: ANN001
+    """One row per trial, grouped by series (the curve it belongs to) with sizes in order of value;
+    the seed column only when the study has several seeds, the phase only when it tuned."""
     table = Table(title=title)
-    columns = ["trial_id", "status", "arch", "size_label", "n_segments", "params_nonembed", "step", "tokens",
-               "val_loss", "val_bpb", "mqar_acc", "wall_seconds"]
-    for col in columns:
-        table.add_column(col.replace("_", " "), justify="left" if col in ("trial_id", "status", "arch") else "right")
-    for _, row in trials.iterrows():
-        cells = []
-        for col in columns:
-            value = row.get(col)
-            if value is None or (isinstance(value, float) and value != value):
-                cells.append("-")
-            elif isinstance(value, float):
-                cells.append(f"{value:.4g}")
-            else:
-                cells.append(str(value))
-        table.add_row(*cells)
+    rows = [{k: (None if _missing(v) else v) for k, v in row.items()} for _, row in trials.iterrows()]
+    for row in rows:
+        row["series"] = row.get("series") or row.get("arch")
+    series_order = {s: i for i, s in enumerate(dict.fromkeys(str(r["series"]) for r in rows))}
+    rows.sort(key=lambda r: (r.get("phase") != "tune", series_order[str(r["series"])], _size_value(r),
+                             r.get("seed") or 0, str(r.get("trial_id"))))
+    columns = [c for c in _TABLE_COLUMNS if c[0] != "seed" or len({r.get("seed") for r in rows}) > 1]
+    if len({r.get("phase") for r in rows}) > 1:
+        columns.insert(0, ("phase", "phase", "left"))
+    for name, header, justify in columns:
+        table.add_column(header, justify=justify, no_wrap=name == "series")
+    for row in rows:
+        table.add_row(*[_cell(name, row.get(name)) for name, _, _ in columns])
     return table
+
+
+def _missing(value) -> bool:  # noqa: ANN001
+    return value is None or (isinstance(value, float) and value != value)
 
 
 def _print_summary(console: Console, summary) -> None:  # noqa: ANN001
@@ -57,14 +95,19 @@ def _print_summary(console: Console, summary) -> None:  # noqa: ANN001
 @user_errors_exit_2
 def run(spec: str = typer.Argument(..., help="Study spec (YAML), e.g. studies/quickstart.yaml."),
         address: Optional[str] = typer.Option(None, help="Ray cluster address (default: embedded local Ray)."),
-        report: bool = typer.Option(True, "--report/--no-report", help="Fit, backtest and write the report after the ladder.")) -> None:
+        report: bool = typer.Option(True, "--report/--no-report", help="Fit, backtest and write the report after the ladder."),
+        extend: bool = typer.Option(False, "--extend", help="Let a changed spec extend the recorded study: only "
+                                    "added architectures, segment lengths, sizes or seeds (existing trials keep "
+                                    "their settings and results).")) -> None:
     """Run a study end to end on Ray: tune (if the spec asks), the ladder, then the scaling-law fit and
-    report (<storage>/<name>/report/report.html); resumable."""
+    report (<storage>/<name>/report/report.html); resumable. A spec that differs from the one the study
+    recorded is refused (exit 2, naming the fields) unless it gets a new name or --extend applies."""
     study = load_spec(spec)
     from scaling.study.tune import run_study
 
     console = output_console()
-    summary = run_study(study, address=address, spec_text=open(spec).read(), console=console, report=report)
+    summary = run_study(study, address=address, spec_text=open(spec).read(), console=console, report=report,
+                        extend=extend)
     _print_summary(console, summary)
 
 
@@ -87,6 +130,10 @@ def resume(study: str = typer.Argument(..., help="Study name (as in the spec's `
     import yaml
 
     spec = parse_spec(yaml.safe_load(text), source=f"{store.root}/spec.yaml")
+    from scaling.study.identity import check_resume
+
+    check_resume(store, study, spec)  # the folder holds NAME's spec, and NAME is read and written at --storage
+    spec = spec.model_copy(update={"storage": store.base_uri, "s3_endpoint": s3_endpoint or spec.s3_endpoint})
     console = output_console()
     summary = run_study(spec, address=address, console=console, report=report)
     _print_summary(console, summary)
@@ -130,22 +177,34 @@ def show(study: str = typer.Argument(..., help="Study name."),
 @commands.command("ui")
 @user_errors_exit_2
 def ui(study: str = typer.Argument(..., help="Study name."),
-       storage: str = typer.Option(DEFAULT_STORAGE, help="Local storage folder of the study."),
+       storage: str = typer.Option(DEFAULT_STORAGE, help="Storage location of the study: a folder or s3://bucket/prefix."),
+       s3_endpoint: Optional[str] = typer.Option(None, help="Endpoint of an S3-compatible store."),
        port: int = typer.Option(5000, help="Port for the MLflow UI (bound to 127.0.0.1)."),
-       tracking_uri: Optional[str] = typer.Option(None, help="Tracking URI if the study used a server.")) -> None:
-    """Start the MLflow UI on the study's tracking store, bound to 127.0.0.1."""
-    from pathlib import Path
+       tracking_uri: Optional[str] = typer.Option(None, help="Tracking URI, if not the one the study recorded.")) -> None:
+    """Start the MLflow UI on the study's tracking store (the one recorded in its study.json), bound to 127.0.0.1."""
+    from scaling.redact import redact_uri
+    from scaling.study.mlflow_location import artifact_env, existing_location, sqlite_file
+    from scaling.study.store import ResultStore
 
+    store = ResultStore(storage, study, s3_endpoint)
     if tracking_uri is None:
-        db = Path(storage).expanduser().resolve() / study / "mlflow.db"
-        if not db.exists():
-            raise UserInputError("STUDY", f"no MLflow store for study {study!r} at {db}",
+        location = existing_location(store.root, study, store.read_json("study.json"))
+        if location is None:
+            raise UserInputError("STUDY", f"no MLflow store recorded for study {study!r} under {store.root}",
                                  "pass --storage where the study ran, or --tracking-uri for a server")
-        tracking_uri = f"sqlite:///{db}"
+        tracking_uri = location.uri
+    db = sqlite_file(tracking_uri)
+    if db is not None and not db.exists():
+        raise UserInputError("STUDY", f"no MLflow store for study {study!r} at {db}",
+                             "pass --storage where the study ran, or --tracking-uri for a server")
     if tracking_uri.startswith("http"):
-        output_console().print(f"The study is tracked on a server: open {tracking_uri} in a browser.")
+        output_console().print(f"The study is tracked on a server: open {redact_uri(tracking_uri)} in a browser.")
         return
     output_console().print(f"MLflow UI for {study} at http://127.0.0.1:{port} (Ctrl-C to stop)")
-    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-    raise typer.Exit(subprocess.call([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri,
-                                      "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], env=env))
+    # The store URI travels in the environment (mlflow reads $MLFLOW_BACKEND_STORE_URI), never on the
+    # command line, where `ps` would show a database password to every user of the machine.
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", MLFLOW_BACKEND_STORE_URI=tracking_uri)
+    for key, value in artifact_env(store.root, store.storage.endpoint).items():
+        env.setdefault(key, value)
+    raise typer.Exit(subprocess.call([sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1",
+                                      "--port", str(port), "--workers", "1"], env=env))

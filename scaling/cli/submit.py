@@ -58,8 +58,10 @@ def submit(spec: str = typer.Argument(..., help="Study spec (YAML), validated he
            pip: Optional[List[str]] = typer.Option(
                None, "--pip", help="Extra pip requirement installed for the job on the cluster (repeatable)."),
            env: Optional[List[str]] = typer.Option(
-               None, "--env", help="NAME=VALUE set in the job's environment (repeatable). Visible in the dashboard: "
-               "configure secrets such as AWS keys on the cluster nodes instead."),
+               None, "--env", help="NAME=VALUE set in the job's environment (repeatable). Visible in the dashboard, "
+               "so credentials are refused: configure AWS keys and passwords on the cluster nodes instead."),
+           extend: bool = typer.Option(False, "--extend", help="Let the spec extend the study it names on the "
+                                       "cluster (only added architectures, segment lengths, sizes or seeds)."),
            wait: bool = typer.Option(False, "--wait", help="Follow the job's log until it ends; exit 1 unless it "
                                      "succeeds."),
            kuberay: bool = typer.Option(False, "--kuberay", help="Instead of submitting: print (or --output) a ready "
@@ -95,7 +97,7 @@ def submit(spec: str = typer.Argument(..., help="Study spec (YAML), validated he
         err_console.print(f"[{style}]{message}[/]", highlight=False, soft_wrap=True)
 
     _check_route(kuberay, {"--address": address, "--working-dir": working_dir, "--pip": pip, "--env": env,
-                           "--wait": wait}, {"--output": output, "--cluster-template": cluster_template,
+                           "--wait": wait, "--extend": extend}, {"--output": output, "--cluster-template": cluster_template,
                                              "--image": image, "--namespace": namespace,
                                              "--spec-in-image": spec_in_image})
     from scaling.spec import load_spec
@@ -105,7 +107,8 @@ def submit(spec: str = typer.Argument(..., help="Study spec (YAML), validated he
     if kuberay:
         _write_rayjob(spec, output, cluster_template, image, namespace, spec_in_image, note)
         return
-    job_id = submit_study(spec, address, working_dir=working_dir, extra_pip=pip or None, env=env or None, warn=note)
+    job_id = submit_study(spec, address, working_dir=working_dir, extra_pip=pip or None, env=env or None, warn=note,
+                          extend=extend)
     print(job_id, flush=True)  # stdout carries only the id: JOB=$(mcscale submit spec.yaml ...)
     hint = _address_hint(address)
     if not wait:

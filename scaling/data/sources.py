@@ -73,11 +73,10 @@ def s3_filesystem(endpoint: str | None, field: str = "corpus.s3_endpoint"):
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or ("us-east-1" if endpoint else None)
     if region:
         kwargs["region"] = region
-    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
-    if key and secret:
-        kwargs.update(access_key=key, secret_key=secret)
-        if os.environ.get("AWS_SESSION_TOKEN"):
-            kwargs["session_token"] = os.environ["AWS_SESSION_TOKEN"]
+    # No explicit keys: the AWS SDK's default chain ($AWS_ACCESS_KEY_ID / $AWS_SECRET_ACCESS_KEY /
+    # $AWS_SESSION_TOKEN, profiles, instance roles) resolves them wherever the filesystem is used. A
+    # filesystem built with keys carries them when pickled (Ray Tune stores its storage filesystem in
+    # tuner.pkl and the search state in the bucket), so keys never go into the constructor.
     return pafs.S3FileSystem(**kwargs)
 
 

@@ -7,7 +7,6 @@ progress and publish to the same places; only where the options come from differ
 from __future__ import annotations
 
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Iterator
 
 from rich.console import Console
@@ -23,19 +22,17 @@ from scaling.study.store import ResultStore
 _STAGE_NAMES = {"fit": "bootstrap refits of the fit", "backtest": "bootstrap refits of the backtest"}
 
 
-def study_tracking_uri(store: ResultStore, spec: StudySpec) -> str:
-    """Where the study recorded its runs: the spec's server, else $MLFLOW_TRACKING_URI (as `mcscale run`),
-    else the SQLite file beside local results (for results on S3, the local ./mcscale-runs/<study>/ folder)."""
+def study_tracking(store: ResultStore, spec: StudySpec, explicit: str | None = None):  # noqa: ANN201
+    """Where the study records its runs (`TrackingLocation`): the location in its study.json
+    (scaling.study.mlflow_location), the same from whatever folder the report is made; `explicit`
+    (--tracking-uri) wins; a study recorded before locations were kept gets the one `mcscale run` would choose."""
     import os
 
-    from scaling.study.tracking import default_tracking_uri
+    from scaling.study.mlflow_location import artifact_env, resolve_location
 
-    if spec.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"):
-        return spec.tracking_uri or os.environ["MLFLOW_TRACKING_URI"]
-    root = store.root
-    if "://" in root:
-        return default_tracking_uri(str(Path("./mcscale-runs").resolve() / spec.name))
-    return default_tracking_uri(root)
+    for key, value in artifact_env(store.root, store.storage.endpoint).items():  # S3 artifacts, custom endpoint
+        os.environ.setdefault(key, value)
+    return resolve_location(store.root, spec.name, store.read_json("study.json"), spec.tracking_uri, explicit)
 
 
 @contextmanager
@@ -68,6 +65,7 @@ def make_report(store: ResultStore, console: Console, options: ReportOptions | N
     if use_mlflow and tracker is None:
         from scaling.study.tracking import StudyTracker
 
-        tracker = StudyTracker(tracking_uri or study_tracking_uri(store, results.spec), results.name)
+        location = study_tracking(store, results.spec, tracking_uri)
+        tracker = StudyTracker(location.uri, results.name, artifact_location=location.artifact_location)
     files = publish(report, store, tracker if use_mlflow else None)
     return report, files

@@ -4,9 +4,14 @@
 `Storage` value: a pyarrow filesystem plus a base path on it, so the result store reads and writes
 with one code path. S3 endpoints come from the explicit argument, else `$MCSCALE_S3_ENDPOINT`, else
 `$AWS_ENDPOINT_URL` (pyarrow's `S3FileSystem` ignores that variable itself, so it is passed on as
-`endpoint_override`). Credentials: `$AWS_ACCESS_KEY_ID` / `$AWS_SECRET_ACCESS_KEY` /
-`$AWS_SESSION_TOKEN` when set, else the AWS SDK's default chain; region `$AWS_REGION` /
-`$AWS_DEFAULT_REGION`, else us-east-1 when an endpoint is given.
+`endpoint_override`). Region `$AWS_REGION` / `$AWS_DEFAULT_REGION`, else us-east-1 when an
+endpoint is given.
+
+Credentials are resolved where the filesystem is used, never stored in it: the filesystem is
+built without keys, so the AWS SDK's default chain (`$AWS_ACCESS_KEY_ID` / `$AWS_SECRET_ACCESS_KEY`
+/ `$AWS_SESSION_TOKEN`, profiles, instance roles) finds them on each node. This matters because
+Ray Tune pickles its storage filesystem (tuner.pkl, the search state in the bucket): a filesystem
+built with explicit keys would write them there in plain text.
 """
 
 from __future__ import annotations

@@ -246,6 +246,11 @@ class ResultStore:
     def storage(self) -> Storage:
         return self._root
 
+    @property
+    def base_uri(self) -> str:
+        """The storage location holding this study (an absolute folder or s3://bucket/prefix)."""
+        return self._base.uri
+
     def _path(self, *parts: str) -> str:
         return self._root.join(*parts).path
 

@@ -24,6 +24,11 @@ What travels and what does not:
   `RAY_AUTH_TOKEN_PATH`, `~/.ray/auth_token`); set them as on the cluster. The job inherits the
   cluster's settings; no token is copied into the job (job environments are visible in the
   dashboard).
+* Credentials (AWS keys, database or tracking-server passwords) never travel with the job: not in
+  the spec (it refuses URIs with a password), not in the entrypoint, not in ``--env`` (refused:
+  a job's runtime env is readable through the Jobs API and Ray's logs). Each cluster node has them
+  in its own environment (or an instance role, or the KubeRay Secret), where pyarrow, boto3 and
+  MLflow resolve them.
 
 Every fault in what the user gave (spec, address, job id, token) is a `UserInputError`.
 """
@@ -48,6 +53,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 from urllib.parse import urlsplit
 
 from scaling.errors import UserInputError
+from scaling.redact import is_secret_env, redact_uri
 
 if TYPE_CHECKING:  # the spec module imports torch (seconds); status and logs do not need it
     from scaling.spec import StudySpec
@@ -270,7 +276,7 @@ def storage_notes(spec: StudySpec, working_dir: Path) -> list[str]:
         notes.append(f"note: storage {storage!r} is a path on the cluster's head node (not on this machine). On a "
                      "multi-node cluster use storage: s3://bucket/prefix so every node can write trial checkpoints.")
     if spec.tracking_uri is not None and _loopback(spec.tracking_uri):
-        notes.append(f"warning: tracking_uri {spec.tracking_uri} is a loopback address: on the cluster it means "
+        notes.append(f"warning: tracking_uri {redact_uri(spec.tracking_uri)} is a loopback address: on the cluster it means "
                      "the head node itself.")
     source = spec.data.corpus.source
     if _is_local_path(source):
@@ -303,13 +309,18 @@ def _parse_env(env: Optional[dict[str, str] | list[str]]) -> dict[str, str]:
         if name.startswith("RAY_AUTH"):
             raise UserInputError("--env", f"{name} is set on the cluster, not per job (job environments are "
                                  "visible in the dashboard)", f"remove --env {name}=...")
+        if is_secret_env(name, str(value)):  # the job's runtime env is readable through the Jobs API and logs
+            raise UserInputError("--env", f"{name} holds a credential, and a job's environment is readable "
+                                 "through the Ray Jobs API and Ray's logs",
+                                 f"remove --env {name}=...; set it on the cluster's nodes instead (their "
+                                 "environment, an instance role, or the KubeRay Secret cluster/kuberay/secret.yaml)")
         out[name] = str(value)
     return out
 
 
 def prepare_submission(spec_path: str | Path, working_dir: Optional[str | Path] = None,
                        extra_pip: Optional[list[str]] = None, env: Optional[dict[str, str] | list[str]] = None,
-                       submission_id: Optional[str] = None) -> Submission:
+                       submission_id: Optional[str] = None, extend: bool = False) -> Submission:
     """Validate the spec and build the job (entrypoint, runtime_env, metadata); touches no cluster."""
     from scaling.spec import load_spec
 
@@ -340,7 +351,7 @@ def prepare_submission(spec_path: str | Path, working_dir: Optional[str | Path] 
     quote = shlex.quote
     if path.is_relative_to(wdir) and _uploaded(path, wdir, runtime_env["excludes"]):
         relative = path.relative_to(wdir).as_posix()
-        entrypoint = f"python -m scaling run {quote(relative)} --address auto"
+        entrypoint = f"python -m scaling run {quote(relative)} --address auto" + (" --extend" if extend else "")
     else:
         text = path.read_bytes()
         if len(text) > MAX_INLINE_SPEC_BYTES:
@@ -350,7 +361,7 @@ def prepare_submission(spec_path: str | Path, working_dir: Optional[str | Path] 
                                  "that contains it")
         job_env[SPEC_ENV] = base64.b64encode(text).decode()
         job_env[SPEC_NAME_ENV] = path.name
-        entrypoint = "python -m scaling.study.submit --address auto"
+        entrypoint = "python -m scaling.study.submit --address auto" + (" --extend" if extend else "")
         where = "is not uploaded with" if path.is_relative_to(wdir) else "lies outside"
         notes.append(f"note: {path} {where} the working dir {wdir}: its text travels with the job.")
     runtime_env["env_vars"] = job_env
@@ -405,14 +416,14 @@ def _check_plan(spec: StudySpec) -> None:
 # ----------------------------------------------------------------------------- the public calls
 def submit_study(spec_path: str | Path, address: Optional[str], working_dir: Optional[str | Path] = None,
                  extra_pip: Optional[list[str]] = None, env: Optional[dict[str, str] | list[str]] = None,
-                 warn: Optional[Warn] = _stderr) -> str:
+                 warn: Optional[Warn] = _stderr, extend: bool = False) -> str:
     """Submit the study in `spec_path` as a Ray job; returns the job's submission id.
 
     The spec is validated first: a bad spec raises UserInputError and nothing is submitted. A
     study that already runs on the cluster (same name and storage, job PENDING or RUNNING) is
     refused rather than started twice against the same storage.
     """
-    submission = prepare_submission(spec_path, working_dir, extra_pip, env)
+    submission = prepare_submission(spec_path, working_dir, extra_pip, env, extend=extend)
     client = connect(address)
     where = _address_of(client)
     with _translate_errors(where):
@@ -666,7 +677,7 @@ def kuberay_rayjob(spec_path: str | Path, cluster_template: Optional[str | Path]
                      "the cluster when the job ends (results and checkpoints would be lost). Use storage: "
                      "s3://bucket/prefix.")
     if spec.tracking_uri:
-        notes.append(f"note: the spec sets tracking_uri {spec.tracking_uri}; it wins over the Secret's "
+        notes.append(f"note: the spec sets tracking_uri {redact_uri(spec.tracking_uri)}; it wins over the Secret's "
                      "MLFLOW_TRACKING_URI (leave tracking_uri empty to take the cluster's).")
     notes.extend(_size_gpu_groups(spec, cluster))
     pod_specs = [cluster["spec"]["headGroupSpec"]["template"]["spec"]]

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from scaling.errors import UserInputError
+from scaling.redact import redact_text, redact_uri
 from scaling.study.store import is_number
 
 ROLE_TAG = "mcscale.role"  # "phase" for a phase parent run, "trial" for a trial run
@@ -35,6 +36,9 @@ MAX_KEY = 250
 PARAMS_PER_BATCH = 100  # MAX_PARAMS_TAGS_PER_BATCH
 METRICS_PER_BATCH = 1000  # MAX_METRICS_PER_BATCH / MAX_ENTITIES_PER_BATCH
 STEP_LOSS_KEY = "train_loss_step"
+# MLflow 3's UI opens an experiment on its GenAI overview unless this tag says it trains models
+# (the values are the UI's ExperimentKind: mlflow/server/js, "custom_model_development").
+EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 TRUNCATED = "...[truncated]"
 
 # mcscale trial status -> (MLflow run status, value of the `status` tag)
@@ -127,6 +131,8 @@ class StudyTracker:
 
         self.tracking_uri = tracking_uri
         self.study = study
+        # MLflow prints "View run ... at: <tracking URI>" on stdout for server URIs: with the URI's password.
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         self._check_reachable(tracking_uri)
         if tracking_uri.startswith("sqlite:///"):
             db = tracking_uri[len("sqlite:///"):]
@@ -138,7 +144,8 @@ class StudyTracker:
         try:
             self.experiment_id = self._experiment(study, artifact_location)
         except MlflowException as exc:
-            raise UserInputError("tracking_uri", f"MLflow at {tracking_uri} refused the study's experiment: {exc}",
+            raise UserInputError("tracking_uri", f"MLflow at {redact_uri(tracking_uri)} refused the study's "
+                                 f"experiment: {redact_text(str(exc))}",
                                  "check the tracking URI and that the server or database is reachable "
                                  "and writable") from None
         self._phase_runs: dict[str, str] = {}
@@ -154,7 +161,8 @@ class StudyTracker:
         try:
             requests.get(uri.rstrip("/") + "/health", timeout=10)
         except requests.RequestException as exc:
-            raise UserInputError("tracking_uri", f"no MLflow tracking server answers at {uri} ({type(exc).__name__})",
+            raise UserInputError("tracking_uri", f"no MLflow tracking server answers at {redact_uri(uri)} "
+                                 f"({type(exc).__name__})",
                                  "start the server (mlflow server --host ... --port ...) or fix tracking_uri; "
                                  "leave tracking_uri unset to record to a local SQLite store") from None
 
@@ -165,7 +173,8 @@ class StudyTracker:
         if exp is None:
             try:
                 return self.client.create_experiment(name, artifact_location=artifact_location,
-                                                     tags={"mcscale.study": name})
+                                                     tags={"mcscale.study": name,
+                                                           EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
             except MlflowException:  # created concurrently by another driver
                 exp = self.client.get_experiment_by_name(name)
                 if exp is None:
@@ -175,6 +184,8 @@ class StudyTracker:
                                  "study cannot record into it",
                                  f"restore it (mlflow experiments restore --experiment-id {exp.experiment_id}), "
                                  "purge it for good (mlflow gc) or give the study another name")
+        if EXPERIMENT_KIND_TAG not in exp.tags:  # an experiment made before mcscale tagged its kind
+            self.client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
         return exp.experiment_id
 
     # ------------------------------------------------------------------ lookups
@@ -255,7 +266,7 @@ class StudyTracker:
                          "mcscale.study": self.study})
         params = flatten_params(config)
         if run is None:
-            run = self.client.create_run(self.experiment_id, run_name=trial_id, tags=all_tags)
+            run = self.client.create_run(self.experiment_id, run_name=run_name(trial_id, tags, config), tags=all_tags)
             run_id = run.info.run_id
             self._logged_max[run_id] = {}
             existing_params: dict[str, str] = {}
@@ -401,6 +412,21 @@ class StudyTracker:
             rest = sorted(c for c in frame.columns if c not in base)
             frame = frame[base + rest]
         return frame
+
+
+def run_name(trial_id: str, tags: dict[str, str] | None, config: dict | None = None) -> str:
+    """A short name a person reads in the MLflow run list: ``series@size`` (``swla+grm@C64@1M``), with
+    the seed when it is not 0 and, for a tune trial, its learning rate. The trial id stays a tag."""
+    tags = tags or {}
+    series, size = tags.get("series"), tags.get("size_label")
+    if not series or not size:
+        return trial_id
+    name = f"{series}@{size}"
+    if tags.get("seed") not in (None, "", "0"):
+        name += f" s{tags['seed']}"
+    if tags.get("phase") == "tune" and is_number((config or {}).get("lr")):
+        name = f"tune {name} lr={float(config['lr']):.2g}"  # type: ignore[index]
+    return name
 
 
 def _map_status(status: str) -> tuple[str, str]:

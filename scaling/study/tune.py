@@ -28,9 +28,12 @@ from typing import Any, Callable
 from ray.tune import Callback
 
 from scaling.study.metrics import export_trial_metrics, export_trial_states
+from scaling.study.mlflow_location import real_uri, remember
 from scaling.study.plan import PlannedTrial, config_hash, plan_ladder, plan_tune, tune_series
 from scaling.study.store import ResultStore, curve_rows, trial_row
-from scaling.study.tracking import StudyTracker, default_tracking_uri
+from scaling.study.identity import claim as claim_spec
+from scaling.study.mlflow_location import STATE_KEY as MLFLOW_STATE_KEY, artifact_env, resolve_location
+from scaling.study.tracking import StudyTracker
 from scaling.errors import UserInputError
 from scaling.spec import StudySpec
 from scaling.train import STATUS_COMPLETED, STATUS_DIVERGED, TrialConfig, check_inputs, run_trial
@@ -160,8 +163,10 @@ class StudyCallback(Callback):
     def __init__(self, phase: str, storage: str, study: str, s3_endpoint: str | None, tracking_uri: str,
                  planned: dict[str, PlannedTrial], run_ids: dict[str, str],
                  template: PlannedTrial | None = None) -> None:
+        # Only the redacted URI is kept (Ray pickles this object into tuner.pkl); the driver process
+        # that runs the study was given the real one and finds it with `real_uri`.
         self.settings = dict(phase=phase, storage=storage, study=study, s3_endpoint=s3_endpoint,
-                             tracking_uri=tracking_uri)
+                             tracking_uri=remember(tracking_uri))
         self.planned, self.run_ids, self.template = planned, run_ids, template
         self._book: _Bookkeeper | None = None
 
@@ -175,7 +180,7 @@ class StudyCallback(Callback):
         if self._book is None:
             s = self.settings
             self._book = _Bookkeeper(s["phase"], ResultStore(s["storage"], s["study"], s["s3_endpoint"]),
-                                     StudyTracker(s["tracking_uri"], s["study"]), self.planned, self.run_ids,
+                                     StudyTracker(real_uri(s["tracking_uri"]), s["study"]), self.planned, self.run_ids,
                                      self.template)
         return self._book
 
@@ -338,18 +343,6 @@ def ray_storage(spec: StudySpec) -> tuple[str, Any]:
     return str(Path(spec.storage).expanduser().resolve() / spec.name / "ray"), None
 
 
-def local_root(spec: StudySpec) -> Path:
-    """Local folder for things that must be local (the default MLflow SQLite store)."""
-    if spec.storage.startswith("s3://"):
-        return Path("./mcscale-runs").resolve() / spec.name
-    return Path(spec.storage).expanduser().resolve() / spec.name
-
-
-def tracking_uri_for(spec: StudySpec) -> str:
-    """The spec's tracking_uri, else $MLFLOW_TRACKING_URI (how clusters inject it from a Secret), else local."""
-    return spec.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(str(local_root(spec)))
-
-
 # ----------------------------------------------------------------------------- phases
 def quiet_ray_output() -> None:
     """mcscale draws its own live table; Ray's and MLflow's chatter would scroll it away."""
@@ -372,7 +365,10 @@ def init_ray(address: str | None = None) -> None:
 
     import ray
 
+    from scaling.study.ray_credentials import keep_credentials_out_of_ray
+
     quiet_ray_output()
+    keep_credentials_out_of_ray()  # trials take credentials from their node, not from a logged runtime env
     if ray.is_initialized():
         return
     if address:
@@ -438,7 +434,7 @@ def run_tune_phase(spec: StudySpec, store: ResultStore, tracker: StudyTracker) -
         if spec.tune.weight_decay is not None:
             space["weight_decay"] = _domain(spec.tune.weight_decay)
         name = f"tune-{template.arch.replace('+', '_')}"
-        callback = StudyCallback("tune", spec.storage, spec.name, spec.s3_endpoint, tracking_uri_for(spec), {}, {},
+        callback = StudyCallback("tune", spec.storage, spec.name, spec.s3_endpoint, tracker.tracking_uri, {}, {},
                                  template=template)
         trainable = tune.with_resources(tune.with_parameters(study_trainable, template=template,
                                                              train_storage=_train_storage(spec), study=spec.name),
@@ -502,7 +498,7 @@ def run_ladder_phase(spec: StudySpec, store: ResultStore, tracker: StudyTracker,
                 run_ids[p.trial_id] = tracker.find_trial_run(p.trial_id, p.config_hash) or ""
         table = {p.trial_id: {"planned": p, "run_id": run_ids[p.trial_id]} for p in planned}
         by_id = {p.trial_id: p for p in planned}
-        callback = StudyCallback("ladder", spec.storage, spec.name, spec.s3_endpoint, tracking_uri_for(spec),
+        callback = StudyCallback("ladder", spec.storage, spec.name, spec.s3_endpoint, tracker.tracking_uri,
                                  by_id, run_ids)
         trainable = tune.with_resources(tune.with_parameters(study_trainable, trials=table,
                                                              train_storage=_train_storage(spec), study=spec.name),
@@ -524,7 +520,7 @@ def run_ladder_phase(spec: StudySpec, store: ResultStore, tracker: StudyTracker,
 class StudySummary:
     name: str
     root: str
-    tracking_uri: str
+    tracking_uri: str  # redacted: what may be printed
     tuned: dict[str, dict[str, float]] | None
     trials: Any  # pandas.DataFrame of the store's trial rows
     seconds: float
@@ -534,9 +530,10 @@ class StudySummary:
 
 
 def run_study(spec: StudySpec, address: str | None = None, spec_text: str | None = None,
-              console: Any | None = None, report: bool = True) -> StudySummary:
+              console: Any | None = None, report: bool = True, extend: bool = False) -> StudySummary:
     """Run (or continue) a whole study: tune, ladder, then the fit and report. Idempotent: a finished
-    trial never reruns; the report is remade from whatever the store holds."""
+    trial never reruns; the report is remade from whatever the store holds. A spec that differs from
+    the study's recorded one is refused unless `extend` and it only adds trials (scaling.study.identity)."""
     import time
 
     from rich.console import Console
@@ -553,14 +550,21 @@ def run_study(spec: StudySpec, address: str | None = None, spec_text: str | None
     check_inputs(planned[0].config)  # and so does bad data
     console.print(f"plan: {cost}", highlight=False, soft_wrap=True)
     store = ResultStore(spec.storage, spec.name, spec.s3_endpoint)
-    if spec_text is not None:
-        store.write_text("spec.yaml", spec_text)
+    claim_spec(store, spec, spec_text, extend)
     state = store.read_json("study.json") or {}
-    state.update(name=spec.name, status="running")
-    store.write_json("study.json", state)
+    location = resolve_location(store.root, spec.name, state, spec.tracking_uri)
+    for key, value in artifact_env(store.root, store.storage.endpoint).items():
+        os.environ.setdefault(key, value)  # MLflow uploads artifacts to the study's S3 endpoint
     quiet_ray_output()
-    uri = tracking_uri_for(spec)
-    tracker = StudyTracker(uri, spec.name)
+    uri = location.shown
+    tracker = StudyTracker(location.uri, spec.name, artifact_location=location.artifact_location)
+    env_uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if location.recorded and env_uri and remember(env_uri) != uri:
+        console.print(f"note: the study records its MLflow runs at {uri}; $MLFLOW_TRACKING_URI "
+                      f"({remember(env_uri)}) is not used for it.", highlight=False, soft_wrap=True)
+    state.update(name=spec.name, status="running")
+    state[MLFLOW_STATE_KEY] = location.as_state()  # recorded once MLflow has accepted the experiment
+    store.write_json("study.json", state)
     init_ray(address)
     tuned = None
     if spec.tune is not None:

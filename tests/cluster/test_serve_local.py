@@ -99,7 +99,10 @@ def test_a_study_records_to_the_stack_through_its_env_file(stack, tmp_path):
 
     s3 = boto3.client("s3", endpoint_url=env["MCSCALE_S3_ENDPOINT"], region_name="us-east-1",
                       aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
-    artifacts = [o["Key"] for o in s3.list_objects_v2(Bucket="mlflow-artifacts").get("Contents", [])]
+    # artifacts live with the study's results (scaling.study.mlflow_location), not in the server's own bucket
+    assert experiment.artifact_location == f"s3://mcscale-studies/{STUDY}/mlflow-artifacts"
+    artifacts = [o["Key"] for o in s3.list_objects_v2(Bucket="mcscale-studies", Prefix=f"{STUDY}/mlflow-artifacts/")
+                 .get("Contents", [])]
     assert any(trials[0].info.run_id in key for key in artifacts), artifacts
     results = [o["Key"] for o in s3.list_objects_v2(Bucket="mcscale-studies", Prefix=f"{STUDY}/trials/")
                .get("Contents", [])]

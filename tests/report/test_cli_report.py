@@ -68,7 +68,7 @@ def test_report_on_local_results_writes_the_files_and_logs_them_to_mlflow(tmp_pa
     assert sorted(m.step for m in history) == [0, 1]  # each report keeps its own step
 
 
-def test_report_on_s3_with_an_mlflow_server(tmp_path, s3_server, mlflow_server):
+def test_report_on_s3_with_an_mlflow_server(tmp_path, s3_server, mlflow_server, monkeypatch):
     bucket = s3_server.make_bucket()
     storage = f"s3://{bucket}/studies"
     store = write_study(storage, "remote", fit={"bootstrap": 20}, tracking_uri=mlflow_server.uri,
@@ -81,7 +81,12 @@ def test_report_on_s3_with_an_mlflow_server(tmp_path, s3_server, mlflow_server):
     tracker = StudyTracker(mlflow_server.uri, "remote")
     runs = report_runs(tracker)
     assert len(runs) == 1
+    # artifacts live with the study's results (its S3 prefix), which MLflow's S3 client reaches via this endpoint
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", s3_server.endpoint)
     assert {a.path for a in tracker.client.list_artifacts(runs.iloc[0]["run_id"], "report")} >= {"report/report.html"}
+    keys = [o["Key"] for o in s3_server.client().list_objects_v2(Bucket=bucket, Prefix="studies/remote/mlflow-artifacts/")
+            .get("Contents", [])]
+    assert any(k.endswith("/report/report.html") for k in keys), keys
     assert not (tmp_path / "mcscale-runs").exists()  # a server study keeps no local MLflow store
 
 

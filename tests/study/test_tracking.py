@@ -102,7 +102,7 @@ def test_one_run_per_trial_and_params(mlflow_server):
     assert run.data.params == flatten_params(CONFIG)
     assert {k: run.data.tags[k] for k in TAGS} == TAGS
     assert run.data.tags["trial_id"] == "ladder-a-s0" and run.data.tags["mlflow.parentRunId"] == parent
-    assert run.info.run_name == "ladder-a-s0"
+    assert run.info.run_name == "swla+grm@C64@1M"  # series@size; the trial id is the tag above
 
 
 def test_many_params_batched(mlflow_server):
