@@ -90,11 +90,12 @@ def report(
         raise UserInputError("--holdout-sizes", f"cannot hold out {holdout_sizes} sizes", "use 0 (no backtest) or more")
     if workers is not None and workers < 1:
         raise UserInputError("--workers", f"needs at least one process, not {workers}", "leave it out or pass 1 or more")
+    sizes = _sizes(target_sizes)  # before reading the study: a typo here is reported as itself
     console = output_console()
     store = ResultStore(storage, study, s3_endpoint)
     results = load_study(store)
     options = ReportOptions.from_settings(results.fit_settings, law=law, x=x, bootstrap=bootstrap,
-                                          target_sizes=_sizes(target_sizes), holdout_sizes=holdout_sizes,
+                                          target_sizes=sizes, holdout_sizes=holdout_sizes,
                                           shared_E=shared_e, seed=seed, workers=workers)
     made, files = make_report(store, console, options, tracking_uri=tracking_uri, use_mlflow=mlflow, results=results)
     print_report_summary(console, made, files)

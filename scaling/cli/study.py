@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
 from typing import Optional
@@ -13,7 +15,7 @@ from rich.table import Table
 
 from scaling.cli.common import DEFAULT_STORAGE, output_console, user_errors_exit_2
 from scaling.errors import UserInputError
-from scaling.spec import load_spec, parse_spec
+from scaling.spec import load_spec, parse_spec_text
 
 commands = typer.Typer()  # merged into the `mcscale` app by scaling.cli.app
 
@@ -84,9 +86,7 @@ def resume(study: str = typer.Argument(..., help="Study name (as in the spec's `
     if text is None:
         raise UserInputError("STUDY", f"no study {study!r} under {store.root}",
                              "check the name with `mcscale ls --storage ...` or start it with `mcscale run SPEC`")
-    import yaml
-
-    spec = parse_spec(yaml.safe_load(text), source=f"{store.root}/spec.yaml")
+    spec = parse_spec_text(text, source=f"{store.root}/spec.yaml", field=f"{store.root}/spec.yaml")
     console = output_console()
     summary = run_study(spec, address=address, console=console, report=report)
     _print_summary(console, summary)
@@ -98,6 +98,8 @@ def ls(storage: str = typer.Option(DEFAULT_STORAGE, help="Storage location: a fo
        s3_endpoint: Optional[str] = typer.Option(None, help="Endpoint of an S3-compatible store.")) -> None:
     """List the studies in a storage location with their trial counts."""
     from scaling.study.store import ResultStore, list_studies
+
+    _check_local_storage(storage, "--storage")
 
     table = Table(title=f"studies in {storage}")
     for col in ("study", "status", "trials", "completed", "diverged", "other"):
@@ -121,10 +123,83 @@ def show(study: str = typer.Argument(..., help="Study name."),
     """Show a study's trial table."""
     from scaling.study.store import ResultStore
 
+    _check_local_storage(storage, "--storage")
     store = ResultStore(storage, study, s3_endpoint)
     if not store.exists():
         raise UserInputError("STUDY", f"no study {study!r} under {store.root}", "list studies with `mcscale ls`")
     output_console().print(_trial_table(store.read_trials(), f"study {study} ({store.root})"))
+
+
+def _check_local_storage(storage: str, option: str) -> None:
+    """A local storage location must be an existing folder: listing a file or a typo must not print an
+    empty table and exit 0. (S3 locations are checked when they are listed.)"""
+    from pathlib import Path
+
+    if "://" in storage.strip() and not storage.strip().startswith("file://"):
+        return
+    folder = Path(storage.strip().removeprefix("file://")).expanduser()
+    if folder.is_file():
+        raise UserInputError(option, f"{folder} is a file, not a storage folder",
+                             "pass the folder that holds the studies (default ./mcscale-runs) or s3://bucket/prefix")
+    if not folder.is_dir():
+        raise UserInputError(option, f"no storage folder {folder}",
+                             "check the path (studies are kept under ./mcscale-runs by default) or run a study first")
+
+
+def _check_port(port: int) -> None:
+    if not 1 <= port <= 65535:
+        raise UserInputError("--port", f"{port} is not a TCP port", "pass a port between 1 and 65535, e.g. --port 5000")
+
+
+def _check_port_free(port: int) -> None:
+    """Nothing on 127.0.0.1 may listen on the UI's port yet (else the server fails after we said it started)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise UserInputError("--port", f"cannot listen on 127.0.0.1:{port} ({exc.strerror or exc}; another "
+                                 "server may be using it)", "pass a free port, e.g. --port 5001") from None
+
+
+def serve_mlflow_ui(command: list[str], env: dict[str, str]) -> int:
+    """Run the MLflow UI server as a child and end it with this process.
+
+    The child runs in its own process group, so SIGINT (Ctrl-C), SIGTERM and SIGHUP to `mcscale ui`
+    are forwarded to the whole group (the server and its worker) and waited for: no orphan keeps
+    serving. Returns the exit code: the child's own, or 128 + the signal that ended the UI.
+    """
+    child = subprocess.Popen(command, env=env, start_new_session=True)
+    received: list[int] = []
+
+    def forward(signum: int, _frame) -> None:  # noqa: ANN001
+        received.append(signum)
+        try:
+            os.killpg(child.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        while True:
+            try:
+                code = child.wait(timeout=1.0)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+    finally:
+        try:
+            os.killpg(child.pid, signal.SIGTERM)  # the server's worker, should it outlive the server
+        except ProcessLookupError:
+            pass
+        if child.poll() is None:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 128 + received[0] if received else code
 
 
 @commands.command("ui")
@@ -133,9 +208,16 @@ def ui(study: str = typer.Argument(..., help="Study name."),
        storage: str = typer.Option(DEFAULT_STORAGE, help="Local storage folder of the study."),
        port: int = typer.Option(5000, help="Port for the MLflow UI (bound to 127.0.0.1)."),
        tracking_uri: Optional[str] = typer.Option(None, help="Tracking URI if the study used a server.")) -> None:
-    """Start the MLflow UI on the study's tracking store, bound to 127.0.0.1."""
+    """Start the MLflow UI on the study's tracking store, bound to 127.0.0.1; it stops with this command
+    (Ctrl-C, SIGTERM)."""
     from pathlib import Path
+    from urllib.parse import urlparse
 
+    _check_port(port)
+    if tracking_uri is not None and urlparse(tracking_uri).scheme.split("+")[0] not in (
+            "http", "https", "sqlite", "postgresql", "mysql", "mssql", "file"):
+        raise UserInputError("--tracking-uri", f"{tracking_uri!r} is not an MLflow tracking store URI",
+                             "pass http(s)://host:port (a server), sqlite:///path/mlflow.db or postgresql+psycopg2://...")
     if tracking_uri is None:
         db = Path(storage).expanduser().resolve() / study / "mlflow.db"
         if not db.exists():
@@ -145,7 +227,8 @@ def ui(study: str = typer.Argument(..., help="Study name."),
     if tracking_uri.startswith("http"):
         output_console().print(f"The study is tracked on a server: open {tracking_uri} in a browser.")
         return
+    _check_port_free(port)
     output_console().print(f"MLflow UI for {study} at http://127.0.0.1:{port} (Ctrl-C to stop)")
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-    raise typer.Exit(subprocess.call([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri,
+    raise typer.Exit(serve_mlflow_ui([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri,
                                       "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], env=env))

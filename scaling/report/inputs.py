@@ -13,7 +13,7 @@ from typing import Any
 
 from scaling.errors import UserInputError
 from scaling.report.schema import DroppedPoint, Point, TrainingCurve
-from scaling.spec import FitSettings, StudySpec, parse_spec
+from scaling.spec import FitSettings, StudySpec, parse_spec_text
 from scaling.study.store import NEEDLE_PREFIX, ResultStore
 
 
@@ -34,8 +34,6 @@ class StudyResults:
 
 def load_study(store: ResultStore) -> StudyResults:
     """Read a study's spec and tables; clear errors when the study or its results are missing."""
-    import yaml
-
     if not store.exists():
         raise UserInputError("STUDY", f"no study {store.study!r} under {store.root}",
                              "check the name and --storage (list studies with `mcscale ls --storage ...`)")
@@ -43,12 +41,7 @@ def load_study(store: ResultStore) -> StudyResults:
     if text is None:
         raise UserInputError("STUDY", f"{store.root} has no spec.yaml, so the study's fit settings and model "
                              "shapes are unknown", "run or resume the study with `mcscale run SPEC` first")
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise UserInputError(f"{store.root}/spec.yaml", f"is not valid YAML ({exc})",
-                             "restore the spec file the study was started with") from None
-    spec = parse_spec(raw, source=f"{store.root}/spec.yaml")
+    spec = parse_spec_text(text, source=f"{store.root}/spec.yaml", field=f"{store.root}/spec.yaml")
     trials = store.read_trials()
     if trials.empty:
         raise UserInputError("STUDY", f"study {store.study!r} has no recorded trials yet",
