@@ -30,7 +30,8 @@ def print_report_summary(console: Console, report, files) -> None:  # noqa: ANN0
         for t in (t for t in report.targets if t.target == large):
             v = versus.get(t.series)
             table.add_row(t.series, loss(t.loss), interval(t.low, t.high), interval(t.pred_low, t.pred_high),
-                          "baseline" if v is None else f"{signed(v.difference)} ({interval(v.low, v.high, signed)})",
+                          "baseline" if t.series == report.baseline else "-" if v is None else
+                          f"{signed(v.difference)} ({interval(v.low, v.high, signed)})",
                           "" if v is None or v.p_better is None else percent(v.p_better))
         console.print(table)
     console.print("[bold]Caveats[/]")

@@ -102,7 +102,7 @@ def ls(storage: str = typer.Option(DEFAULT_STORAGE, help="Storage location: a fo
     _check_local_storage(storage, "--storage")
 
     table = Table(title=f"studies in {storage}")
-    for col in ("study", "status", "trials", "completed", "diverged", "other"):
+    for col in ("study", "status", "trials", "completed", "not learned", "diverged", "other"):
         table.add_column(col)
     for name in list_studies(storage, s3_endpoint):
         store = ResultStore(storage, name, s3_endpoint)
@@ -110,8 +110,9 @@ def ls(storage: str = typer.Option(DEFAULT_STORAGE, help="Storage location: a fo
         trials = store.read_trials()
         counts = trials["status"].value_counts().to_dict() if len(trials) else {}
         other = len(trials) - counts.get("completed", 0) - counts.get("diverged", 0)
+        not_learned = int((trials["learned"] == 0).sum()) if len(trials) else 0  # completed, no better than uniform
         table.add_row(name, str(state.get("status", "-")), str(len(trials)), str(counts.get("completed", 0)),
-                      str(counts.get("diverged", 0)), str(other))
+                      str(not_learned), str(counts.get("diverged", 0)), str(other))
     output_console().print(table)
 
 

@@ -196,3 +196,9 @@ def _train(architecture, rung, config, seq_len: int, run_trial) -> None:  # noqa
     console.print(table)
     if result.status == "diverged":
         raise typer.Exit(code=1)
+    if result.metrics.get("learned") == 0:
+        from scaling.train.learned import not_learned_reason
+
+        console.print(f"[bold red]This run {not_learned_reason(result.metrics.get('val_loss'), config.model.vocab_size)}"
+                      "[/]; a study would leave it out of every fit. Try a lower --lr.", soft_wrap=True)
+        raise typer.Exit(code=1)
