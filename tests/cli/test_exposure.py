@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -50,7 +51,10 @@ def test_embedded_ray_listens_on_loopback_only():
     env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
     temp = tempfile.mkdtemp(prefix="mcs-ray-")  # short: Ray's unix socket paths must stay under ~107 bytes
     env.update(RAY_TMPDIR=temp, RAY_AUTH_MODE=env.get("RAY_AUTH_MODE", "disabled"))
-    done = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, timeout=300)
+    try:
+        done = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
     line = next((l for l in done.stdout.splitlines() if l.startswith("PROBE ")), None)
     assert done.returncode == 0 and line, done.stdout[-2000:] + done.stderr[-4000:]
     probe = json.loads(line[len("PROBE "):])
