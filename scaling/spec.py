@@ -8,19 +8,21 @@ ValidationError and YAML syntax errors into `UserInputError` (exit 2 at the CLI)
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
+from urllib.parse import urlparse
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from scaling.errors import UserInputError
 from scaling.models.architectures import parse_architecture
-from scaling.models.ladder import parse_size
+from scaling.models.ladder import format_count, parse_size
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-_NESTED_FIELD = re.compile(r"^([a-z_]+(?:\[\d+\])?(?:\.[a-z_]+)*): (.*)$", re.S)
+_NESTED_FIELD = re.compile(r"^((?:[a-z_]+)?(?:\[\d+\])?(?:\.[a-z_]+(?:\[\d+\])?)*): (.*)$", re.S)
 
 
 def _refuse_secret(value: Optional[str]) -> Optional[str]:
@@ -38,22 +40,47 @@ def _refuse_secret(value: Optional[str]) -> Optional[str]:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: `.inf` or `.nan` in YAML is never a learning rate, a budget or a size
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _size(value: Any) -> float:
+    if isinstance(value, bool) or value is None:
+        raise ValueError(f"{value!r} is not a size; write sizes like 100K, 10M, 1.3B or 7e9")
     if isinstance(value, (int, float)):
-        if value <= 0:
-            raise ValueError("must be positive")
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"size {value!r} must be a positive, finite parameter count")
         return float(value)
     try:
-        return parse_size(str(value))
+        size = parse_size(str(value))
     except UserInputError as exc:
         raise ValueError(exc.problem) from None
+    if not math.isfinite(size):
+        raise ValueError(f"size {value!r} must be a positive, finite parameter count")
+    return size
+
+
+_MLFLOW_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "file", "databricks", "databricks-uc",
+                   "uc")
+
+
+def _endpoint(value: Optional[str]) -> Optional[str]:
+    """An S3 endpoint as `scaling.data.sources.s3_filesystem` reads it (http(s)://host[:port], scheme optional)."""
+    if value is None:
+        return None
+    parsed = urlparse(value if "://" in value else f"https://{value}")
+    try:
+        parsed.port  # noqa: B018 - raises on a port that is not a number in range
+    except ValueError:
+        parsed = None  # type: ignore[assignment]
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.hostname or any(c.isspace() for c in value):
+        raise ValueError(f"{value!r} is not an http(s) endpoint URL; write it as http://host:port or https://host "
+                         "(leave it out for AWS)")
+    return value
 
 
 class CorpusSettings(_Strict):
-    source: str = "builtin"
+    source: str = Field(default="builtin", min_length=1)
     format: Literal["auto", "text", "jsonl", "parquet", "tokens"] = "auto"
     text_field: str = "text"
     tokenizer: str = "bytes"
@@ -65,6 +92,11 @@ class CorpusSettings(_Strict):
     def _no_secret(cls, value: Optional[str]) -> Optional[str]:
         return _refuse_secret(value)
 
+    @field_validator("s3_endpoint")
+    @classmethod
+    def _endpoint(cls, value: Optional[str]) -> Optional[str]:
+        return _endpoint(value)
+
 
 class MQARSettings(_Strict):
     n_pairs: int = Field(default=8, ge=1)
@@ -74,7 +106,7 @@ class MQARSettings(_Strict):
 
 
 class NeedleSettings(_Strict):
-    lengths: list[int] = Field(default_factory=list)
+    lengths: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)
     depths: list[float] = Field(default_factory=lambda: [0.1, 0.5, 0.9])
     kind: Literal["passkey", "number", "uuid"] = "passkey"
 
@@ -120,6 +152,13 @@ class ArchitectureSettings(_Strict):
         except UserInputError as exc:
             raise ValueError(f"{exc.problem}; {exc.fix}") from None
 
+    @field_validator("segment_lens")
+    @classmethod
+    def _unique_segments(cls, lens: list) -> list:
+        if len(set(lens)) != len(lens):
+            raise ValueError("segment lengths repeat; list each once")
+        return lens
+
 
 class ShapeOverride(_Strict):
     """An explicit shape for one ladder size (e.g. the paper's 760M: 24 layers x 1536)."""
@@ -145,9 +184,9 @@ class LadderSettings(_Strict):
     def _shapes_match_sizes(self) -> "LadderSettings":
         for i, shape in enumerate(self.shapes):
             if shape.size not in self.sizes:
-                raise ValueError(f"shapes[{i}].size is not one of ladder.sizes; list it in sizes too")
+                raise ValueError(f"shapes[{i}].size: {shape.size:g} is not one of ladder.sizes; list it in sizes too")
             if shape.d_model % self.head_dim:
-                raise ValueError(f"shapes[{i}].d_model {shape.d_model} is not a multiple of head_dim {self.head_dim}")
+                raise ValueError(f"shapes[{i}].d_model: {shape.d_model} is not a multiple of head_dim {self.head_dim}")
         return self
 
     @field_validator("sizes", mode="before")
@@ -155,7 +194,16 @@ class LadderSettings(_Strict):
     def _sizes(cls, sizes: Any) -> list[float]:
         if not isinstance(sizes, list):
             raise ValueError("give a list of non-embedding parameter targets, e.g. [1M, 3M, 10M]")
-        return [_size(s) for s in sizes]
+        out = []
+        for i, value in enumerate(sizes):
+            try:
+                out.append(_size(value))
+            except ValueError as exc:
+                raise ValueError(f"[{i}]: {exc}") from None
+        repeated = sorted({s for s in out if out.count(s) > 1})
+        if repeated:
+            raise ValueError(f"size {format_count(repeated[0])} is listed twice; list each size once")
+        return out
 
 
 class BudgetSettings(_Strict):
@@ -321,6 +369,8 @@ class FitSettings(_Strict):
     @field_validator("target_sizes", mode="before")
     @classmethod
     def _targets(cls, values: Any) -> list[float]:
+        if not isinstance(values, list) or not values:
+            raise ValueError("give a non-empty list of sizes to extrapolate to, e.g. [1.3B, 7B, 70B]")
         return [_size(v) for v in values]
 
 
@@ -331,7 +381,7 @@ class StudySpec(_Strict):
     architectures: list[ArchitectureSettings] = Field(min_length=1)
     ladder: LadderSettings
     budget: BudgetSettings
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[Annotated[int, Field(ge=0, lt=2**32)]] = Field(default_factory=lambda: [0], min_length=1)
     optimizer: OptimizerSettings = Field(default_factory=OptimizerSettings)
     tune: Optional[TuneSettings] = None
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
@@ -354,6 +404,38 @@ class StudySpec(_Strict):
     @classmethod
     def _no_secret(cls, value: Optional[str]) -> Optional[str]:
         return _refuse_secret(value)
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, storage: str) -> str:
+        text = storage.strip()
+        if not text:
+            raise ValueError("is empty; give a local folder (e.g. ./mcscale-runs) or s3://bucket/prefix")
+        if text.startswith("s3://"):
+            if not text[len("s3://"):].split("/", 1)[0]:
+                raise ValueError(f"{storage!r} names no bucket; write s3://bucket or s3://bucket/prefix")
+        elif "://" in text and not text.startswith("file://"):
+            raise ValueError(f"{storage!r} uses a scheme mcscale cannot store results on; give a local folder "
+                             "or s3://bucket/prefix")
+        return storage
+
+    @field_validator("s3_endpoint")
+    @classmethod
+    def _endpoint(cls, value: Optional[str]) -> Optional[str]:
+        return _endpoint(value)
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _tracking(cls, uri: Optional[str]) -> Optional[str]:
+        if uri is None:
+            return None
+        if not uri.strip():
+            raise ValueError("is blank; leave it out to use $MLFLOW_TRACKING_URI or the study's own SQLite store")
+        scheme = urlparse(uri).scheme.split("+", 1)[0]
+        if scheme not in _MLFLOW_SCHEMES:
+            raise ValueError(f"scheme {scheme or '(none)'!r} is not an MLflow tracking store; use http(s)://host:port "
+                             "(a tracking server), sqlite:///path/mlflow.db or postgresql+psycopg2://...")
+        return uri
 
     @field_validator("seeds")
     @classmethod
@@ -394,10 +476,26 @@ class StudySpec(_Strict):
                     raise ValueError(f"data.evals.needle.lengths[{j}]: {length} exceeds data.seq_len {seq_len}; "
                                      "the needle task cannot fit")
         self._check_trainer()
-        if self.optimizer.batch_tokens < seq_len:
-            raise ValueError(f"optimizer.batch_tokens: {self.optimizer.batch_tokens} is below one sequence "
-                             f"({seq_len}); use a multiple of data.seq_len")
+        if self.optimizer.batch_tokens < seq_len or self.optimizer.batch_tokens % seq_len:
+            raise ValueError(f"optimizer.batch_tokens: {self.optimizer.batch_tokens} is not a whole number of "
+                             f"sequences of {seq_len} tokens; use a multiple of data.seq_len, e.g. "
+                             f"{max(1, self.optimizer.batch_tokens // seq_len) * seq_len}")
+        self._check_vocab()
         return self
+
+    def _check_vocab(self) -> None:
+        """The model's vocabulary must hold the byte tokenizer's 256 ids and the MQAR task's keys and values."""
+        vocab = self.data.vocab_size
+        if vocab is not None and self.data.corpus.tokenizer == "bytes" and vocab < 256:
+            raise ValueError(f"data.vocab_size: {vocab} is below the byte tokenizer's 256 ids; use 256 or more, "
+                             "or leave it out")
+        mqar = self.data.evals.mqar
+        if mqar is not None:
+            room = vocab if vocab is not None else (256 if self.data.corpus.tokenizer == "bytes" else None)
+            if room is not None and 1 + mqar.key_vocab + mqar.value_vocab > room:
+                raise ValueError(f"data.evals.mqar: the filler, {mqar.key_vocab} keys and {mqar.value_vocab} values "
+                                 f"do not fit the model's {room}-token vocabulary; use key_vocab + value_vocab <= "
+                                 f"{room - 1}")
 
 
     def _check_trainer(self) -> None:
@@ -425,9 +523,14 @@ def _divisor_hint(seq_len: int) -> str:
     return ", ".join(str(d) for d in (32, 64, 128, 256, 512) if d < seq_len and seq_len % d == 0) or "1"
 
 
+_UNION_TAGS = {"bool", "int", "float", "str", "list", "dict"}  # pydantic's names of union members in an error's loc
+
+
 def _format_validation_error(error: ValidationError, source: str) -> UserInputError:
     first = error.errors()[0]
-    path = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in first["loc"]).replace(".[", "[")
+    loc = [p for p in first["loc"] if not (isinstance(p, str) and (p in _UNION_TAGS or p.startswith(("literal[",
+                                                                                                   "function-"))))]
+    path = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         return UserInputError(path, "unknown field", f"remove it or check its spelling ({source})")
@@ -439,7 +542,8 @@ def _format_validation_error(error: ValidationError, source: str) -> UserInputEr
         return UserInputError(field_name, problem, fix or "see the study spec documentation in studies/")
     nested = _NESTED_FIELD.match(message)
     if path and nested:  # a block's own validator names the field inside the block
-        field_name, problem, fix = f"{path}.{nested[1]}", nested[2], ""
+        joined = f"{path}{nested[1]}" if nested[1].startswith("[") else f"{path}.{nested[1]}"
+        field_name, problem, fix = joined, nested[2], ""
         problem, _, fix = problem.partition("; ")
         return UserInputError(field_name, problem, fix or f"correct {field_name} in {source}")
     extra = f" ({len(error.errors()) - 1} more problem(s) after this one)" if len(error.errors()) > 1 else ""
@@ -455,16 +559,52 @@ def parse_spec(data: Any, source: str = "the spec") -> StudySpec:
         raise _format_validation_error(exc, source) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last silently,
+    so `name:` repeated at the end of a spec would rename the study without a word)."""
+
+    def construct_mapping(self, node, deep=False):  # noqa: ANN001, ANN201 - PyYAML's signature
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str) and key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice in one mapping",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_spec_text(text: str | bytes, source: str, field: str = "SPEC") -> StudySpec:
+    """Validate a spec given as YAML text (a file's content, a stored spec.yaml); bad text, bad YAML
+    and bad fields are all `UserInputError`s naming `source`."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UserInputError(field, f"{source} is not UTF-8 text (byte {exc.start} is {text[exc.start]:#04x}), so it "
+                                 "is not a YAML spec", "pass a YAML study spec, e.g. studies/quickstart.yaml, "
+                                 "saved as UTF-8") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None)
+        raise UserInputError(field, f"{source} is not valid YAML{where}" + (f" ({problem})" if problem else ""),
+                             "fix the YAML syntax there") from None
+    return parse_spec(data, source=source)
+
+
 def load_spec(path: str | Path) -> StudySpec:
     """Read and validate a study spec; every problem is a `UserInputError` naming the field."""
     spec_path = Path(path)
     if not spec_path.is_file():
-        raise UserInputError("SPEC", f"no study spec at {spec_path}", "pass the path of a YAML file, e.g. "
-                             "studies/quickstart.yaml")
+        raise UserInputError("SPEC", f"no study spec at {spec_path}" + (" (that is a folder)" if spec_path.is_dir()
+                                                                          else ""),
+                             "pass the path of a YAML file, e.g. studies/quickstart.yaml")
     try:
-        data = yaml.safe_load(spec_path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise UserInputError("SPEC", f"{spec_path} is not valid YAML{where}", "fix the YAML syntax") from None
-    return parse_spec(data, source=str(spec_path))
+        raw = spec_path.read_bytes()
+    except OSError as exc:
+        raise UserInputError("SPEC", f"cannot read {spec_path}: {exc.strerror or exc}",
+                             "check the file's permissions") from None
+    return parse_spec_text(raw, source=str(spec_path))

@@ -6,8 +6,9 @@ so bad input never shows a traceback. This module imports no command module and 
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import typer
 from rich.console import Console
@@ -37,6 +38,23 @@ def user_errors_exit_2(func: F) -> F:
             raise typer.Exit(code=2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def named_as_options(options: dict[str, str]) -> Iterator[None]:
+    """Re-label a library `UserInputError` with the command-line option the user typed.
+
+    The libraries name their own fields (`seq_len`, `model.d_model`); at the command line the user
+    wrote `--seq-len` or `--head-dim`, so the message must name that. `options` maps a library field
+    (or its first dotted part) to the option; other errors pass through unchanged.
+    """
+    try:
+        yield
+    except UserInputError as exc:
+        option = options.get(exc.field) or options.get(exc.field.split(".")[0])
+        if option is None:
+            raise
+        raise UserInputError(option, f"{exc.problem} ({exc.field})", exc.fix) from None
 
 
 #: Arguments several commands share (one definition, one help text).

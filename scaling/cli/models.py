@@ -6,15 +6,20 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from scaling.cli.common import user_errors_exit_2
+from scaling.cli.common import named_as_options, user_errors_exit_2
 from scaling.errors import UserInputError
 from scaling.formatting import byte_size
 from scaling.models.architectures import parse_architecture
 from scaling.models.config import ModelConfig
 from scaling.models.flops import cached_reads_per_token, forward_flops, sequence_bytes
-from scaling.models.ladder import DEFAULT_ASPECT, DEFAULT_HEAD_DIM, format_count, parse_size, shape_for_params
+from scaling.models.ladder import DEFAULT_ASPECT, DEFAULT_HEAD_DIM, format_count, honoured_shape, parse_size, shape_for_params
 
 commands = typer.Typer()  # merged into the `mcscale` app by scaling.cli.app
+
+#: library field -> the `mcscale models` option that sets it
+MODELS_OPTIONS = {"seq_len": "--seq-len", "segment_len": "--segment-len", "segmentation": "--segmentation",
+                  "top_k": "--top-k", "d_model": "--head-dim", "n_heads": "--head-dim", "head_dim": "--head-dim",
+                  "vocab_size": "--vocab-size", "chunk_len": "--chunk-len"}
 
 
 @commands.command("models")
@@ -40,6 +45,17 @@ def models(
     """
     if seq_len < 1:
         raise UserInputError("--seq-len", f"must be positive, got {seq_len}", "pass e.g. --seq-len 4096")
+    for option, value in (("--head-dim", head_dim), ("--vocab-size", vocab_size), ("--chunk-len", chunk_len),
+                          ("--bytes-per-element", bytes_per_element)):
+        if value < 1:
+            raise UserInputError(option, f"must be positive, got {value}", f"pass {option} 1 or more")
+    with named_as_options(MODELS_OPTIONS):
+        _print_ladder(sizes, arch, seq_len, segment_len, segmentation, top_k, head_dim, vocab_size, chunk_len,
+                      bytes_per_element)
+
+
+def _print_ladder(sizes: str, arch: str, seq_len: int, segment_len: int, segmentation: str, top_k: int,
+                  head_dim: int, vocab_size: int, chunk_len: int, bytes_per_element: int) -> None:
     architecture = parse_architecture(arch, field="--arch")
     targets = [parse_size(s, field="--sizes") for s in sizes.split(",") if s.strip()]
     if not targets:
@@ -59,7 +75,7 @@ def models(
                 "Transformer FLOP/token", "Transformer KV/seq"):
         table.add_column(col, justify="right")
     for target in targets:
-        rung = shape_for_params(target, base, head_dim=head_dim, aspect=DEFAULT_ASPECT)
+        rung = honoured_shape(target, base, head_dim=head_dim, aspect=DEFAULT_ASPECT, field="--sizes")
         cfg = rung.config
         flops = forward_flops(cfg)
         memory = sequence_bytes(cfg, bytes_per_element=bytes_per_element)

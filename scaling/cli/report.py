@@ -30,7 +30,8 @@ def print_report_summary(console: Console, report, files) -> None:  # noqa: ANN0
         for t in (t for t in report.targets if t.target == large):
             v = versus.get(t.series)
             table.add_row(t.series, loss(t.loss), interval(t.low, t.high), interval(t.pred_low, t.pred_high),
-                          "baseline" if v is None else f"{signed(v.difference)} ({interval(v.low, v.high, signed)})",
+                          "baseline" if t.series == report.baseline else "-" if v is None else
+                          f"{signed(v.difference)} ({interval(v.low, v.high, signed)})",
                           "" if v is None or v.p_better is None else percent(v.p_better))
         console.print(table)
     console.print("[bold]Caveats[/]")
@@ -90,11 +91,12 @@ def report(
         raise UserInputError("--holdout-sizes", f"cannot hold out {holdout_sizes} sizes", "use 0 (no backtest) or more")
     if workers is not None and workers < 1:
         raise UserInputError("--workers", f"needs at least one process, not {workers}", "leave it out or pass 1 or more")
+    sizes = _sizes(target_sizes)  # before reading the study: a typo here is reported as itself
     console = output_console()
     store = ResultStore(storage, study, s3_endpoint)
     results = load_study(store)
     options = ReportOptions.from_settings(results.fit_settings, law=law, x=x, bootstrap=bootstrap,
-                                          target_sizes=_sizes(target_sizes), holdout_sizes=holdout_sizes,
+                                          target_sizes=sizes, holdout_sizes=holdout_sizes,
                                           shared_E=shared_e, seed=seed, workers=workers)
     made, files = make_report(store, console, options, tracking_uri=tracking_uri, use_mlflow=mlflow, results=results)
     print_report_summary(console, made, files)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
 from typing import Optional
@@ -13,7 +15,7 @@ from rich.table import Table
 
 from scaling.cli.common import DEFAULT_STORAGE, output_console, user_errors_exit_2
 from scaling.errors import UserInputError
-from scaling.spec import load_spec, parse_spec
+from scaling.spec import load_spec, parse_spec_text
 
 commands = typer.Typer()  # merged into the `mcscale` app by scaling.cli.app
 
@@ -127,9 +129,7 @@ def resume(study: str = typer.Argument(..., help="Study name (as in the spec's `
     if text is None:
         raise UserInputError("STUDY", f"no study {study!r} under {store.root}",
                              "check the name with `mcscale ls --storage ...` or start it with `mcscale run SPEC`")
-    import yaml
-
-    spec = parse_spec(yaml.safe_load(text), source=f"{store.root}/spec.yaml")
+    spec = parse_spec_text(text, source=f"{store.root}/spec.yaml", field=f"{store.root}/spec.yaml")
     from scaling.study.identity import check_resume
 
     check_resume(store, study, spec)  # the folder holds NAME's spec, and NAME is read and written at --storage
@@ -146,8 +146,10 @@ def ls(storage: str = typer.Option(DEFAULT_STORAGE, help="Storage location: a fo
     """List the studies in a storage location with their trial counts."""
     from scaling.study.store import ResultStore, list_studies
 
+    _check_local_storage(storage, "--storage")
+
     table = Table(title=f"studies in {storage}")
-    for col in ("study", "status", "trials", "completed", "diverged", "other"):
+    for col in ("study", "status", "trials", "completed", "not learned", "diverged", "other"):
         table.add_column(col)
     for name in list_studies(storage, s3_endpoint):
         store = ResultStore(storage, name, s3_endpoint)
@@ -155,8 +157,9 @@ def ls(storage: str = typer.Option(DEFAULT_STORAGE, help="Storage location: a fo
         trials = store.read_trials()
         counts = trials["status"].value_counts().to_dict() if len(trials) else {}
         other = len(trials) - counts.get("completed", 0) - counts.get("diverged", 0)
+        not_learned = int((trials["learned"] == 0).sum()) if len(trials) else 0  # completed, no better than uniform
         table.add_row(name, str(state.get("status", "-")), str(len(trials)), str(counts.get("completed", 0)),
-                      str(counts.get("diverged", 0)), str(other))
+                      str(not_learned), str(counts.get("diverged", 0)), str(other))
     output_console().print(table)
 
 
@@ -168,10 +171,83 @@ def show(study: str = typer.Argument(..., help="Study name."),
     """Show a study's trial table."""
     from scaling.study.store import ResultStore
 
+    _check_local_storage(storage, "--storage")
     store = ResultStore(storage, study, s3_endpoint)
     if not store.exists():
         raise UserInputError("STUDY", f"no study {study!r} under {store.root}", "list studies with `mcscale ls`")
     output_console().print(_trial_table(store.read_trials(), f"study {study} ({store.root})"))
+
+
+def _check_local_storage(storage: str, option: str) -> None:
+    """A local storage location must be an existing folder: listing a file or a typo must not print an
+    empty table and exit 0. (S3 locations are checked when they are listed.)"""
+    from pathlib import Path
+
+    if "://" in storage.strip() and not storage.strip().startswith("file://"):
+        return
+    folder = Path(storage.strip().removeprefix("file://")).expanduser()
+    if folder.is_file():
+        raise UserInputError(option, f"{folder} is a file, not a storage folder",
+                             "pass the folder that holds the studies (default ./mcscale-runs) or s3://bucket/prefix")
+    if not folder.is_dir():
+        raise UserInputError(option, f"no storage folder {folder}",
+                             "check the path (studies are kept under ./mcscale-runs by default) or run a study first")
+
+
+def _check_port(port: int) -> None:
+    if not 1 <= port <= 65535:
+        raise UserInputError("--port", f"{port} is not a TCP port", "pass a port between 1 and 65535, e.g. --port 5000")
+
+
+def _check_port_free(port: int) -> None:
+    """Nothing on 127.0.0.1 may listen on the UI's port yet (else the server fails after we said it started)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise UserInputError("--port", f"cannot listen on 127.0.0.1:{port} ({exc.strerror or exc}; another "
+                                 "server may be using it)", "pass a free port, e.g. --port 5001") from None
+
+
+def serve_mlflow_ui(command: list[str], env: dict[str, str]) -> int:
+    """Run the MLflow UI server as a child and end it with this process.
+
+    The child runs in its own process group, so SIGINT (Ctrl-C), SIGTERM and SIGHUP to `mcscale ui`
+    are forwarded to the whole group (the server and its worker) and waited for: no orphan keeps
+    serving. Returns the exit code: the child's own, or 128 + the signal that ended the UI.
+    """
+    child = subprocess.Popen(command, env=env, start_new_session=True)
+    received: list[int] = []
+
+    def forward(signum: int, _frame) -> None:  # noqa: ANN001
+        received.append(signum)
+        try:
+            os.killpg(child.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        while True:
+            try:
+                code = child.wait(timeout=1.0)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+    finally:
+        try:
+            os.killpg(child.pid, signal.SIGTERM)  # the server's worker, should it outlive the server
+        except ProcessLookupError:
+            pass
+        if child.poll() is None:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 128 + received[0] if received else code
 
 
 @commands.command("ui")
@@ -181,11 +257,19 @@ def ui(study: str = typer.Argument(..., help="Study name."),
        s3_endpoint: Optional[str] = typer.Option(None, help="Endpoint of an S3-compatible store."),
        port: int = typer.Option(5000, help="Port for the MLflow UI (bound to 127.0.0.1)."),
        tracking_uri: Optional[str] = typer.Option(None, help="Tracking URI, if not the one the study recorded.")) -> None:
-    """Start the MLflow UI on the study's tracking store (the one recorded in its study.json), bound to 127.0.0.1."""
+    """Start the MLflow UI on the study's tracking store (the one recorded in its study.json), bound to 127.0.0.1;
+    it stops with this command (Ctrl-C, SIGTERM)."""
+    from urllib.parse import urlparse
+
     from scaling.redact import redact_uri
     from scaling.study.mlflow_location import artifact_env, existing_location, sqlite_file
     from scaling.study.store import ResultStore
 
+    _check_port(port)
+    if tracking_uri is not None and urlparse(tracking_uri).scheme.split("+")[0] not in (
+            "http", "https", "sqlite", "postgresql", "mysql", "mssql", "file"):
+        raise UserInputError("--tracking-uri", f"{redact_uri(tracking_uri)!r} is not an MLflow tracking store URI",
+                             "pass http(s)://host:port (a server), sqlite:///path/mlflow.db or postgresql+psycopg2://...")
     store = ResultStore(storage, study, s3_endpoint)
     if tracking_uri is None:
         location = existing_location(store.root, study, store.read_json("study.json"))
@@ -200,11 +284,12 @@ def ui(study: str = typer.Argument(..., help="Study name."),
     if tracking_uri.startswith("http"):
         output_console().print(f"The study is tracked on a server: open {redact_uri(tracking_uri)} in a browser.")
         return
+    _check_port_free(port)
     output_console().print(f"MLflow UI for {study} at http://127.0.0.1:{port} (Ctrl-C to stop)")
     # The store URI travels in the environment (mlflow reads $MLFLOW_BACKEND_STORE_URI), never on the
     # command line, where `ps` would show a database password to every user of the machine.
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", MLFLOW_BACKEND_STORE_URI=tracking_uri)
     for key, value in artifact_env(store.root, store.storage.endpoint).items():
         env.setdefault(key, value)
-    raise typer.Exit(subprocess.call([sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1",
+    raise typer.Exit(serve_mlflow_ui([sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1",
                                       "--port", str(port), "--workers", "1"], env=env))

@@ -9,11 +9,42 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from scaling.cli.common import user_errors_exit_2
+import math
+from pathlib import Path
+
+from scaling.cli.common import named_as_options, user_errors_exit_2
 from scaling.errors import UserInputError
 from scaling.models.architectures import parse_architecture
 from scaling.models.config import ModelConfig
-from scaling.models.ladder import DEFAULT_HEAD_DIM, format_count, parse_size, shape_for_params
+from scaling.models.ladder import DEFAULT_HEAD_DIM, format_count, honoured_shape, parse_size
+
+#: library field -> the `mcscale train` option that sets it (so messages name what the user typed)
+TRAIN_OPTIONS = {
+    "seq_len": "--seq-len", "segment_len": "--segment-len", "segmentation": "--segmentation",
+    "segment_mode": "--segment-mode", "top_k": "--top-k", "d_model": "--head-dim", "n_heads": "--head-dim",
+    "head_dim": "--head-dim", "tokens": "--tokens", "tokens_per_param": "--tokens-per-param",
+    "batch_tokens": "--batch-tokens", "lr": "--lr", "eval_every_steps": "--eval-every", "task": "--task",
+    "mqar": "--mqar-pairs", "needle_lengths": "--needle-lengths", "device": "--device", "precision": "--precision",
+    "micro_batch_tokens": "--micro-batch-tokens", "corpus": "--data", "data": "--data", "source": "--data",
+    "tokenizer": "--tokenizer", "threads": "--threads", "model": "--size", "corpus.format": "--format",
+    "corpus.text_field": "--text-field", "corpus.tokenizer": "--tokenizer", "corpus.s3_endpoint": "--s3-endpoint",
+}
+
+
+def _checkpoint_folder(path: Optional[str]) -> None:
+    """A checkpoint folder must be a folder (or creatable): refuse before training, not after the first eval."""
+    if path is None:
+        return
+    folder = Path(path).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise UserInputError("--checkpoint-dir", f"{folder} is a file, not a folder",
+                             "pass a folder (new or holding a checkpoint of this run)")
+    for parent in folder.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserInputError("--checkpoint-dir", f"{parent} is a file, so {folder} cannot be created",
+                                     "pass a folder path whose parents are folders")
+            break
 
 commands = typer.Typer()  # merged into the `mcscale` app by scaling.cli.app
 
@@ -64,9 +95,42 @@ def train(
     activation_checkpointing: bool = typer.Option(False, help="Recompute each block in backward to save memory."),
 ) -> None:
     """Train one model and print its final metrics (loss, bits per byte, recall, throughput)."""
-    from scaling.data.corpus import CorpusSpec  # heavy (torch): imported when the command runs
+    from scaling.train import run_trial  # heavy (torch): imported when the command runs
+    from scaling.train.batches import check_inputs
+
+    if not math.isfinite(lr) or lr <= 0:
+        raise UserInputError("--lr", f"must be a positive, finite learning rate, got {lr}", "pass e.g. --lr 3e-3")
+    if tokens is not None and tokens_per_param is not None:
+        raise UserInputError("--tokens", "give either --tokens or --tokens-per-param, not both", "drop one of them")
+    if seed < 0:
+        raise UserInputError("--seed", f"must be 0 or more, got {seed}", "pass e.g. --seed 0")
+    if threads is not None and threads < 1:
+        raise UserInputError("--threads", f"needs at least one thread, got {threads}", "leave it out or pass 1 or more")
+    if mqar_pairs < 0:
+        raise UserInputError("--mqar-pairs", f"cannot be negative, got {mqar_pairs}", "use 0 (off) or e.g. 8")
+    if head_dim < 1:
+        raise UserInputError("--head-dim", f"must be positive, got {head_dim}", "pass e.g. --head-dim 64")
+    _checkpoint_folder(checkpoint_dir)
+    with named_as_options(TRAIN_OPTIONS):
+        architecture, rung, config = _trial(**{k: v for k, v in locals().items() if k in _TRIAL_ARGS})
+        check_inputs(config)  # a missing corpus or a needle that cannot fit fails here, before any step
+    _train(architecture, rung, config, seq_len, run_trial)
+
+
+_TRIAL_ARGS = ("arch", "size", "seq_len", "tokens", "tokens_per_param", "batch_tokens", "lr", "segment_len",
+               "segmentation", "segment_mode", "top_k", "head_dim", "data", "data_format", "text_field", "tokenizer",
+               "s3_endpoint", "task", "mqar_pairs", "needle_lengths", "eval_every", "seed", "checkpoint_dir",
+               "threads", "device", "precision", "micro_batch_tokens", "compile_model", "activation_checkpointing")
+
+
+def _trial(arch, size, seq_len, tokens, tokens_per_param, batch_tokens, lr, segment_len, segmentation,  # noqa: ANN001
+           segment_mode, top_k, head_dim, data, data_format, text_field, tokenizer, s3_endpoint, task, mqar_pairs,
+           needle_lengths, eval_every, seed, checkpoint_dir, threads, device, precision, micro_batch_tokens,
+           compile_model, activation_checkpointing):
+    """The command line as (architecture, ladder rung, TrialConfig); every fault a UserInputError."""
+    from scaling.data.corpus import CorpusSpec
     from scaling.data.recall import MQARSpec
-    from scaling.train import TrialConfig, run_trial
+    from scaling.train import TrialConfig
 
     architecture = parse_architecture(arch, field="--arch")
     caching = {}
@@ -79,7 +143,7 @@ def train(
         vocab = load_tokenizer(tokenizer).vocab_size
     base = ModelConfig(vocab_size=vocab, d_model=head_dim, n_heads=1, seq_len=seq_len,
                        chunk_len=min(64, seq_len), **architecture.config_fields(), **caching)
-    rung = shape_for_params(parse_size(size, field="--size"), base, head_dim=head_dim)
+    rung = honoured_shape(parse_size(size, field="--size"), base, head_dim=head_dim, field="--size")
     mqar = None
     if task == "mqar" or mqar_pairs:
         pairs = mqar_pairs or 8
@@ -95,6 +159,11 @@ def train(
         eval_every_steps=eval_every, mqar=mqar, needle_lengths=_int_list(needle_lengths, "--needle-lengths"),
         checkpoint_dir=checkpoint_dir, threads=threads, device=device, precision=precision,
         micro_batch_tokens=micro_batch_tokens, compile=compile_model, activation_checkpointing=activation_checkpointing)
+    return architecture, rung, config
+
+
+def _train(architecture, rung, config, seq_len: int, run_trial) -> None:  # noqa: ANN001
+    """Train with live progress and print the summary table; exit 1 when the run diverged."""
     console = Console()
     cfg = rung.config
     console.print(f"[bold]{architecture.name}[/] {cfg.n_layers} x {cfg.d_model} ({cfg.n_heads} heads), "
@@ -126,4 +195,10 @@ def train(
         table.add_row(key, f"{value:.6g}" if isinstance(value, float) else str(value))
     console.print(table)
     if result.status == "diverged":
+        raise typer.Exit(code=1)
+    if result.metrics.get("learned") == 0:
+        from scaling.train.learned import not_learned_reason
+
+        console.print(f"[bold red]This run {not_learned_reason(result.metrics.get('val_loss'), config.model.vocab_size)}"
+                      "[/]; a study would leave it out of every fit. Try a lower --lr.", soft_wrap=True)
         raise typer.Exit(code=1)

@@ -24,6 +24,10 @@ from scaling.models.config import ModelConfig
 from scaling.models.gates import GATES
 
 DEFAULT_HEAD_DIM = 64
+#: A target is honoured when the model the ladder builds is within this factor of it. 1.5 is the
+#: ladder's coarsest step: at the narrowest width, going from 2 to 3 layers adds 50% (finer above).
+SIZE_TOLERANCE = 1.5
+MAX_WIDTH = 65536  # the widest d_model the shape search tries
 DEFAULT_ASPECT = 64.0
 ASPECT_WEIGHT = 0.05
 _SUFFIX = {"": 1.0, "K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
@@ -41,6 +45,8 @@ def parse_size(text: str, field: str = "sizes") -> float:
 
 
 def format_count(value: float) -> str:
+    if abs(value) >= 1e15 or not math.isfinite(value):  # past T a suffix only hides the exponent (1e+18T)
+        return f"{value:.3g}"
     for suffix, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
         if abs(value) >= scale:
             return f"{value / scale:.3g}{suffix}"
@@ -109,8 +115,46 @@ def shape_for_params(target_params_nonembed: float, base: ModelConfig, head_dim:
             if best is None or score < best[0]:
                 best = (score, cfg, counts)
         width += head_dim
-        if width > 65536:
+        if width > MAX_WIDTH:
             break
     assert best is not None
     _, cfg, counts = best
     return LadderRung(target_params_nonembed, cfg, counts["params_nonembed"], counts["params_total"])
+
+
+def _shape_counts(base: ModelConfig, width: int, layers: int, head_dim: int) -> int:
+    cfg = base.replace(d_model=width, n_heads=width // head_dim, n_layers=layers, mlp_hidden=0)
+    return count_params(cfg)["params_nonembed"]
+
+
+def honoured_shape(target_params_nonembed: float, base: ModelConfig, head_dim: int = DEFAULT_HEAD_DIM,
+                   aspect: float = DEFAULT_ASPECT, aspect_weight: float = ASPECT_WEIGHT,
+                   field: str = "sizes") -> LadderRung:
+    """`shape_for_params`, refusing (UserInputError naming `field`) a target it cannot honour.
+
+    Why: below the narrowest 2-layer model every target silently became that model (8K, 16K and
+    50K all trained the same 115K model at head dim 64), and past the widest width the search only
+    stacks layers (1e30 gave ~1e19 layers). A target is honoured when the built model is within a
+    factor `SIZE_TOLERANCE` of it; the message names the nearest size the ladder can build.
+    """
+    if not math.isfinite(target_params_nonembed) or target_params_nonembed <= 0:
+        raise UserInputError(field, f"size {target_params_nonembed!r} is not a positive, finite parameter count",
+                             "write sizes like 100K, 10M, 1.3B or 7e9")
+    widest_layers = max(2, round(MAX_WIDTH / aspect))
+    largest = _shape_counts(base, MAX_WIDTH, widest_layers, head_dim)
+    if target_params_nonembed > largest:
+        raise UserInputError(field, f"{format_count(target_params_nonembed)} non-embedding parameters is beyond the "
+                             f"largest shape the ladder builds ({widest_layers} layers x {MAX_WIDTH} = "
+                             f"{format_count(largest)})", f"use a size of at most {format_count(largest)}")
+    rung = shape_for_params(target_params_nonembed, base, head_dim, aspect, aspect_weight)
+    ratio = rung.params_nonembed / target_params_nonembed
+    if ratio > SIZE_TOLERANCE or ratio < 1 / SIZE_TOLERANCE:
+        cfg = rung.config
+        smallest = _shape_counts(base, head_dim, 2, head_dim)
+        hint = (f"the smallest model at head dim {head_dim} is {format_count(smallest)} (2 layers x {head_dim}): use "
+                f"a size of at least {format_count(smallest / SIZE_TOLERANCE)}, or a smaller head dim"
+                if target_params_nonembed < smallest else f"use {format_count(rung.params_nonembed)}")
+        raise UserInputError(field, f"the ladder cannot build {format_count(target_params_nonembed)} within a factor "
+                             f"{SIZE_TOLERANCE:g}: the nearest model it builds is {format_count(rung.params_nonembed)} "
+                             f"({cfg.n_layers} layers x {cfg.d_model})", hint)
+    return rung

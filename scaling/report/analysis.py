@@ -114,6 +114,21 @@ def _order(series: list[str], models: dict[str, SeriesModel]) -> list[str]:
     return known + [s for s in series if s not in known]
 
 
+def _missing_baseline(models: dict[str, SeriesModel], usable: list[str], dropped: list, notes: list[str]) -> tuple[str, str] | None:
+    """(the Transformer series, why it cannot be the baseline) when the study has a Transformer but none of
+    its runs can be fitted; None otherwise. Substituting another series would silently change what every
+    difference in the report means, so the report says this instead (and compares nothing)."""
+    wanted = [s for s, m in models.items() if m.arch == "transformer"]
+    if not wanted or any(s in usable for s in wanted):
+        return None
+    series = wanted[0]
+    own = [d for d in dropped if d.series == series]
+    reasons = sorted({d.reason.split(":")[0] if d.reason.startswith("learned nothing") else d.reason for d in own})
+    why = [f"{len(own)} of its runs were left out ({'; '.join(reasons)[:240]})"] if own else []
+    why += [n for n in notes if n.startswith(f"{series} ")]
+    return series, (f"the study's baseline, {series}, has no usable runs: " + ("; ".join(why) or "none was recorded"))
+
+
 def _baseline(series: list[str], points: list[Point]) -> str:
     """The Transformer if the study has one, else the first series without caching, else the first."""
     arch = {p.series: p.arch for p in points}
@@ -392,7 +407,8 @@ def build_report(results: StudyResults, options: ReportOptions, progress: Progre
         # "resolved" is judged over every series-vs-baseline difference at every target together
         n_comparisons=max(1, len(usable) - 1) * _n_targets(law, options),
     )
-    baseline = _baseline(usable, fit_points)
+    missing = _missing_baseline(models, usable, dropped, excluded_notes)
+    baseline = missing[0] if missing else _baseline(usable, fit_points)
     targets, versus, crossovers = _rows(comparison, baseline)
     findings = diagnose_fit(result, _fit_data(fit_points, law))
     comparison_dict = comparison.to_dict()
@@ -414,6 +430,7 @@ def build_report(results: StudyResults, options: ReportOptions, progress: Progre
         "study_budget": results.spec.budget.model_dump(), "cost_reference_params": cost_size,
         "data_params_range": list(data_n), "data_flops_range": list(data_c),
         "excluded_series": excluded_notes, "storage": results.root,
+        "baseline_missing": missing[1] if missing else None,
         "unidentified": [f.to_dict() for f in findings],
         "variance_components": _components_at(calibration, targets),
         "advice": _advice(calibration, results, fit_points, models, targets, baseline, options),

@@ -7,14 +7,16 @@ silently dropped would bias the law). Reading never changes anything in the stor
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
 
 from scaling.errors import UserInputError
 from scaling.report.schema import DroppedPoint, Point, TrainingCurve
-from scaling.spec import FitSettings, StudySpec, parse_spec
+from scaling.spec import FitSettings, StudySpec, parse_spec_text
 from scaling.study.store import NEEDLE_PREFIX, ResultStore
+from scaling.train.learned import not_learned_reason
 
 
 @dataclass
@@ -34,8 +36,6 @@ class StudyResults:
 
 def load_study(store: ResultStore) -> StudyResults:
     """Read a study's spec and tables; clear errors when the study or its results are missing."""
-    import yaml
-
     if not store.exists():
         raise UserInputError("STUDY", f"no study {store.study!r} under {store.root}",
                              "check the name and --storage (list studies with `mcscale ls --storage ...`)")
@@ -43,12 +43,7 @@ def load_study(store: ResultStore) -> StudyResults:
     if text is None:
         raise UserInputError("STUDY", f"{store.root} has no spec.yaml, so the study's fit settings and model "
                              "shapes are unknown", "run or resume the study with `mcscale run SPEC` first")
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise UserInputError(f"{store.root}/spec.yaml", f"is not valid YAML ({exc})",
-                             "restore the spec file the study was started with") from None
-    spec = parse_spec(raw, source=f"{store.root}/spec.yaml")
+    spec = parse_spec_text(text, source=f"{store.root}/spec.yaml", field=f"{store.root}/spec.yaml")
     trials = store.read_trials()
     if trials.empty:
         raise UserInputError("STUDY", f"study {store.study!r} has no recorded trials yet",
@@ -64,7 +59,16 @@ def _number(value: Any) -> float | None:
     return out if math.isfinite(out) else None
 
 
-def _drop_reason(row: Any) -> str | None:
+def _vocab_of(row: Any, default: int | None) -> int | None:
+    """The trial's model vocabulary, from its recorded config (else the spec's)."""
+    try:
+        vocab = json.loads(row.get("config_json") or "{}").get("model", {}).get("vocab_size")
+    except (TypeError, ValueError, AttributeError):
+        vocab = None
+    return int(vocab) if isinstance(vocab, (int, float)) and vocab > 1 else default
+
+
+def _drop_reason(row: Any, vocab_size: int | None = None) -> str | None:
     """Why a trial cannot be a fit point, or None when it can."""
     status = str(row.get("status") or "unknown")
     if status == "diverged":
@@ -72,6 +76,13 @@ def _drop_reason(row: Any) -> str | None:
         return "diverged" + (f" at step {int(step)}" if step is not None else "")
     if status != "completed":
         return f"not finished (status {status})"
+    # a run that finished its budget but learned nothing (judged again here, so results recorded
+    # before the trial marked it are caught too; the trial's own mark counts as well)
+    reason = not_learned_reason(row.get("val_loss"), _vocab_of(row, vocab_size))
+    if reason is None and _number(row.get("learned")) == 0:
+        reason = "learned nothing: the trial marked itself as not beating the uniform predictor"
+    if reason is not None:
+        return reason
     for column, what in (("val_loss", "validation loss"), ("params_nonembed", "parameter count"),
                          ("tokens", "token count"), ("flops", "FLOP count")):
         value = _number(row.get(column))
@@ -87,11 +98,13 @@ def select_points(results: StudyResults) -> tuple[list[Point], list[DroppedPoint
         trials = trials[trials["phase"].fillna("ladder") == "ladder"]
     trials = trials.sort_values(["series", "params_nonembed", "seed"], kind="stable", na_position="last")
     needle_cols = [c for c in trials.columns if c.startswith(NEEDLE_PREFIX)]
+    data = results.spec.data
+    vocab = data.vocab_size or (256 if data.corpus.tokenizer == "bytes" else None)
     points: list[Point] = []
     dropped: list[DroppedPoint] = []
     for _, row in trials.iterrows():
         series = str(row.get("series") or row.get("arch") or "unknown")
-        reason = _drop_reason(row)
+        reason = _drop_reason(row, vocab)
         if reason is not None:
             dropped.append(DroppedPoint(str(row["trial_id"]), series, str(row.get("size_label") or "-"), reason))
             continue
@@ -108,7 +121,8 @@ def select_points(results: StudyResults) -> tuple[list[Point], list[DroppedPoint
         reasons = sorted({d.reason for d in dropped})
         raise UserInputError("STUDY", f"study {results.name!r} has no finished trial with a validation loss "
                              f"({len(dropped)} left out: {'; '.join(reasons)[:300]})",
-                             "finish the ladder first (`mcscale resume NAME`); diverged trials need a lower lr")
+                             "finish the ladder first (`mcscale resume NAME`); diverged trials and trials that "
+                             "learned nothing need a lower optimizer.lr")
     return points, dropped
 
 

@@ -129,6 +129,17 @@ def verdict_for(report: Report) -> str:
     """One paragraph: the prediction at the largest target, per caching strategy, with intervals."""
     large, small = headline_targets(report)
     n_runs = sum(1 for p in report.points if p.series in report.series)
+    missing = report.settings.get("baseline_missing")
+    if missing:  # no stand-in baseline: say so, and give each series' own prediction only
+        parts = [f"No comparison with {report.baseline} is possible: {missing}. No other series was put in its "
+                 "place, so this report states no differences; rerun the baseline (for runs that learned nothing or "
+                 "diverged: with a lower optimizer.lr) and remake the report."]
+        if large is not None:
+            rows = [_row(report, large, s) for s in report.series]
+            parts.append(f"Each series' own prediction at {describe_target(report, large)}, fitted on {n_runs} "
+                         "finished runs: " + "; ".join(f"{r.series} {loss(r.loss)} ({interval(r.low, r.high)})"
+                                                       for r in rows if r is not None) + ".")
+        return " ".join(parts)
     lead = in_range_sentence(report)
     if large is None:
         refused = [f for f in report.settings.get("unidentified", []) if f.get("refuses") in ("N/D split", "allocation")]
@@ -259,6 +270,8 @@ def caveats_for(report: Report) -> list[str]:
     """What limits the verdict, each computed from this study's numbers."""
     out: list[str] = []
     s = report.settings
+    if s.get("baseline_missing"):
+        out.append(f"Baseline missing: {s['baseline_missing']}; no difference from it is reported.")
     c_lo_data, c_hi_data = s.get("data_flops_range", [math.nan, math.nan])
     n_lo_data, n_hi_data = s.get("data_params_range", [math.nan, math.nan])
     budgets, sizes = s.get("target_budgets", []), s.get("target_sizes", [])

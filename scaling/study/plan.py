@@ -23,7 +23,7 @@ from scaling.data.corpus import CorpusSpec
 from scaling.data.recall import MQARSpec
 from scaling.models.architectures import parse_architecture
 from scaling.models.config import ModelConfig
-from scaling.models.ladder import format_count, shape_for_params
+from scaling.models.ladder import format_count, honoured_shape, shape_for_params
 from scaling.spec import ArchitectureSettings, StudySpec
 from scaling.study.execution import TrialResources, execution_fields, trial_resources
 from scaling.train import TrialConfig
@@ -180,15 +180,16 @@ def plan_tune(spec: StudySpec, arch: ArchitectureSettings, segment: int | str | 
     """The proxy-size trial template that the tune phase samples hyperparameters around."""
     assert spec.tune is not None
     vocab = _vocab_size(spec)
-    rung = _rung(spec, spec.tune.proxy_size, _model_base(spec, arch, segment, vocab))
+    rung = _rung(spec, spec.tune.proxy_size, _model_base(spec, arch, segment, vocab), field="tune.proxy_size")
     config = _trial_config(spec, rung.config, spec.seeds[0], spec.optimizer.lr, spec.tune.tokens, None)
     name = parse_architecture(arch.name).name
     return _planned("tune", name, segment, format_count(spec.tune.proxy_size), spec.tune.proxy_size,
                     spec.seeds[0], config, trial_resources(spec, rung.config))
 
 
-def _rung(spec: StudySpec, size: float, base: ModelConfig):
-    """The ladder's shape for `size`: an explicit override from the spec, else the ladder rule."""
+def _rung(spec: StudySpec, size: float, base: ModelConfig, field: str | None = None):
+    """The ladder's shape for `size`: an explicit override from the spec, else the ladder rule (which
+    refuses, naming `field`, a size it cannot honour when `field` is given)."""
     from scaling.models.ladder import LadderRung, count_params
 
     for shape in spec.ladder.shapes:
@@ -197,7 +198,9 @@ def _rung(spec: StudySpec, size: float, base: ModelConfig):
                                n_heads=shape.d_model // spec.ladder.head_dim, mlp_hidden=0)
             counts = count_params(cfg)
             return LadderRung(size, cfg, counts["params_nonembed"], counts["params_total"])
-    return shape_for_params(size, base, spec.ladder.head_dim, spec.ladder.aspect, spec.ladder.aspect_weight)
+    if field is None:  # a size the report asks about (targets, tables): any size, no refusal
+        return shape_for_params(size, base, spec.ladder.head_dim, spec.ladder.aspect, spec.ladder.aspect_weight)
+    return honoured_shape(size, base, spec.ladder.head_dim, spec.ladder.aspect, spec.ladder.aspect_weight, field=field)
 
 
 def plan_ladder(spec: StudySpec, tuned: dict[str, dict[str, float]] | None = None) -> list[PlannedTrial]:
@@ -213,8 +216,8 @@ def plan_ladder(spec: StudySpec, tuned: dict[str, dict[str, float]] | None = Non
         for segment in (arch.segment_lens or [None]):
             base = _model_base(spec, arch, segment, vocab)
             shapes: dict[tuple[int, int], float] = {}
-            for size in spec.ladder.sizes:
-                rung = _rung(spec, size, base)
+            for i, size in enumerate(spec.ladder.sizes):
+                rung = _rung(spec, size, base, field=f"ladder.sizes[{i}]")
                 shape = (rung.config.n_layers, rung.config.d_model)
                 if shape in shapes:
                     from scaling.errors import UserInputError

@@ -49,6 +49,7 @@ TRIAL_COLUMNS: dict[str, str] = {
     "checkpoint_seconds": "float64", "workers": "int64", "device": "string", "precision": "string",
     "train_loss": "float64", "val_loss": "float64", "val_bpb": "float64", "mqar_acc": "float64",
     "diverged_step": "float64",
+    "learned": "int64",  # 1/0 for a completed trial: beat the uniform predictor (scaling.train.learned); null before
     "config_json": "string", "recorded_at": "string",
 }
 CURVE_COLUMNS: dict[str, str] = {"trial_id": "string", "step": "int64", "tokens": "int64", "flops": "float64",
@@ -64,11 +65,11 @@ _TAG_COLUMNS = {"architecture": "arch", "series": "series", "mixer": "mixer", "m
 _METRIC_COLUMNS = ("status", "step", "total_steps", "tokens", "flops", "flops_per_token", "train_seconds",
                    "wall_seconds", "tokens_per_second", "flops_per_second", "train_loss", "val_loss", "val_bpb",
                    "mqar_acc", "diverged_step", "params_nonembed", "params_total", "mfu",
-                   "device_memory_peak_bytes", "checkpoint_seconds", "workers", "device", "precision")
+                   "device_memory_peak_bytes", "checkpoint_seconds", "workers", "device", "precision", "learned")
 # report keys that are axes, static descriptors or not curves at all
 _NOT_CURVES = {"step", "tokens", "flops", "status", "train_loss_steps", "params_nonembed", "params_total",
                "total_steps", "flops_per_token", "diverged_step", "workers", "device", "precision",
-               "compiled", "compile_failed"}
+               "compiled", "compile_failed", "learned"}
 
 _TRIAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+=-]{0,199}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")

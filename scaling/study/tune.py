@@ -15,6 +15,7 @@ Division of labour (why it is split this way):
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -373,9 +374,41 @@ def init_ray(address: str | None = None) -> None:
         return
     if address:
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
-    else:
+        return
+    with _loopback_node():
         ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
                  logging_level=logging.WARNING)
+
+
+#: Ray's switch between a one-machine instance on 127.0.0.1 and a cluster node on the interface address
+#: (ray._private.ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR; "0" is Ray's default on macOS and Windows).
+RAY_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@contextlib.contextmanager
+def _loopback_node():
+    """Embedded Ray on loopback only: its GCS, raylet, workers and agents listen on 127.0.0.1.
+
+    Why: on Linux Ray binds every port to the machine's interface address (or all interfaces),
+    protected only by its token; the embedded default needs nobody else to reach it. Ray offers
+    no ray.init option for this (`_node_ip_address="127.0.0.1"` is rewritten to the interface
+    address); its one-machine mode is chosen by `RAY_CLUSTER_ENV=0`, read when `ray` is imported,
+    so both the variable (for the processes Ray starts) and the imported constant are set for the
+    start and restored after it. A user who sets the variable themselves keeps their choice.
+    """
+    from ray._private import ray_constants
+
+    if os.environ.get(RAY_CLUSTER_ENV) is not None:
+        yield
+        return
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[RAY_CLUSTER_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        os.environ.pop(RAY_CLUSTER_ENV, None)
+        ray_constants.ENABLE_RAY_CLUSTER = saved
 
 
 def _resources(planned: dict[str, PlannedTrial], template: PlannedTrial | None = None) -> Callable[[dict], dict]:

@@ -35,6 +35,7 @@ from scaling.train.checkpoint import load_checkpoint, save_checkpoint
 from scaling.train.config import STATUS_COMPLETED, STATUS_DIVERGED, STATUS_RUNNING, TrialConfig, TrialResult
 from scaling.train.distributed import WorkerGroup
 from scaling.train.evaluate import evaluate
+from scaling.train.learned import not_learned_reason
 from scaling.train.optim import build_optimizer, lr_at
 from scaling.train.throughput import mfu, peak_flops
 
@@ -164,6 +165,8 @@ def run_trial(config: TrialConfig, reporter: Reporter | None = None, on_step: St
                        checkpoint_seconds=checkpoint_seconds, status=status)
         metrics["compile_failed"] = int(trainer.compile_failed)
         metrics.update(extra)
+        if status == STATUS_COMPLETED and "val_loss" in metrics:  # finished: did it learn? (scaling.train.learned)
+            metrics["learned"] = int(not_learned_reason(metrics["val_loss"], cfg.vocab_size) is None)
         return metrics
 
     def save_state(metrics: dict[str, Any]) -> None:

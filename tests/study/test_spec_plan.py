@@ -29,7 +29,7 @@ def base_spec(**extra) -> dict:
     (lambda s: s["architectures"][1].update(segment_lens=[48]), "architectures[1].segment_lens[0]"),
     (lambda s: s["architectures"][0].update(segment_lens=[32]), "architectures[0].segment_lens"),
     (lambda s: s.update(budget={"tokens": "1M", "tokens_per_param": 20}), "budget"),
-    (lambda s: s["ladder"].update(sizes=["10Q"]), "ladder.sizes"),
+    (lambda s: s["ladder"].update(sizes=["10Q"]), "ladder.sizes[0]"),  # the path names the bad entry
     (lambda s: s.update(resources={"cpus_per_trial": 0}), "resources.cpus_per_trial"),
     (lambda s: s.update(colour="blue"), "colour"),
     (lambda s: s.pop("ladder"), "ladder"),
