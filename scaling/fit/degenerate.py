@@ -18,6 +18,7 @@ import numpy as np
 
 from scaling.fit.data import FitData
 from scaling.fit.result import FitResult
+from scaling.formatting import sci
 
 #: A bootstrap interval wider than this (exponents, absolute) leaves an exponent unidentified.
 EXPONENT_SPREAD_LIMIT = 1.0
@@ -65,13 +66,13 @@ def diagnose_fit(result: FitResult, data: FitData | None = None) -> list[Finding
             if p.name == "E":
                 floor_scale = float(np.min(own_loss)) if own_loss is not None and own_loss.size else 1.0
                 if value < 1e-3 * floor_scale:
-                    out.append(Finding(g, "E", f"= {value:.3g} is pinned at its lower bound (0): the runs show no loss "
+                    out.append(Finding(g, "E", f"= {sci(value)} is pinned at its lower bound (0): the runs show no loss "
                                        "floor, so the fit reads them as a pure power law and the floor is not identified",
                                        "runs over a wider range of compute (larger sizes) would show where the curve "
                                        "flattens", "floor"))
                 continue
             if not p.log_scale and (value <= lo + 1e-3 or value >= hi - 1e-3):
-                out.append(Finding(g, p.name, f"= {value:.3g} is at its bound ({lo:g} to {hi:g})",
+                out.append(Finding(g, p.name, f"= {sci(value)} is at its bound ({lo:g} to {hi:g})",
                                    "the data do not pin this exponent; more sizes (and, for beta, more token budgets) "
                                    "would", "exponent"))
                 continue
@@ -87,7 +88,7 @@ def diagnose_fit(result: FitResult, data: FitData | None = None) -> list[Finding
                                        f"{math.log10(q_hi / q_lo):.0f} orders of magnitude",
                                        "more sizes would pin it", "exponent"))
                 elif not p.log_scale and q_hi - q_lo > EXPONENT_SPREAD_LIMIT:
-                    out.append(Finding(g, p.name, f"is not identified: its bootstrap interval is {q_lo:.3g} to {q_hi:.3g}",
+                    out.append(Finding(g, p.name, f"is not identified: its bootstrap interval is {sci(q_lo)} to {sci(q_hi)}",
                                        "more sizes would pin it", "exponent"))
     if data is not None and "tokens" in law.features and "params_nonembed" in law.features:
         for g in result.groups:
@@ -96,8 +97,8 @@ def diagnose_fit(result: FitResult, data: FitData | None = None) -> list[Finding
             spread = float(ratio.max() / ratio.min()) if ratio.size else 1.0
             if spread < MIN_TOKENS_PER_PARAM_RATIO:
                 out.append(Finding(g, "the N and D terms", f"are not separately identified: tokens per parameter "
-                                   f"vary by less than {MIN_TOKENS_PER_PARAM_RATIO:g}x ({ratio.min():.2g} to "
-                                   f"{ratio.max():.2g}), so the data only pin the loss along that one ratio",
+                                   f"vary by less than {MIN_TOKENS_PER_PARAM_RATIO:g}x ({sci(ratio.min(), 2)} to "
+                                   f"{sci(ratio.max(), 2)}), so the data only pin the loss along that one ratio",
                                    "train some sizes at other budgets (several budget.tokens_per_param values, e.g. "
                                    "5, 20 and 80) to pin the split; until then use the power law", "N/D split"))
     return out
@@ -115,8 +116,8 @@ def diagnose_frontier(frontier: Iterable[dict]) -> list[Finding]:
         bad_d = d is None or not (PLAUSIBLE_TOKENS[0] <= d <= PLAUSIBLE_TOKENS[1])
         if (bad_n or bad_d) and g not in seen:
             seen.add(g)
-            out.append(Finding(g, "the compute-optimal allocation", f"is absurd (N_opt = {n:.3g} parameters, D_opt = "
-                               f"{d:.3g} tokens at {f['flops']:.3g} FLOPs): the fitted law has no interior optimum "
+            out.append(Finding(g, "the compute-optimal allocation", f"is absurd (N_opt = {sci(n)} parameters, D_opt = "
+                               f"{sci(d)} tokens at {sci(f['flops'])} FLOPs): the fitted law has no interior optimum "
                                "in a plausible range", "runs at several token budgets per size would pin the trade-off",
                                "allocation"))
     return out

@@ -27,6 +27,7 @@ from scaling.fit.compare import TOKENS_PER_PARAM_RULE, Comparison, compare
 from scaling.fit.data import FitData, make_fit_data
 from scaling.fit.degenerate import Finding, consolidate, diagnose_fit, diagnose_frontier
 from scaling.fit.estimate import FitOptions
+from scaling.fit.noise import CheckpointNoise, checkpoint_noise
 from scaling.fit.laws import Law, get_law
 from scaling.report.compute import TABLE_SIZES, SeriesFlops, context_costs
 from scaling.report.inputs import StudyResults, select_points, training_curves
@@ -141,7 +142,7 @@ def _holdout_mask(points: list[Point], k: int) -> np.ndarray:
 
 
 def _backtest(points: list[Point], law: Law, shared: list[str], options: FitOptions, k: int,
-              progress: Callable[[int, int], None] | None) -> dict:
+              progress: Callable[[int, int], None] | None, noise: dict[str, CheckpointNoise] | None = None) -> dict:
     """Refit without each series' ``k`` largest sizes and predict them; an explanation instead
     when the smaller part cannot pin the law."""
     split = f"fit all but each series' {k} largest size(s), predict those"
@@ -157,7 +158,7 @@ def _backtest(points: list[Point], law: Law, shared: list[str], options: FitOpti
     hold_points = [p for p, h in zip(points, held) if h and p.series in usable]
     try:
         model = calibrate(_fit_data(fit_points, law), law, shared=shared if len(usable) > 1 else [], options=options,
-                          progress=progress)
+                          progress=progress, checkpoint_noise=noise)
     except UserInputError as exc:
         return {"split": split, "groups": {}, "error": f"the smaller part cannot be fitted: {exc.problem} ({exc.field})"}
     result = model.primary
@@ -225,9 +226,14 @@ def _band(calibration: ModelAverage, series: str, axis: str, x: np.ndarray, X: d
 
 
 # ---------------------------------------------------------------------------- comparison rows
-def _rows(comparison: Comparison, baseline: str) -> tuple[list[TargetRow], list[VersusRow], list[CrossoverRow]]:
+def _rows(comparison: Comparison, baseline: str, rank: dict[str, int]) -> tuple[list[TargetRow], list[VersusRow],
+                                                                              list[CrossoverRow]]:
+    """Rows against the baseline, each target's rows in the report's series order (baseline first,
+    then as in the spec), targets in the comparison's order."""
+    target_rank = {name: i for i, name in enumerate(dict.fromkeys(t.target for t in comparison.targets))}
     targets = [TargetRow(t.target, t.group, t.params_nonembed, t.tokens, t.flops, t.loss.value, t.loss.low,
                          t.loss.high, t.loss.pred_low, t.loss.pred_high, dict(t.forms)) for t in comparison.targets]
+    targets.sort(key=lambda t: (target_rank[t.target], rank.get(t.series, len(rank))))
     versus: list[VersusRow] = []
     for d in comparison.differences:
         if baseline not in (d.group_a, d.group_b):
@@ -245,6 +251,8 @@ def _rows(comparison: Comparison, baseline: str) -> tuple[list[TargetRow], list[
     crossovers = [CrossoverRow(c.group_b if c.group_a == baseline else c.group_a, baseline, c.axis, c.at, c.low,
                                c.high, c.fraction_of_draws_crossing, c.status, list(c.search_range))
                   for c in comparison.crossovers if baseline in (c.group_a, c.group_b)]
+    versus.sort(key=lambda v: (target_rank[v.target], rank.get(v.series, len(rank))))
+    crossovers.sort(key=lambda c: rank.get(c.series, len(rank)))
     return targets, versus, crossovers
 
 
@@ -333,8 +341,28 @@ def _recall_chance(results: StudyResults) -> dict[str, float]:
     return {"mqar": 1.0 / vocab} if vocab else {}
 
 
+def _checkpoint_noise(results: StudyResults, points: list[Point]) -> dict[str, CheckpointNoise]:
+    """Per series, the scatter of its runs' late validation losses around a smooth curve
+    (`scaling.fit.noise`): the seed noise of a study that runs one seed per configuration."""
+    curves = results.curves
+    if curves is None or curves.empty:
+        return {}
+    val = curves[curves["metric"] == "val_loss"]
+    series_of = {p.trial_id: p.series for p in points}
+    runs = {str(t): (f["step"].to_numpy(float), f["value"].to_numpy(float))
+            for t, f in val.groupby("trial_id", sort=True) if t in series_of}
+    return checkpoint_noise(runs, series_of)
+
+
+def _seed_source(calibration: ModelAverage) -> str | None:
+    """How seed noise was measured: "replicates", "checkpoints", both (per series), or None."""
+    sources = sorted({g.seed_source for g in calibration.groups.values() if g.seed_source})
+    return " and ".join(sources) if sources else None
+
+
 def _seed_noise(calibration: ModelAverage) -> float | None:
-    """Pooled seed-to-seed standard deviation of log loss, where the study repeats seeds."""
+    """Pooled seed-to-seed standard deviation of log loss, where the study repeats seeds or its
+    runs' late checkpoints measure it."""
     pooled = [(g.seed_var, g.seed_dof) for g in calibration.groups.values() if g.seed_dof]
     if not pooled:
         return None
@@ -363,16 +391,21 @@ def build_report(results: StudyResults, options: ReportOptions, progress: Progre
                              "give the ladder at least 3 sizes (5 or more for a useful extrapolation) and let them "
                              "finish (`mcscale resume NAME`)")
     usable = _order(usable, models)
-    fit_points = [p for p in points if p.series in usable]
+    baseline = _baseline(usable, [p for p in points if p.series in usable])
+    usable = [baseline] + [s for s in usable if s != baseline]  # the report's one series order
+    rank = {s: i for i, s in enumerate(usable)}
+    fit_points = sorted((p for p in points if p.series in usable), key=lambda p: rank[p.series])
     shared = ["E"] if shared_wanted and len(usable) > 1 else []
     fit_options = FitOptions(bootstrap=options.bootstrap, seed=options.seed, n_workers=options.workers)
 
     def stage(name: str) -> Callable[[int, int], None] | None:
         return (lambda done, total: progress(name, done, total)) if progress else None
 
-    calibration = calibrate(_fit_data(fit_points, law), law, shared=shared, options=fit_options, progress=stage("fit"))
+    noise = _checkpoint_noise(results, fit_points)
+    calibration = calibrate(_fit_data(fit_points, law), law, shared=shared, options=fit_options, progress=stage("fit"),
+                            checkpoint_noise=noise)
     result = calibration.primary
-    backtest = _backtest(fit_points, law, shared, fit_options, options.holdout_sizes, stage("backtest"))
+    backtest = _backtest(fit_points, law, shared, fit_options, options.holdout_sizes, stage("backtest"), noise)
 
     flops_fns = None
     if law.name == "chinchilla":
@@ -392,8 +425,7 @@ def build_report(results: StudyResults, options: ReportOptions, progress: Progre
         # "resolved" is judged over every series-vs-baseline difference at every target together
         n_comparisons=max(1, len(usable) - 1) * _n_targets(law, options),
     )
-    baseline = _baseline(usable, fit_points)
-    targets, versus, crossovers = _rows(comparison, baseline)
+    targets, versus, crossovers = _rows(comparison, baseline, rank)
     findings = diagnose_fit(result, _fit_data(fit_points, law))
     comparison_dict = comparison.to_dict()
     if law.name == "chinchilla":
@@ -418,6 +450,8 @@ def build_report(results: StudyResults, options: ReportOptions, progress: Progre
         "variance_components": _components_at(calibration, targets),
         "advice": _advice(calibration, results, fit_points, models, targets, baseline, options),
         "seed_noise_log": _seed_noise(calibration),
+        "seed_noise_source": _seed_source(calibration),
+        "checkpoint_noise": {s: n.to_dict() for s, n in noise.items()},
         "recall_chance": _recall_chance(results),
         "calibration": comparison_dict.get("settings", {}).get("calibration"),
         "family_level": comparison_dict.get("settings", {}).get("family_level"),

@@ -53,6 +53,12 @@ def _count(value: float | None) -> str:
     return "n/a" if value is None or not math.isfinite(value) else format_count(value)
 
 
+def _series_rank(report: Report, series: str) -> int:
+    """Position of a series in the report's stable order: the baseline first, then as in the spec."""
+    order = [report.baseline] + [s for s in report.series if s != report.baseline]
+    return order.index(series) if series in order else len(order)
+
+
 def _figure(report: Report, name: str, blocks: list[Block]) -> None:
     if name in report.figures:
         blocks.append(FigureRef(name, FIGURE_TITLES.get(name, name)))
@@ -124,14 +130,15 @@ def _predictions(report: Report) -> list[Block]:
             "the largest target; the interval is given only when most calibrated draws cross.")]
     frontier = report.comparison.get("frontier", []) if report.settings.get("law") == "chinchilla" else []
     if frontier:
-        rows = [[f["group"], sci(f["flops"]), _count(f["params_nonembed"]["value"]),
-                 interval(f["params_nonembed"]["low"], f["params_nonembed"]["high"], _count),
-                 sci(f["tokens"]["value"]), loss(f["loss"]["value"])] for f in frontier]
+        frontier = sorted(frontier, key=lambda f: (_series_rank(report, f["group"]), f["flops"]))
+        withheld_why = next((f.get("interval_withheld") for f in frontier if f.get("interval_withheld")), None)
+        rows = [[f["group"], sci(f["flops"]), _count(f["params_nonembed"]["value"]), sci(f["tokens"]["value"]),
+                 loss(f["loss"]["value"]), interval(f["loss"].get("low"), f["loss"].get("high"))] for f in frontier]
+        caption = ("With each series' exact FLOPs per token, C = f(N) D; N_opt minimises the chinchilla fit's loss at "
+                   "fixed C. Loss interval: the calibrated 95% interval of the expected loss at that budget.")
         blocks += [Heading("Compute-optimal allocation", 3), Table(
-            ["series", "C (FLOPs)", "N_opt", "N_opt 95% bootstrap interval", "D_opt (tokens)", "loss"], rows,
-            "With each series' exact FLOPs per token, C = f(N) D; N_opt minimises the chinchilla fit's loss at fixed C. "
-            "The N_opt interval is the bootstrap spread of the chinchilla fit alone: the public data hold no held-out "
-            "optima to calibrate it against.")]
+            ["series", "C (FLOPs)", "N_opt", "D_opt (tokens)", "loss", "loss 95% interval"], rows,
+            caption + (f" N_opt and D_opt: {withheld_why}." if withheld_why else ""))]
     return blocks
 
 

@@ -13,6 +13,7 @@ import math
 from typing import Iterable
 
 from scaling.fit.degenerate import consolidate
+from scaling.fit.noise import MIN_LATE_POINTS
 from scaling.formatting import sci
 from scaling.models.ladder import format_count
 from scaling.report.schema import COMPUTE_TARGET_PREFIXES, SIZE_TARGET_PREFIXES, Report, TargetRow, VersusRow
@@ -192,12 +193,22 @@ def in_range_sentence(report: Report) -> str:
         parts.append(text)
     if not parts:
         return ""
-    noise_text = (f"seed noise measured at {percent(noise, 2)} of the loss" if noise else
-                  f"{seeds} seed per size, so seed noise is not measured and differences this small may be noise"
-                  if seeds == 1 else "")
+    noise_text = (f"seed noise {percent(noise, 2)} of the loss, {_seed_source_text(report)}" if noise else
+                  f"{seeds} seed per size and too few late evaluations per run to measure seed noise from checkpoints, "
+                  "so differences this small may be noise" if seeds == 1 else "")
     return (f"Within the study's range, at the largest size every series trained ({top}), measured validation loss "
             f"minus {report.baseline}'s ({loss(base.val_loss)}): " + "; ".join(parts)
             + (f" ({noise_text})" if noise_text else "") + ".")
+
+
+def _seed_source_text(report: Report) -> str:
+    source = report.settings.get("seed_noise_source") or ""
+    if "replicates" in source and "checkpoints" in source:
+        return "measured between repeated seeds and, where a series has none, from late checkpoints"
+    if "replicates" in source:
+        return "measured between repeated seeds"
+    return ("estimated from the scatter of each run's late evaluations around a smooth curve (one seed per "
+            "configuration; scaling.fit.noise)")
 
 
 def _resolution(report: Report, target: str, contenders: Iterable[str]) -> str:
@@ -316,8 +327,12 @@ def _variance_caveats(report: Report) -> list[str]:
         text += ", so more sizes (a longer ladder) narrow the intervals most"
     elif top == "seed noise":
         text += ", so more seeds at the largest sizes narrow the intervals most"
-    text += ("." if seed else ". Seed noise is unmeasured (one seed per configuration): it is counted inside lack "
-             "of fit, which is an upper bound on it.")
+    if seed:
+        text += f". Seed noise is {_seed_source_text(report)}; a new run's interval includes it, the expected loss's does not."
+    else:
+        text += (f". Seed noise is unmeasured (one seed per configuration, and fewer than {MIN_LATE_POINTS} evaluations in the second "
+                 "half of each run to measure it from checkpoints): it is counted inside lack of fit, which is an "
+                 "upper bound on it; repeat a seed or evaluate more often (data.evals.every_steps) to separate them.")
     return [text]
 
 

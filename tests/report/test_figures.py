@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from scaling.formatting import sci
 from scaling.report import figures
 from scaling.report.figures import FIGURE_TITLES, draw_figures, series_colours
 from scaling.report.schema import Report
@@ -190,7 +191,7 @@ def test_compute_figure_marks_targets_and_the_extrapolated_region():
     assert any("extrapolated" in t for t in texts)
     assert not any(t.strip().startswith("N=") for t in texts)
     size_texts = _texts(figures.loss_vs_params(report))
-    assert any(t.strip().startswith("N=1.3e+09") for t in size_texts)
+    assert any(t.strip().startswith("N=1.3e9") for t in size_texts)
 
 
 def test_power_law_target_names_are_marked_too():
@@ -199,13 +200,13 @@ def test_power_law_target_names_are_marked_too():
     renamed = []
     for row in report.targets:
         if row.target.startswith("C="):
-            renamed.append(dataclasses.replace(row, target=f"flops={row.flops:.3g}"))
+            renamed.append(dataclasses.replace(row, target=f"flops={sci(row.flops)}"))
         elif row.target.startswith("N="):
-            renamed.append(dataclasses.replace(row, target=f"params_nonembed={row.params_nonembed:.3g}"))
+            renamed.append(dataclasses.replace(row, target=f"params_nonembed={sci(row.params_nonembed)}"))
     report = dataclasses.replace(report, targets=renamed)
     compute_texts = [t.strip() for t in _texts(figures.loss_vs_compute(report))]
     assert sum(t.startswith("C=") for t in compute_texts) == len({r.flops for r in renamed if r.target.startswith("flops=")})
-    assert any(t.strip().startswith("N=7e+10") for t in _texts(figures.loss_vs_params(report)))
+    assert any(t.strip().startswith("N=7e10") for t in _texts(figures.loss_vs_params(report)))
 
 
 def test_segment_effect_has_one_panel_per_swept_arch_and_counts_no_caching_as_one_segment():
