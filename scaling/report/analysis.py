@@ -394,7 +394,8 @@ def build_report(results: StudyResults, options: ReportOptions, progress: Progre
     baseline = _baseline(usable, [p for p in points if p.series in usable])
     usable = [baseline] + [s for s in usable if s != baseline]  # the report's one series order
     rank = {s: i for i, s in enumerate(usable)}
-    fit_points = sorted((p for p in points if p.series in usable), key=lambda p: rank[p.series])
+    points = sorted(points, key=lambda p: rank.get(p.series, len(rank)))  # stable: sizes stay in order
+    fit_points = [p for p in points if p.series in usable]
     shared = ["E"] if shared_wanted and len(usable) > 1 else []
     fit_options = FitOptions(bootstrap=options.bootstrap, seed=options.seed, n_workers=options.workers)
 

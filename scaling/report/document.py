@@ -14,7 +14,7 @@ from scaling.formatting import byte_size, sci
 from scaling.models.ladder import format_count
 from scaling.report.figures import FIGURE_TITLES
 from scaling.report.schema import Report
-from scaling.report.verdict import interval, loss, percent, signed
+from scaling.report.verdict import ACCURACY_DIGITS, interval, loss, percent, signed
 
 
 @dataclass
@@ -51,6 +51,16 @@ Block = Union[Heading, Paragraph, Table, FigureRef, Bullets]
 
 def _count(value: float | None) -> str:
     return "n/a" if value is None or not math.isfinite(value) else format_count(value)
+
+
+_EMPTY_CELLS = ("n/a", "")
+
+
+def _table(headers: list[str], rows: list[list[str]], caption: str = "", optional: tuple[str, ...] = ()) -> Table:
+    """A table without the ``optional`` columns whose every cell is empty or n/a (a power law in
+    compute has no N or D at its targets: a column of n/a tells a reader nothing)."""
+    keep = [i for i, h in enumerate(headers) if h not in optional or any(row[i] not in _EMPTY_CELLS for row in rows)]
+    return Table([headers[i] for i in keep], [[row[i] for i in keep] for row in rows], caption)
 
 
 def _series_rank(report: Report, series: str) -> int:
@@ -106,7 +116,7 @@ def _predictions(report: Report) -> list[Block]:
         ])
     blocks: list[Block] = [Heading("Predictions at the targets")]
     if rows:
-        blocks.append(Table(
+        blocks.append(_table(
             ["target", "series", "N (params)", "D (tokens)", "C (FLOPs)", "loss", "95% interval (expected loss)",
              "95% interval (a new run)", f"minus {report.baseline}", "difference 95% interval",
              f"P(lower than {report.baseline})"], rows,
@@ -114,7 +124,7 @@ def _predictions(report: Report) -> list[Block]:
             "leave-top-rung-out backtests (lack of fit, parameter, form and extrapolation uncertainty; a new run adds "
             "seed noise). P: share of calibrated joint draws in which the series' loss is lower than the baseline's. "
             f"\"Resolved\" in the verdict uses the family-wise level {percent(report.settings.get('family_level'), 2)} "
-            "(95% over every series x target compared)."))
+            "(95% over every series x target compared).", optional=("N (params)", "D (tokens)", "C (FLOPs)")))
     if withheld:
         reasons = "; ".join(dict.fromkeys(t.unidentified or "" for t in report.targets if t.unidentified))
         blocks.append(Paragraph(f"Withheld, because the data do not identify them ({len(withheld)} targets: "
@@ -144,6 +154,18 @@ def _predictions(report: Report) -> list[Block]:
 
 _COMPONENTS = ("seed noise", "lack of fit", "parameters", "form", "extrapolation")
 
+#: What the calibration does and what checks it, in the report's own words.
+METHOD_TEXT = (
+    "Method: each functional form is fitted to the study's runs and backtested inside them (each series' top 1 to 3 "
+    "compute rungs held out in turn, refitted and predicted). The errors of those nested backtests weight the forms "
+    "and set how fast every interval widens with the distance beyond the largest run; seed noise, lack of fit, "
+    "parameter (bootstrap) and form uncertainty are added in quadrature (scaling.fit.calibration). The method is "
+    "checked on public scaling-law data by benchmarks/calibration.py (26 leave-top-rung-out backtests over five "
+    "published families), which measures the coverage of intervals of losses. Intervals of differences between "
+    "series use the same inflation, drawn jointly for both series (the same form and bootstrap resample, drift "
+    "correlated as the series' nested errors are); the public data hold no pairs of architectures trained side by "
+    "side on one ladder, so those difference intervals are calibrated by construction but not checked directly.")
+
 
 def _calibration(report: Report) -> list[Block]:
     """Each form's weight and prediction, and where the interval width comes from."""
@@ -151,7 +173,7 @@ def _calibration(report: Report) -> list[Block]:
     forms: dict[str, Any] = cal.get("forms", {})
     if not forms:
         return []
-    blocks: list[Block] = [Heading("Calibration: functional forms and variance components", 3)]
+    blocks: list[Block] = [Heading("Calibration: functional forms and variance components", 3), Paragraph(METHOD_TEXT)]
     blocks.append(Table(["form", "formula", "weight", "nested backtest RMS error", "nested points", "why no weight"],
                         [[name, f.get("formula") or "", percent(f.get("weight"), 0),
                           percent(f.get("nested_rmse"), 2) if f.get("nested_rmse") is not None else "n/a",
@@ -218,8 +240,8 @@ def _recall(report: Report) -> list[Block]:
     for p in report.points:
         if p.mqar_acc is None and not p.needle_acc:
             continue
-        rows.append([p.series, p.size_label, _count(p.params_nonembed), percent(p.mqar_acc, 1)]
-                    + [percent(p.needle_acc.get(k), 1) for k in needle_keys])
+        rows.append([p.series, p.size_label, _count(p.params_nonembed), percent(p.mqar_acc, ACCURACY_DIGITS)]
+                    + [percent(p.needle_acc.get(k), ACCURACY_DIGITS) for k in needle_keys])
     if not rows:
         blocks.append(Paragraph("The study ran no recall evaluation (add `data.evals.mqar` or `data.evals.needle`)."))
         return blocks
@@ -259,7 +281,7 @@ def _backtest(report: Report) -> list[Block]:
     if bt.get("error"):
         blocks.append(Paragraph(f"No backtest could be run: {bt['error']}."))
         return blocks
-    groups: dict[str, Any] = bt.get("groups", {})
+    groups: dict[str, Any] = dict(sorted((bt.get("groups") or {}).items(), key=lambda kv: _series_rank(report, kv[0])))
     summary = [[g, str(b["n_fit"]), str(b["n_holdout"]), percent(b["mean_abs_rel_error"], 2),
                 percent(b["max_abs_rel_error"], 2), percent(b.get("coverage"))] for g, b in groups.items()]
     points = [[g, _count(p["inputs"].get("params_nonembed")), sci(p["inputs"].get("flops")), loss(p["actual"]),
@@ -270,8 +292,10 @@ def _backtest(report: Report) -> list[Block]:
                          "calibration (its own nested backtests), so its intervals are the calibrated ones."),
                Table(["series", "runs fitted", "runs held out", "mean |error|", "max |error|", "inside 95% interval"],
                      summary),
-               Table(["series", "N", "C (FLOPs)", "actual", "predicted", "95% interval", "error", "inside"], points,
-                     "Each held-out run: its loss, the prediction from the refit and the prediction interval.")]
+               _table(["series", "N (params)", "C (FLOPs)", "actual", "predicted", "95% interval (a new run)", "error",
+                       "inside"], points,
+                      "Each held-out run: its loss, the prediction from the refit and its calibrated prediction interval.",
+                      optional=("N (params)", "C (FLOPs)"))]
     return blocks
 
 
@@ -280,12 +304,17 @@ def advice_table(advice: dict[str, Any]) -> Table | None:
     candidates = advice.get("candidates") or []
     if not candidates:
         return None
+    rates = [c["shrinkage_per_device_hour"] for c in candidates]
+    best = max((r for r in rates if math.isfinite(r) and r > 0), default=None)
+
+    def relative(rate: float) -> str:
+        return "n/a" if best is None or not math.isfinite(rate) else sci(rate / best, 2)
+
     rows = [[str(i + 1), c["series"], c["action"], _count(c["params_nonembed"]), sci(c["tokens"]), sci(c["flops"]),
-             f"{c['device_hours']:.3g}", percent(c["shrinkage"], 1),
-             "n/a" if not math.isfinite(c["shrinkage_per_device_hour"]) else f"{100 * c['shrinkage_per_device_hour']:.3g}%",
+             sci(c["device_hours"], 2), percent(c["shrinkage"], 1), relative(c["shrinkage_per_device_hour"]),
              c.get("note", "")] for i, c in enumerate(candidates)]
-    return Table(["rank", "series", "run", "N", "D (tokens)", "C (FLOPs)", "device-hours",
-                  "expected shrinkage", "per device-hour", "note"], rows,
+    return Table(["rank", "series", "run", "N (params)", "D (tokens)", "C (FLOPs)", "device-hours",
+                  "expected shrinkage", "shrinkage per device-hour (best = 1)", "note"], rows,
                  f"Expected shrinkage of the calibrated interval of {advice['series']} minus {advice['baseline']} at "
                  f"{advice['target']}; device-hours at {sci(advice['device_flops_per_second'])} FLOP/s from the exact "
                  "FLOP model. Ranked by shrinkage per device-hour.")
@@ -304,7 +333,7 @@ def _advice(report: Report) -> list[Block]:
 
 def _diagnostics(report: Report) -> list[Block]:
     fit = report.fit or {}
-    groups: dict[str, Any] = fit.get("groups", {})
+    groups: dict[str, Any] = dict(sorted((fit.get("groups") or {}).items(), key=lambda kv: _series_rank(report, kv[0])))
     names = sorted({k for g in groups.values() for k in g.get("params", {})}, key=["E", "A", "alpha", "B", "beta"].index)
     degenerate = {(f["scope"], f["quantity"]) for f in report.settings.get("unidentified", [])}
     rows = []

@@ -411,7 +411,7 @@ def recall_vs_scale(report: Report) -> "Figure | None":
         level = chance.get("mqar" if title.startswith("MQAR") else "needle")
         if level is not None:
             ax.axhline(level, color="#555555", ls="--", lw=1.0, zorder=0)
-            ax.text(0.01, level, f" chance ({level:.0%})", transform=ax.get_yaxis_transform(), va="bottom",
+            ax.text(0.01, level, f" chance ({100 * level:.1f}%)", transform=ax.get_yaxis_transform(), va="bottom",
                     fontsize=7.5, color="#444444")
         ax.set_xscale("log")
         ax.set_ylim(-0.03, 1.03)

@@ -22,6 +22,10 @@ _STRATEGY_NAMES = {"grm": "GRM", "ssc": "SSC", "soup": "Memory Soup", "residual"
                    "none": "no caching"}
 
 
+#: decimals of a recall accuracy in percent, everywhere the report prints one (text, tables, figures)
+ACCURACY_DIGITS = 1
+
+
 def loss(value: float | None) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.3f}"
 
@@ -189,7 +193,7 @@ def in_range_sentence(report: Report) -> str:
         p = at[s]
         text = f"{s} {signed(p.val_loss - base.val_loss)}"
         if p.mqar_acc is not None and base.mqar_acc is not None:
-            text += f" (MQAR {percent(p.mqar_acc)} vs {percent(base.mqar_acc)})"
+            text += f" (MQAR {percent(p.mqar_acc, ACCURACY_DIGITS)} vs {percent(base.mqar_acc, ACCURACY_DIGITS)})"
         parts.append(text)
     if not parts:
         return ""

@@ -284,4 +284,4 @@ def test_recall_plot_draws_the_chance_line():
     report = sample_report()
     report.settings["recall_chance"] = {"mqar": 1 / 32}
     fig = figures.recall_vs_scale(report)
-    assert any(t.startswith(" chance (3%)") for t in _texts(fig))
+    assert any(t.startswith(" chance (3.1%)") for t in _texts(fig))
