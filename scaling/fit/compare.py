@@ -83,7 +83,8 @@ class FlopsModel:
 
 
 def _loss(p: Mapping[str, np.ndarray], n: np.ndarray, d: np.ndarray) -> np.ndarray:
-    return p["E"] + p["A"] * n ** (-p["alpha"]) + p["B"] * d ** (-p["beta"])
+    with np.errstate(all="ignore"):  # draws with no interior optimum give inf/NaN, which the caller reports
+        return p["E"] + p["A"] * n ** (-p["alpha"]) + p["B"] * d ** (-p["beta"])
 
 
 def _optimal_tokens(p: Mapping[str, np.ndarray], n: np.ndarray, fm: FlopsModel) -> np.ndarray:
@@ -215,10 +216,12 @@ def _estimate(point: np.ndarray, draws: np.ndarray | None, level: float, noise: 
     if draws is None:
         return Estimate(value)
     tail = (1.0 - level) / 2.0
-    lo, hi = np.nanquantile(draws, [tail, 1.0 - tail])
+    with np.errstate(all="ignore"):  # infinite draws (no interior optimum) make inf - inf inside the quantile
+        lo, hi = np.nanquantile(draws, [tail, 1.0 - tail])
     est = Estimate(value, float(lo), float(hi))
     if noise is not None:
-        plo, phi = np.nanquantile(draws * np.exp(noise), [tail, 1.0 - tail])
+        with np.errstate(all="ignore"):
+            plo, phi = np.nanquantile(draws * np.exp(noise), [tail, 1.0 - tail])
         est.pred_low, est.pred_high = float(plo), float(phi)
     return est
 

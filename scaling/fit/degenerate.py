@@ -146,3 +146,42 @@ def consolidate(findings: Iterable[dict | Finding]) -> list[str]:
             out.append(f"{quantity} in {len(items)} series ({', '.join(scopes)}), e.g. {first['scope']}: "
                        f"{first['problem']}; {first['remedy']}")
     return out
+
+
+#: Below this share of the loss above a shared floor (``1 - E / L``) for every series, a target's
+#: differences between series are set by the floor they share, not by the data.
+FLOOR_BOUND_SHARE = 0.01
+
+
+def floor_bound_targets(losses: dict[str, dict[str, float]], floor: float | None) -> list[tuple[str, float]]:
+    """(target, largest share of the loss above the floor) for the targets `diagnose_floor_bound` flags."""
+    if floor is None or not math.isfinite(floor) or floor <= 0:
+        return []
+    bound: list[tuple[str, float]] = []
+    for target, per_series in losses.items():
+        values = [v for v in per_series.values() if v is not None and math.isfinite(v) and v > 0]
+        if len(values) < 2:
+            continue
+        share = max(1.0 - floor / v for v in values)
+        if share < FLOOR_BOUND_SHARE:
+            bound.append((target, share))
+    return bound
+
+
+def diagnose_floor_bound(losses: dict[str, dict[str, float]], floor: float | None) -> list[Finding]:
+    """Targets where every series' predicted loss sits on the shared floor: ``losses`` maps each
+    target to {series: predicted loss}. With a shared E, every series' law runs down to the same
+    E, so where all of them are within `FLOOR_BOUND_SHARE` of it the differences are ~0 by the
+    construction of the fit ("-4.2e-06 lower, P(lower) 50%"), not a measurement. One finding
+    naming every such target (refuses "difference")."""
+    bound = floor_bound_targets(losses, floor)
+    if not bound or floor is None:
+        return []
+    names = ", ".join(t for t, _ in bound)
+    worst = max(s for _, s in bound)
+    return [Finding("all", "the differences between series", f"at {names} are set by the shared loss floor, not by the "
+                    f"data: there every series' predicted loss is within {100 * FLOOR_BOUND_SHARE:g}% of E = {floor:.3f} "
+                    f"(the largest part above it is {100 * max(worst, 0.0):.2g}% of the loss), so they are zero by "
+                    "construction and are withheld", "runs at larger sizes (a longer ladder, so the fitted laws reach "
+                    "the targets' scale), or separate floors (fit.shared_E: false), would let the series differ there",
+                    "difference")]

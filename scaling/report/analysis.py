@@ -25,7 +25,8 @@ from scaling.fit.backtest import evaluate_holdout
 from scaling.fit.calibration import ModelAverage, calibrate
 from scaling.fit.compare import TOKENS_PER_PARAM_RULE, Comparison, compare
 from scaling.fit.data import FitData, make_fit_data
-from scaling.fit.degenerate import Finding, consolidate, diagnose_fit, diagnose_frontier
+from scaling.fit.degenerate import (Finding, consolidate, diagnose_fit, diagnose_floor_bound, diagnose_frontier,
+                                     floor_bound_targets)
 from scaling.fit.estimate import FitOptions
 from scaling.fit.noise import CheckpointNoise, checkpoint_noise
 from scaling.fit.laws import Law, get_law
@@ -152,8 +153,12 @@ def _backtest(points: list[Point], law: Law, shared: list[str], options: FitOpti
     fit_points = [p for p, h in zip(points, held) if not h]
     usable, notes = _fittable(fit_points, law, bool(shared))
     if not usable:
-        return {"split": split, "groups": {}, "error": "holding out the largest size leaves too few runs to fit: "
-                + "; ".join(notes) + ". Add sizes to the ladder (or set fit.backtest_holdout_sizes lower)"}
+        need = max(3, len(law.params))
+        left = ", ".join(f"{series} {sum(p.series == series for p in fit_points)}"
+                         for series in dict.fromkeys(p.series for p in points))
+        return {"split": split, "groups": {}, "error": f"holding out each series' {k} largest size(s) leaves every series "
+                f"too few runs for a {law.name} law, which needs at least {need} runs at 3 or more sizes (runs left: "
+                f"{left}). Add sizes to the ladder (or set fit.backtest_holdout_sizes lower)"}
     fit_points = [p for p in fit_points if p.series in usable]
     hold_points = [p for p, h in zip(points, held) if h and p.series in usable]
     try:
@@ -304,10 +309,12 @@ def _components_at(calibration: ModelAverage, targets: list[TargetRow]) -> dict[
 
 
 def _advice(calibration: ModelAverage, results: StudyResults, points: list[Point], models: dict[str, SeriesModel],
-            targets: list[TargetRow], baseline: str, options: ReportOptions) -> dict:
+            targets: list[TargetRow], baseline: str, options: ReportOptions, withheld: str = "") -> dict:
     """Ranked next runs for the headline difference: the best series against the baseline at the
-    largest identified target (`scaling.fit.advise`)."""
+    largest identified target whose differences are a result (`scaling.fit.advise`)."""
     rows = [t for t in targets if not t.unidentified]
+    if not rows and withheld:
+        return {"candidates": [], "why": f"there is no headline difference to narrow: {withheld}"}
     if not rows or len(calibration.groups) < 2:
         return {"candidates": [], "why": "no identified target with two series to compare"}
     key = (lambda t: t.flops or 0.0) if any(t.flops for t in rows) else (lambda t: t.params_nonembed or 0.0)
@@ -432,6 +439,12 @@ def build_report(results: StudyResults, options: ReportOptions, progress: Progre
     if law.name == "chinchilla":
         findings += diagnose_frontier(comparison_dict["frontier"])
     targets, versus, crossovers, comparison_dict = _refuse(findings, targets, versus, crossovers, comparison_dict)
+    floor = float(result.groups[baseline].params["E"]) if "E" in shared else None
+    losses = {name: {t.series: t.loss for t in targets if t.target == name and not t.unidentified}
+              for name in dict.fromkeys(t.target for t in targets)}
+    floor_bound = [name for name, _ in floor_bound_targets(losses, floor)]
+    findings += diagnose_floor_bound(losses, floor)
+    versus = [v for v in versus if v.target not in floor_bound]  # zero by construction: not a result
     bands = _bands(calibration, results, fit_points, models, options, flops_fns)
     cost_size = min(options.target_sizes)
     costs = context_costs(results.spec, {s: models[s] for s in usable if s in models}, cost_size)
@@ -448,8 +461,10 @@ def build_report(results: StudyResults, options: ReportOptions, progress: Progre
         "data_params_range": list(data_n), "data_flops_range": list(data_c),
         "excluded_series": excluded_notes, "storage": results.root,
         "unidentified": [f.to_dict() for f in findings],
+        "floor_bound_targets": floor_bound,
         "variance_components": _components_at(calibration, targets),
-        "advice": _advice(calibration, results, fit_points, models, targets, baseline, options),
+        "advice": _advice(calibration, results, fit_points, models, [t for t in targets if t.target not in floor_bound],
+                          baseline, options, "; ".join(consolidate(f for f in findings if f.refuses == "difference"))),
         "seed_noise_log": _seed_noise(calibration),
         "seed_noise_source": _seed_source(calibration),
         "checkpoint_noise": {s: n.to_dict() for s, n in noise.items()},

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+from scaling.fit.degenerate import consolidate
 from scaling.formatting import byte_size, sci
 from scaling.models.ladder import format_count
 from scaling.report.figures import FIGURE_TITLES
@@ -103,6 +104,7 @@ def build_document(report: Report) -> list[Block]:
 def _predictions(report: Report) -> list[Block]:
     versus = {(v.target, v.series): v for v in report.versus}
     rows = []
+    bound = set(report.settings.get("floor_bound_targets") or [])
     withheld = sorted({t.target for t in report.targets if t.unidentified}, key=[t.target for t in report.targets].index)
     for t in report.targets:
         if t.unidentified:
@@ -111,7 +113,8 @@ def _predictions(report: Report) -> list[Block]:
         rows.append([
             t.target, t.series, _count(t.params_nonembed), sci(t.tokens), sci(t.flops), loss(t.loss),
             interval(t.low, t.high), interval(t.pred_low, t.pred_high),
-            "baseline" if t.series == report.baseline else (signed(v.difference) if v else "n/a"),
+            "baseline" if t.series == report.baseline else (signed(v.difference) if v else
+                                                           "withheld" if t.target in bound else "n/a"),
             "" if v is None else interval(v.low, v.high, signed), "" if v is None or v.p_better is None else percent(v.p_better),
         ])
     blocks: list[Block] = [Heading("Predictions at the targets")]
@@ -125,6 +128,9 @@ def _predictions(report: Report) -> list[Block]:
             "seed noise). P: share of calibrated joint draws in which the series' loss is lower than the baseline's. "
             f"\"Resolved\" in the verdict uses the family-wise level {percent(report.settings.get('family_level'), 2)} "
             "(95% over every series x target compared).", optional=("N (params)", "D (tokens)", "C (FLOPs)")))
+    floor_bound = consolidate(f for f in report.settings.get("unidentified", []) if f.get("refuses") == "difference")
+    if floor_bound:
+        blocks.append(Paragraph(f"Differences withheld: {floor_bound[0]}."))
     if withheld:
         reasons = "; ".join(dict.fromkeys(t.unidentified or "" for t in report.targets if t.unidentified))
         blocks.append(Paragraph(f"Withheld, because the data do not identify them ({len(withheld)} targets: "
@@ -192,8 +198,9 @@ def _calibration(report: Report) -> list[Block]:
         rows = [[g] + [percent(c.get(k), 2) for k in _COMPONENTS] for g, c in comps.items()]
         blocks.append(Table(["series"] + list(_COMPONENTS), rows,
                             f"Standard deviation of each component at {next(iter(comps.values())).get('target')}, as a "
-                            "share of the loss. Seed noise: between repeated seeds (0 when the study has none; then it "
-                            "is inside lack of fit); lack of fit: in-sample scatter beyond seed noise; parameters: the "
+                            "share of the loss. Seed noise: between repeated seeds, else the scatter of each run's late "
+                            "evaluations around a smooth curve (0 when neither is available; then it is inside lack of "
+                            "fit); lack of fit: in-sample scatter beyond seed noise; parameters: the "
                             "bootstrap; form: spread between the weighted forms; extrapolation: the drift per decade "
                             "measured by the nested backtests times the decades beyond the largest run."))
     return blocks

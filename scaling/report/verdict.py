@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Iterable
 
-from scaling.fit.degenerate import consolidate
+from scaling.fit.degenerate import FLOOR_BOUND_SHARE, consolidate
 from scaling.fit.noise import MIN_LATE_POINTS
 from scaling.formatting import sci
 from scaling.models.ladder import format_count
@@ -64,6 +64,8 @@ def headline_targets(report: Report) -> tuple[str | None, str | None]:
     """(largest, smallest) target names on the axis the verdict speaks about: equal compute where
     available, else size."""
     rows = compute_targets(report) or size_targets(report)
+    bound = set(report.settings.get("floor_bound_targets") or [])
+    rows = [t for t in rows if t.target not in bound] or rows  # lead with differences that are results
     if not rows:
         return None, None
     key = (lambda t: t.flops or 0.0) if rows[0].target.startswith(COMPUTE_TARGET_PREFIXES) else (lambda t: t.params_nonembed or 0.0)
@@ -144,6 +146,13 @@ def verdict_for(report: Report) -> str:
              f"the functional forms by their backtest record, the laws predict at "
              f"{describe_target(report, large)} a validation loss of {loss(base.loss) if base else 'n/a'} for "
              f"{report.baseline} (calibrated 95% interval {interval(base.low, base.high) if base else 'n/a'})."]
+    if large in (report.settings.get("floor_bound_targets") or []):
+        # the headline prefers targets whose differences are results: here every one on its axis is floor-bound
+        parts.append(f"Every series is predicted the same there, within {100 * FLOOR_BOUND_SHARE:g}% of the shared loss "
+                     "floor, and so at every target: their differences are zero by construction of the shared floor, "
+                     "not a result, so none is given (see Caveats for the runs that would change this).")
+        parts.append(_backtest_sentence(report))
+        return " ".join(p for p in parts if p)
     contenders = best_per_strategy(report, large)
     for series in contenders:
         row, v = _row(report, large, series), _versus(report, large, series)
@@ -187,22 +196,29 @@ def in_range_sentence(report: Report) -> str:
     seeds = max(sum(1 for p in fitted if p.series == s and p.size_label == top) for s in report.series)
     noise = report.settings.get("seed_noise_log")
     parts = []
+    chance = (report.settings.get("recall_chance") or {}).get("mqar")
+    mqar = [at[s].mqar_acc for s in report.series if s in at and at[s].mqar_acc is not None]
+    # accuracies within twice chance for every series: recall is not learned, so per-series numbers mean nothing
+    unlearned = bool(chance) and bool(mqar) and max(mqar) <= 2.0 * chance
     for s in report.series:
         if s == report.baseline or s not in at:
             continue
         p = at[s]
         text = f"{s} {signed(p.val_loss - base.val_loss)}"
-        if p.mqar_acc is not None and base.mqar_acc is not None:
+        if p.mqar_acc is not None and base.mqar_acc is not None and not unlearned:
             text += f" (MQAR {percent(p.mqar_acc, ACCURACY_DIGITS)} vs {percent(base.mqar_acc, ACCURACY_DIGITS)})"
         parts.append(text)
     if not parts:
         return ""
+    recall = (f" MQAR accuracy there is at chance for every series ({percent(min(mqar), ACCURACY_DIGITS)} to "
+              f"{percent(max(mqar), ACCURACY_DIGITS)}, chance {percent(chance, ACCURACY_DIGITS)}), so recall is not "
+              "learned at these sizes and cannot tell the series apart." if unlearned else "")
     noise_text = (f"seed noise {percent(noise, 2)} of the loss, {_seed_source_text(report)}" if noise else
                   f"{seeds} seed per size and too few late evaluations per run to measure seed noise from checkpoints, "
                   "so differences this small may be noise" if seeds == 1 else "")
     return (f"Within the study's range, at the largest size every series trained ({top}), measured validation loss "
             f"minus {report.baseline}'s ({loss(base.val_loss)}): " + "; ".join(parts)
-            + (f" ({noise_text})" if noise_text else "") + ".")
+            + (f" ({noise_text})" if noise_text else "") + "." + recall)
 
 
 def _seed_source_text(report: Report) -> str:
@@ -350,10 +366,10 @@ def _fit_caveats(report: Report) -> list[str]:
                    "far beyond the data the predictions follow each series' power law down without one.")
     elif "E" in (fit.get("shared") or []) and groups:
         first = next(iter(groups.values()))
-        lo, hi = (first.get("ci95", {}).get("E") or [None, None])[:2]
-        out.append(f"Shared loss floor: E = {loss(first['params'].get('E'))} (95% CI {interval(lo, hi)}) is common to "
-                   "every series, so far beyond the data the predictions converge on E and the differences come from "
-                   "each series' A and alpha alone.")
+        out.append(f"Shared loss floor: E = {loss(first['params'].get('E'))} is common to every series, so far beyond "
+                   "the data the predictions converge on E and the differences come from each series' A and alpha "
+                   "alone. (A parameter has no held-out value to calibrate against, so E carries only its bootstrap "
+                   "interval, in Fit diagnostics; the losses predicted from it carry calibrated intervals.)")
     errors = {g: v.get("max_abs_rel_error") for g, v in groups.items() if v.get("max_abs_rel_error") is not None}
     if errors and max(errors.values()) > 0.03:
         worst = max(errors, key=errors.get)
@@ -371,7 +387,8 @@ def _fit_caveats(report: Report) -> list[str]:
     for kind, consequence in (("N/D split", "so every chinchilla target, crossover and allocation is withheld"),
                               ("allocation", "so the allocation and the compute-optimal targets are withheld"),
                               ("floor", "so predictions far beyond the data rest on the form, not on a measured floor"),
-                              ("exponent", "so extrapolations along it are not identified")):
+                              ("exponent", "so extrapolations along it are not identified"),
+                              ("difference", "so no verdict is drawn from them")):
         for text in consolidate(f for f in findings if f["refuses"] == kind):
             out.append(f"Not identified: {text} ({consequence}).")
     return out
