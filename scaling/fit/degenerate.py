@@ -26,6 +26,10 @@ EXPONENT_SPREAD_LIMIT = 1.0
 SCALE_SPREAD_DECADES = 6.0
 #: Tokens per parameter must vary by this factor for N and D to be told apart.
 MIN_TOKENS_PER_PARAM_RATIO = 2.0
+#: A power-law term below this share of the loss at every run contributes nothing the data can see.
+DEAD_TERM_SHARE = 1e-3
+#: A bootstrap interval narrower than this (relative) is every resample landing on one start value.
+COLLAPSED_INTERVAL = 1e-6
 #: Compute-optimal sizes outside this range are artefacts of the search bracket, not optima.
 PLAUSIBLE_PARAMS = (1e4, 1e16)
 PLAUSIBLE_TOKENS = (1e6, 1e17)
@@ -42,6 +46,8 @@ class Finding:
     problem: str
     remedy: str
     refuses: str
+    #: the law's parameters this finding leaves unidentified (the fit tables show none of them)
+    params: tuple[str, ...] = ()
 
     def text(self) -> str:
         where = "" if self.scope == "all" else f"{self.scope}: "
@@ -69,12 +75,22 @@ def diagnose_fit(result: FitResult, data: FitData | None = None) -> list[Finding
                     out.append(Finding(g, "E", f"= {sci(value)} is pinned at its lower bound (0): the runs show no loss "
                                        "floor, so the fit reads them as a pure power law and the floor is not identified",
                                        "runs over a wider range of compute (larger sizes) would show where the curve "
-                                       "flattens", "floor"))
+                                       "flattens", "floor", ("E",)))
+                    continue
+                boot = np.asarray(gf.bootstrap.get("E") or [], float)
+                boot = boot[np.isfinite(boot)]
+                if boot.size >= 10 and float(np.quantile(boot, 0.025)) < 1e-3 * floor_scale:
+                    out.append(Finding(g, "E", f"= {sci(value)} is not identified: its bootstrap interval reaches the "
+                                       f"lower bound (0) ({sci(float(np.quantile(boot, 0.025)))} to "
+                                       f"{sci(float(np.quantile(boot, 0.975)))}), so the runs are as well read without "
+                                       "a floor", "runs over a wider range of compute (larger sizes) would show where the "
+                                       "curve flattens; sharing E across series (fit.shared_E) pools the evidence",
+                                       "floor", ("E",)))
                 continue
             if not p.log_scale and (value <= lo + 1e-3 or value >= hi - 1e-3):
                 out.append(Finding(g, p.name, f"= {sci(value)} is at its bound ({lo:g} to {hi:g})",
                                    "the data do not pin this exponent; more sizes (and, for beta, more token budgets) "
-                                   "would", "exponent"))
+                                   "would", "exponent", (p.name,)))
                 continue
             boot = gf.bootstrap.get(p.name)
             if boot:
@@ -86,10 +102,14 @@ def diagnose_fit(result: FitResult, data: FitData | None = None) -> list[Finding
                 if p.log_scale and q_lo > 0 and math.log10(q_hi / q_lo) > SCALE_SPREAD_DECADES:
                     out.append(Finding(g, p.name, f"is not identified: its bootstrap interval spans "
                                        f"{math.log10(q_hi / q_lo):.0f} orders of magnitude",
-                                       "more sizes would pin it", "exponent"))
+                                       "more sizes would pin it", "exponent", (p.name,)))
                 elif not p.log_scale and q_hi - q_lo > EXPONENT_SPREAD_LIMIT:
                     out.append(Finding(g, p.name, f"is not identified: its bootstrap interval is {sci(q_lo)} to {sci(q_hi)}",
-                                       "more sizes would pin it", "exponent"))
+                                       "more sizes would pin it", "exponent", (p.name,)))
+                elif draws.size >= 10 and abs(q_hi - q_lo) <= COLLAPSED_INTERVAL * max(abs(value), 1e-300):
+                    out.append(Finding(g, p.name, f"is not identified: every bootstrap resample lands on the same value "
+                                       f"({sci(value)}), a start of the search the data never move",
+                                       "more sizes would pin it", "exponent", (p.name,)))
     if data is not None and "tokens" in law.features and "params_nonembed" in law.features:
         for g in result.groups:
             rows = data.group.astype(str) == g
@@ -100,7 +120,50 @@ def diagnose_fit(result: FitResult, data: FitData | None = None) -> list[Finding
                                    f"vary by less than {MIN_TOKENS_PER_PARAM_RATIO:g}x ({sci(ratio.min(), 2)} to "
                                    f"{sci(ratio.max(), 2)}), so the data only pin the loss along that one ratio",
                                    "train some sizes at other budgets (several budget.tokens_per_param values, e.g. "
-                                   "5, 20 and 80) to pin the split; until then use the power law", "N/D split"))
+                                   "5, 20 and 80) to pin the split; until then use the power law", "N/D split",
+                                   tuple(p.name for p in law.params if p.name != "E")))
+    # an N/D split the runs cannot make leaves every non-floor parameter of the group unidentified:
+    # that one finding says it; per-parameter findings for the same group would only repeat it
+    split = {f.scope for f in out if f.refuses == "N/D split"}
+    out = [f for f in out if f.refuses == "N/D split" or f.scope not in split or "E" in f.params]
+    if data is not None:
+        out += _dead_terms(result, data, {(f.scope, p) for f in out for p in f.params})
+    return out
+
+
+_SYMBOLS = {"params_nonembed": "N", "tokens": "D", "flops": "C"}
+
+
+def _dead_terms(result: FitResult, data: FitData, already: set[tuple[str, str]]) -> list[Finding]:
+    """Power-law terms the fit switched off (below `DEAD_TERM_SHARE` of the loss at every run of the
+    group, e.g. A = 3e-26): their scale and exponent are whatever the search started from."""
+    law = result.law_obj
+    out: list[Finding] = []
+    for g, gf in result.groups.items():
+        rows = data.group.astype(str) == g
+        if not rows.any():
+            continue
+        X = {k: data.features[k][rows] for k in law.features if k in data.features}
+        if len(X) < len(law.features):
+            continue
+        loss = np.asarray(law.predict(gf.params, X), float)
+        for term in law.terms:
+            if not term.slopes:
+                continue
+            names = (law.param(term.intercept).name,) + tuple(law.param(sl).name for sl, _ in term.slopes)
+            if all((g, n) in already for n in names):
+                continue
+            with np.errstate(all="ignore"):
+                u = np.log(gf.params[names[0]]) - sum(gf.params[law.param(sl).name] * np.log(X[f])
+                                                      for sl, f in term.slopes)
+                share = float(np.nanmax(np.exp(u) / loss))
+            if not share < DEAD_TERM_SHARE:
+                continue
+            inputs = " and ".join(_SYMBOLS.get(f, f) for _, f in term.slopes)
+            out.append(Finding(g, f"the {inputs} term ({', '.join(names)})", f"contributes nothing at the runs (at most "
+                               f"{sci(100 * share, 2)}% of the loss): the fit switched it off, so {' and '.join(names)} "
+                               "are where the search started, not measurements",
+                               "more sizes (and token budgets) would show the term", "exponent", names))
     return out
 
 
@@ -143,8 +206,8 @@ def consolidate(findings: Iterable[dict | Finding]) -> list[str]:
         elif len({d["problem"] for d in items}) == 1:
             out.append(f"{', '.join(scopes)}: {quantity} {first['problem']}; {first['remedy']}")
         else:
-            out.append(f"{quantity} in {len(items)} series ({', '.join(scopes)}), e.g. {first['scope']}: "
-                       f"{first['problem']}; {first['remedy']}")
+            out.append(f"{quantity} in {len(items)} series ({', '.join(scopes)}) {first['problem']} (the figures are "
+                       f"{first['scope']}'s); {first['remedy']}")
     return out
 
 

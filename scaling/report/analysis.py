@@ -284,6 +284,10 @@ def _refuse(findings: list[Finding], targets: list[TargetRow], versus: list[Vers
     comparison = dict(comparison)
     comparison["frontier"] = []
     comparison["refused"] = reason
+    # the raw comparison in report.json carries no refused number either (D = 1e54 tokens is not a result)
+    comparison["targets"] = [t for t in comparison.get("targets", []) if not refused(t["target"])]
+    comparison["differences"] = [d for d in comparison.get("differences", []) if not refused(d["target"])]
+    comparison["crossovers"] = [c for c in comparison.get("crossovers", []) if not refused(c["axis"])]
     return (out_targets, [v for v in versus if not refused(v.target)],
             [c for c in crossovers if not refused(c.axis)], comparison)
 
@@ -434,10 +438,11 @@ def build_report(results: StudyResults, options: ReportOptions, progress: Progre
         n_comparisons=max(1, len(usable) - 1) * _n_targets(law, options),
     )
     targets, versus, crossovers = _rows(comparison, baseline, rank)
-    findings = diagnose_fit(result, _fit_data(fit_points, law))
+    findings = sorted(diagnose_fit(result, _fit_data(fit_points, law)), key=lambda f: rank.get(f.scope, -1))
     comparison_dict = comparison.to_dict()
     if law.name == "chinchilla":
         findings += diagnose_frontier(comparison_dict["frontier"])
+        findings.sort(key=lambda f: rank.get(f.scope, -1))  # stable: kinds stay in order, series as the report
     targets, versus, crossovers, comparison_dict = _refuse(findings, targets, versus, crossovers, comparison_dict)
     floor = float(result.groups[baseline].params["E"]) if "E" in shared else None
     losses = {name: {t.series: t.loss for t in targets if t.target == name and not t.unidentified}
@@ -445,6 +450,7 @@ def build_report(results: StudyResults, options: ReportOptions, progress: Progre
     floor_bound = [name for name, _ in floor_bound_targets(losses, floor)]
     findings += diagnose_floor_bound(losses, floor)
     versus = [v for v in versus if v.target not in floor_bound]  # zero by construction: not a result
+    comparison_dict["differences"] = [d for d in comparison_dict.get("differences", []) if d["target"] not in floor_bound]
     bands = _bands(calibration, results, fit_points, models, options, flops_fns)
     cost_size = min(options.target_sizes)
     costs = context_costs(results.spec, {s: models[s] for s in usable if s in models}, cost_size)
@@ -472,10 +478,15 @@ def build_report(results: StudyResults, options: ReportOptions, progress: Progre
         "calibration": comparison_dict.get("settings", {}).get("calibration"),
         "family_level": comparison_dict.get("settings", {}).get("family_level"),
     }
+    fit_dict = result.to_dict()
+    for f in findings:  # report.json marks, beside each fitted value, the ones that are not results
+        if f.scope in fit_dict.get("groups", {}) and f.params:
+            listed = fit_dict["groups"][f.scope].setdefault("unidentified", [])
+            listed.extend(p for p in f.params if p not in listed)
     report = Report(
         study=results.name, generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         settings=settings, verdict="", caveats=[], baseline=baseline, series=usable, points=points, dropped=dropped,
-        fit=result.to_dict(), backtest=backtest, comparison=comparison_dict, targets=targets, versus=versus,
+        fit=fit_dict, backtest=backtest, comparison=comparison_dict, targets=targets, versus=versus,
         crossovers=crossovers, bands=bands, training_curves=training_curves(results, fit_points), costs=costs,
     )
     report.verdict = verdict_for(report)

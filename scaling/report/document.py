@@ -70,9 +70,9 @@ def _series_rank(report: Report, series: str) -> int:
     return order.index(series) if series in order else len(order)
 
 
-def _figure(report: Report, name: str, blocks: list[Block]) -> None:
+def _figure(report: Report, name: str, blocks: list[Block], note: str = "") -> None:
     if name in report.figures:
-        blocks.append(FigureRef(name, FIGURE_TITLES.get(name, name)))
+        blocks.append(FigureRef(name, FIGURE_TITLES.get(name, name) + note))
 
 
 def build_document(report: Report) -> list[Block]:
@@ -208,8 +208,12 @@ def _calibration(report: Report) -> list[Block]:
 
 def _curves(report: Report) -> list[Block]:
     blocks: list[Block] = [Heading("Loss against compute and parameters")]
-    _figure(report, "loss_vs_compute.png", blocks)
-    _figure(report, "loss_vs_params.png", blocks)
+    # the captions promise intervals at the targets: say so where every target is withheld
+    note = ("" if any(not t.unidentified for t in report.targets) else
+            ". No target or interval is drawn: every target is withheld (see Predictions at the targets); the curves "
+            "follow the study's own token rule, the one direction the runs pin")
+    _figure(report, "loss_vs_compute.png", blocks, note)
+    _figure(report, "loss_vs_params.png", blocks, note)
     if len(blocks) == 1:
         blocks.append(Paragraph("No figures were drawn (matplotlib failed or there was nothing to draw)."))
     return blocks
@@ -342,7 +346,7 @@ def _diagnostics(report: Report) -> list[Block]:
     fit = report.fit or {}
     groups: dict[str, Any] = dict(sorted((fit.get("groups") or {}).items(), key=lambda kv: _series_rank(report, kv[0])))
     names = sorted({k for g in groups.values() for k in g.get("params", {})}, key=["E", "A", "alpha", "B", "beta"].index)
-    degenerate = {(f["scope"], f["quantity"]) for f in report.settings.get("unidentified", [])}
+    degenerate = {(f["scope"], p) for f in report.settings.get("unidentified", []) for p in f.get("params") or [f["quantity"]]}
     rows = []
     for g, gf in groups.items():
         cells = [g, str(gf.get("n_points"))]

@@ -351,8 +351,11 @@ def loss_vs_compute(report: Report) -> "Figure | None":
 
 def loss_vs_params(report: Report) -> "Figure | None":
     """Loss against non-embedding parameters: the view in which target sizes (N=...) are compared."""
-    lines = _target_lines(report, SIZE_TARGET_PREFIXES, "params_nonembed") or [
-        (float(n), f"N={format_count(float(n))}") for n in report.settings.get("target_sizes", []) if _positive(n)]
+    # a power law in compute has no size targets: mark the target sizes themselves (bars read from the bands),
+    # unless every target is withheld (then nothing at the targets is a result)
+    withheld = bool(report.targets) and all(t.unidentified for t in report.targets)
+    lines = _target_lines(report, SIZE_TARGET_PREFIXES, "params_nonembed") or ([] if withheld else [
+        (float(n), f"N={format_count(float(n))}") for n in report.settings.get("target_sizes", []) if _positive(n)])
     return _loss_vs_axis(report, "params_nonembed", False, lines, "non-embedding parameters",
                          "Validation loss against model size")
 

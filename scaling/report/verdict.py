@@ -361,10 +361,11 @@ def _fit_caveats(report: Report) -> list[str]:
     fit = report.fit or {}
     groups = fit.get("groups", {})
     floor_unidentified = any(f["quantity"] == "E" for f in report.settings.get("unidentified", []))
+    all_withheld = bool(report.targets) and all(t.unidentified for t in report.targets)
     if "E" in (fit.get("shared") or []) and groups and floor_unidentified:
-        out.append("Shared loss floor: not identified (pinned at its bound 0, see below), so no floor is reported; "
-                   "far beyond the data the predictions follow each series' power law down without one.")
-    elif "E" in (fit.get("shared") or []) and groups:
+        out.append("Shared loss floor: not identified (see below), so no floor is reported; far beyond the data the "
+                   "predictions follow each series' power law down without one.")
+    elif "E" in (fit.get("shared") or []) and groups and not all_withheld:
         first = next(iter(groups.values()))
         out.append(f"Shared loss floor: E = {loss(first['params'].get('E'))} is common to every series, so far beyond "
                    "the data the predictions converge on E and the differences come from each series' A and alpha "

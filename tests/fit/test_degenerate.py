@@ -67,6 +67,7 @@ def test_mcscale_fit_warns_about_a_pinned_floor(tmp_path):
                                    "--bootstrap", "0", "--json", str(out)])
     assert res.exit_code == 0, res.output
     assert "warning:" in res.output and "degenerate fit" in res.output and "pinned at its lower bound" in res.output
+    assert "not identified" in res.output  # the table shows no number for it
     payload = json.loads(out.read_text())
     assert payload["settings"]["degenerate"][0]["quantity"] == "E"
 

@@ -252,3 +252,23 @@ def sample_report(n_sizes: int = 4, with_bootstrap: bool = True, segment_sweep: 
         training_curves=_training_curves(points),
         costs=_costs(series) if costs else [],
     )
+
+
+def on_the_shared_floor(report: Report) -> Report:
+    """The degenerate case the quickstart's power law produced: every series' prediction at every
+    target sits on the shared floor E, so the fit's differences there are ~1e-5 with P(lower)
+    ~50% by construction. Marks the report as `scaling.report.analysis` does for such a fit (the
+    floor-bound targets, the finding, the versus rows and their raw differences removed), with
+    the degenerate numbers kept in the target rows so a test can check that none is printed."""
+    from scaling.fit.degenerate import diagnose_floor_bound
+
+    for t in report.targets:
+        t.loss = E * (1.0 + 1e-5 * (1 + report.series.index(t.series)))
+    losses = {name: {t.series: t.loss for t in report.targets if t.target == name}
+              for name in dict.fromkeys(t.target for t in report.targets)}
+    report.settings["floor_bound_targets"] = list(losses)
+    report.settings["unidentified"] = [f.to_dict() for f in diagnose_floor_bound(losses, E)]
+    report.settings["advice"] = {"candidates": [], "why": "there is no headline difference to narrow"}
+    report.versus = []
+    report.crossovers = []
+    return report

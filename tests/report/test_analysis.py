@@ -32,7 +32,10 @@ def power_report(tmp_path_factory) -> Report:
     diverged = "ladder-swla_ssc-c32-128k-s0"
     # evaluations every 5 of 100 steps, each off the smooth curve by 0.3% (log): seed noise from checkpoints
     store = write_study(storage, "synth", status=lambda tid: "diverged" if tid == diverged else "completed",
-                        curve_steps=tuple(range(5, 101, 5)), curve_noise=CURVE_NOISE)
+                        curve_steps=tuple(range(5, 101, 5)), curve_noise=CURVE_NOISE,
+                        # 3M: a target near enough that the series still differ (at 1.3B and 70B every
+                        # series sits on the shared floor, so those differences are withheld)
+                        fit={"law": "power", "x": "compute", "bootstrap": 60, "target_sizes": ["3M", "1.3B", "70B"]})
     results = load_study(store)
     return build_report(results, ReportOptions.from_settings(results.fit_settings))
 
@@ -51,8 +54,9 @@ def test_power_fit_recovers_the_law_it_was_drawn_from(power_report):
 
 def test_series_are_ranked_as_the_law_ranks_them(power_report):
     assert power_report.baseline == "transformer"
-    small_target = next(t.target for t in power_report.targets if t.target.startswith("flops=2.03e20"))
+    small_target = next(t.target for t in power_report.targets if t.target.startswith("flops=1.08e15"))
     diffs = {v.series: v for v in power_report.versus if v.target == small_target}
+    assert set(power_report.settings["floor_bound_targets"]) == {"flops=2.03e20", "flops=5.88e23"}
     assert set(diffs) == set(SERIES) - {"transformer"}
     for series, v in diffs.items():
         assert v.difference < 0  # every A_TRUE is below the Transformer's
@@ -267,3 +271,33 @@ def test_a_floor_the_runs_do_not_show_is_said_to_be_unidentified(tmp_path):
     assert not any("E = 0.000" in c for c in report.caveats)
     assert "not identified" in to_markdown(build_document(report))
     assert not any(k.startswith("fit.E.") for k in headline_metrics(report))
+
+
+def test_differences_on_the_shared_floor_are_withheld_end_to_end(tmp_path):
+    """A ladder whose laws fall onto their shared floor long before the targets (alpha 0.6): the fit
+    predicts every series at E there, so the differences are ~0 by construction. The report, its
+    JSON and the terminal summary withhold them (no "-4e-06 lower, P(lower) 50%"), say why, and
+    give no advice on a difference that is not a result."""
+    import io
+
+    from rich.console import Console
+
+    from scaling.cli.report import print_report_summary
+    from scaling.report.document import build_document
+    from scaling.report.render import to_markdown
+
+    store = write_study(tmp_path, "onfloor", loss=lambda s, f, t, p: 2.0 + A_TRUE[s] * 1e3 * f ** -0.6,
+                        fit={"law": "power", "x": "compute", "bootstrap": 20, "target_sizes": ["1.3B", "70B"]})
+    results = load_study(store)
+    report = build_report(results, ReportOptions.from_settings(results.fit_settings))
+    targets = {t.target for t in report.targets}
+    assert set(report.settings["floor_bound_targets"]) == targets
+    assert report.versus == [] and report.comparison["differences"] == []
+    assert all(math.isfinite(t.loss) and t.low is not None for t in report.targets)  # losses stay: calibrated
+    assert "zero by construction" in report.verdict and "P(lower)" not in report.verdict
+    assert report.settings["advice"]["candidates"] == [] and "no headline difference" in report.settings["advice"]["why"]
+    md = to_markdown(build_document(report))
+    assert "Differences withheld" in md and not re.search(r"\| [+-]\d\.\de-0\d \|", md)
+    out = io.StringIO()
+    print_report_summary(Console(file=out, width=200), report, type("Files", (), {"uri": lambda self, n: n, "run_id": None})())
+    assert "withheld (shared floor)" in out.getvalue() and "e-0" not in out.getvalue().split("Caveats")[0]
