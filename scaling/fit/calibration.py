@@ -262,6 +262,22 @@ class ModelAverage:
         z = rng.standard_normal((n_draws, G)) @ chol.T
         nu = min(self.groups[g].nu for g in groups)
         eta = z / np.sqrt(rng.chisquare(nu, size=(n_draws, 1)) / nu)
+        # Per form: every group's log predictions per bootstrap resample, and the resamples whose
+        # predictions are finite for all of them (a resample whose refit failed, or whose curve
+        # overflows at the target, would make every quantile of a difference NaN). One index per
+        # draw into those, shared by the groups: the draws stay joint.
+        boot_logs: dict[int, dict[str, np.ndarray]] = {}
+        picks: dict[int, np.ndarray] = {}
+        for fi, f in enumerate(forms):
+            res = f.result
+            assert res is not None
+            if not res.n_bootstrap:
+                continue
+            with np.errstate(all="ignore"):
+                boot_logs[fi] = {g: np.log(np.atleast_2d(res.predict_draws(g, X[g]))) for g in groups}
+            valid = np.flatnonzero(np.all([np.isfinite(v).all(axis=1) for v in boot_logs[fi].values()], axis=0))
+            if valid.size:
+                picks[fi] = valid[np.random.default_rng(seed + 17).integers(0, valid.size, size=n_draws)]
         out: dict[str, np.ndarray] = {}
         for gi, g in enumerate(groups):
             Xg = X[g]
@@ -273,10 +289,8 @@ class ModelAverage:
                     continue
                 res = f.result
                 assert res is not None
-                if res.n_bootstrap:
-                    idx = np.random.default_rng(seed + 17).integers(0, res.n_bootstrap, size=n_draws)[rows]
-                    with np.errstate(all="ignore"):
-                        logs[rows] = np.log(np.atleast_2d(res.predict_draws(g, Xg)))[idx]
+                if fi in picks:
+                    logs[rows] = boot_logs[fi][g][picks[fi][rows]]
                 else:
                     logs[rows] = np.log(np.atleast_1d(res.predict(g, Xg)))[None, :]
             gc = self.groups[g]

@@ -146,7 +146,7 @@ def run_pairs(selected: Sequence[PairCase], bootstrap: int = 200, levels: Sequen
         cal, plain = {}, {}
         for lv in levels:
             tail = (1.0 - lv) / 2.0
-            cal[lv] = tuple(np.quantile(diff, [tail, 1.0 - tail], axis=0))  # type: ignore[assignment]
+            cal[lv] = tuple(np.nanquantile(diff, [tail, 1.0 - tail], axis=0))  # type: ignore[assignment]
             if boot is not None:
                 plain[lv] = tuple(np.nanquantile(boot, [tail, 1.0 - tail], axis=0))  # type: ignore[assignment]
         actual = case.data.loss[ia] - case.data.loss[ib]
@@ -187,6 +187,11 @@ def format_pairs(results: Sequence[PairResult], levels: Sequence[float] = LEVELS
             cases = sum(n_cases.values()) if fam == "weighted" else n_cases[fam]
             pairs = sum(n_pairs.values()) if fam == "weighted" else n_pairs[fam]
             lines.append(f"{fam:<10}{cases:>6}{pairs:>7}  {which:<11}" + "".join(f"{cov[lv]:>9.0%}" for lv in levels))
+    for which in ("calibrated", "bootstrap"):
+        widths = [np.median(getattr(r, which)[0.95][1] - getattr(r, which)[0.95][0])
+                  for r in results if 0.95 in getattr(r, which)]
+        if widths:
+            lines.append(f"median width of the 95% {which} interval of a difference: {np.median(widths):.4f} nats")
     mean_abs = np.mean([np.abs(r.actual).mean() for r in results]) if results else float("nan")
     lines.append(f"(mean |difference| of the held-out pairs {mean_abs:.4f} nats; "
                  f"{sum(r.seconds for r in results):.1f} s of fitting)")

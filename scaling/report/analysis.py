@@ -309,6 +309,8 @@ def _components_at(calibration: ModelAverage, targets: list[TargetRow]) -> dict[
                                            ("flops", t.flops)) if v is not None}
         _, comps = calibration.components(t.series, X)
         out[t.series] = {"target": largest, **{k: float(np.sqrt(v[0])) for k, v in comps.items()}}
+        if calibration.groups[t.series].seed_source is None:
+            out[t.series]["seed noise"] = None  # not measured (it is inside lack of fit), not zero
     return out
 
 

@@ -195,7 +195,8 @@ def _calibration(report: Report) -> list[Block]:
         blocks.append(Table(["series"] + names + ["averaged"], rows, f"Each form's prediction at {large.target}."))
     comps: dict[str, Any] = report.settings.get("variance_components") or {}
     if comps:
-        rows = [[g] + [percent(c.get(k), 2) for k in _COMPONENTS] for g, c in comps.items()]
+        rows = [[g] + ["not measured" if k == "seed noise" and c.get(k) is None else percent(c.get(k), 2)
+                       for k in _COMPONENTS] for g, c in comps.items()]
         blocks.append(Table(["series"] + list(_COMPONENTS), rows,
                             f"Standard deviation of each component at {next(iter(comps.values())).get('target')}, as a "
                             "share of the loss. Seed noise: between repeated seeds, else the scatter of each run's late "

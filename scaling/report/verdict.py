@@ -334,12 +334,14 @@ def _variance_caveats(report: Report) -> list[str]:
     if not comps:
         return []
     names = ("seed noise", "lack of fit", "parameters", "form", "extrapolation")
-    mean = {k: sum(c.get(k, 0.0) for c in comps.values()) / len(comps) for k in names}
-    top = max(names, key=lambda k: mean[k])
+    measured = [k for k in names if any(c.get(k) is not None for c in comps.values())]
+    mean = {k: sum(c.get(k) or 0.0 for c in comps.values()) / len(comps) for k in measured}
+    top = max(measured, key=lambda k: mean[k])
     target = next(iter(comps.values())).get("target", "")
     seed = report.settings.get("seed_noise_log")
     text = (f"Variance components at {describe_target(report, target)} (standard deviation as a share of the loss, "
-            "mean over series): " + ", ".join(f"{k} {percent(mean[k], 2)}" for k in names)
+            "mean over series): " + ", ".join(f"{k} {percent(mean[k], 2)}" if k in mean else f"{k} not measured"
+                                              for k in names)
             + f". The largest is {top}")
     if top == "extrapolation":
         text += ", so runs at larger sizes (closer to the target) narrow the intervals most; more seeds would not"
