@@ -135,9 +135,15 @@ def _predictions(report: Report) -> list[Block]:
         reasons = "; ".join(dict.fromkeys(t.unidentified or "" for t in report.targets if t.unidentified))
         blocks.append(Paragraph(f"Withheld, because the data do not identify them ({len(withheld)} targets: "
                                 f"{', '.join(withheld[:4])}{', ...' if len(withheld) > 4 else ''}): {reasons}."))
-    cross = [[c.series, c.baseline, c.axis, sci(c.at) if "flops" in c.axis else _count(c.at),
-              interval(c.low, c.high, sci if "flops" in c.axis else _count), percent(c.fraction_of_draws_crossing),
-              c.status] for c in report.crossovers]
+    def crossing_interval(c: Any) -> str:
+        if c.low is not None and c.high is not None:
+            return interval(c.low, c.high, sci if "flops" in c.axis else _count)
+        if c.fraction_of_draws_crossing is None:
+            return "no interval (no bootstrap)"
+        return "none: most draws do not cross"
+
+    cross = [[c.series, c.baseline, c.axis, sci(c.at) if "flops" in c.axis else _count(c.at), crossing_interval(c),
+              percent(c.fraction_of_draws_crossing), c.status] for c in report.crossovers]
     if cross:
         blocks += [Heading("Where the curves cross", 3), Table(
             ["series", "baseline", "axis", "crossing (averaged curves)", "95% interval (draws that cross)",
@@ -169,8 +175,12 @@ METHOD_TEXT = (
     "checked on public scaling-law data by benchmarks/calibration.py (26 leave-top-rung-out backtests over five "
     "published families), which measures the coverage of intervals of losses. Intervals of differences between "
     "series use the same inflation, drawn jointly for both series (the same form and bootstrap resample, drift "
-    "correlated as the series' nested errors are); the public data hold no pairs of architectures trained side by "
-    "side on one ladder, so those difference intervals are calibrated by construction but not checked directly.")
+    "correlated as the series' nested errors are). The public data hold no pairs of architectures on one ladder; "
+    "on 12 pairs of variants trained side by side on one grid (benchmarks/calibration.py --pairs: three corpora in "
+    "Gadre et al. and in Marin's isoFLOPs, one-choice-apart configurations in Porian et al.), these difference "
+    "intervals covered 85% of 83 held-out differences at 50% and all of them at 80-95%: conservative, about 2.8x "
+    "wider than the plain bootstrap's (which covered 76% at 95%). A difference called resolved here is therefore "
+    "resolved with room to spare, and some real differences will not be called.")
 
 
 def _calibration(report: Report) -> list[Block]:
