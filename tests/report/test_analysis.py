@@ -171,6 +171,16 @@ def test_chinchilla_report_uses_exact_flops_and_gives_a_frontier(tmp_path):
     frontier = [f for f in report.comparison["frontier"] if f["group"] == "transformer"]
     n_opt = [f["params_nonembed"]["value"] for f in sorted(frontier, key=lambda f: f["flops"])]
     assert len(n_opt) == 2 and n_opt[1] > n_opt[0]
+    # N_opt and D_opt have no calibrated interval, so none is given (and the reason is); the loss has one
+    for f in report.comparison["frontier"]:
+        assert f["params_nonembed"]["low"] is None and f["tokens"]["low"] is None
+        assert "cannot be calibrated" in f["interval_withheld"]
+        target = next(t for t in report.targets if t.series == f["group"] and t.flops == f["flops"])
+        assert (f["loss"]["low"], f["loss"]["high"]) == (target.low, target.high)
+    from scaling.report.document import build_document
+    from scaling.report.render import to_markdown
+    md = to_markdown(build_document(report))
+    assert "N_opt and D_opt: no interval for N_opt or D_opt" in md and "bootstrap interval" not in md.split("Compute-optimal")[1].split("##")[0]
     assert any(t.target.startswith("N=7e10 params, 20 tokens/param") for t in report.targets)
     assert not any(f["refuses"] == "N/D split" for f in report.settings["unidentified"])
     assert not any("not separately identified" in c for c in report.caveats)
