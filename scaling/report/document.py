@@ -210,7 +210,7 @@ def _calibration(report: Report) -> list[Block]:
         blocks.append(Table(["series"] + list(_COMPONENTS), rows,
                             f"Standard deviation of each component at {next(iter(comps.values())).get('target')}, as a "
                             "share of the loss. Seed noise: between repeated seeds, else the scatter of each run's late "
-                            "evaluations around a smooth curve (0 when neither is available; then it is inside lack of "
+                            "evaluations around a smooth curve (not measured when neither is available; then it is inside lack of "
                             "fit); lack of fit: in-sample scatter beyond seed noise; parameters: the "
                             "bootstrap; form: spread between the weighted forms; extrapolation: the drift per decade "
                             "measured by the nested backtests times the decades beyond the largest run."))

@@ -178,10 +178,11 @@ def _target_lines(report: Report, prefix: tuple[str, ...], field: str) -> list[t
 def _mark_targets(ax: "Axes", lines: list[tuple[float, str]]) -> None:
     """Dotted vertical lines at the targets, labelled just above the axes (where no interval bar
     or curve can cover the label)."""
-    for x, label in lines:
+    for k, (x, label) in enumerate(lines):
         ax.axvline(x, color="#555555", ls=":", lw=1.0, zorder=0)
-        ax.text(x, 1.005, label, transform=ax.get_xaxis_transform(), va="bottom", ha="center", fontsize=7.5,
-                color="#444444")
+        # two rows, alternating: labels of targets a decade apart would overlap on one
+        ax.text(x, 1.005 + 0.04 * (k % 2), label, transform=ax.get_xaxis_transform(), va="bottom", ha="center",
+                fontsize=7.5, color="#444444")
 
 
 def _shade_extrapolated(ax: "Axes", observed_max: float | None) -> None:
@@ -337,7 +338,7 @@ def _loss_vs_axis(report: Report, axis: str, with_curves: bool, targets: list[tu
     _shade_extrapolated(ax, max((_point_x(p, axis) for p in points), default=None))
     ax.set_xlabel(xlabel)
     ax.set_ylabel("validation loss (nats/token)")
-    ax.set_title(title, pad=16 if targets else 6)
+    ax.set_title(title, pad=(26 if len(targets) > 1 else 16) if targets else 6)
     ax.grid(True, which="major", alpha=0.3)
     _legend_with_intervals(ax, shown, colours, new_run)
     return fig
