@@ -248,3 +248,31 @@ def diagnose_floor_bound(losses: dict[str, dict[str, float]], floor: float | Non
                     "construction and are withheld", "runs at larger sizes (a longer ladder, so the fitted laws reach "
                     "the targets' scale), or separate floors (fit.shared_E: false), would let the series differ there",
                     "difference")]
+
+
+#: A calibrated 95% interval of a loss wider than this factor (high / low) predicts nothing.
+UNPREDICTABLE_RATIO = 10.0
+
+
+def diagnose_unpredictable(intervals: dict[str, dict[str, tuple[float, float]]]) -> tuple[list[str], list[Finding]]:
+    """Targets whose calibrated interval of a new run's loss spans more than `UNPREDICTABLE_RATIO`
+    for some series (``intervals``: target -> {series: (low, high)}): a prediction of "anything
+    from 0.03 to 79 nats" is no prediction, and its point value (often a floor the data do not
+    identify) is not a result. Returns (those targets, one finding naming them)."""
+    worst: dict[str, tuple[float, str, float, float]] = {}
+    for target, per_series in intervals.items():
+        for series, (low, high) in per_series.items():
+            if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)) or low <= 0:
+                continue
+            ratio = high / low
+            if ratio > UNPREDICTABLE_RATIO and ratio > worst.get(target, (0.0,))[0]:
+                worst[target] = (ratio, series, low, high)
+    if not worst:
+        return [], []
+    ratio, series, low, high = max(worst.values())
+    names = ", ".join(worst)
+    return list(worst), [Finding("all", "the predicted losses", f"at {names} are not predictable from these runs: their "
+                                 f"calibrated 95% intervals span more than a factor of {UNPREDICTABLE_RATIO:g} (up to "
+                                 f"{sci(low)} to {sci(high)} for {series}), so no prediction or difference is given there",
+                                 "runs at larger sizes (nearer the targets) or a shared floor (fit.shared_E) would narrow "
+                                 "them", "unpredictable")]

@@ -26,7 +26,7 @@ from scaling.fit.calibration import ModelAverage, calibrate
 from scaling.fit.compare import TOKENS_PER_PARAM_RULE, Comparison, compare
 from scaling.fit.data import FitData, make_fit_data
 from scaling.fit.degenerate import (Finding, consolidate, diagnose_fit, diagnose_floor_bound, diagnose_frontier,
-                                     floor_bound_targets)
+                                     diagnose_unpredictable, floor_bound_targets)
 from scaling.fit.estimate import FitOptions
 from scaling.fit.noise import CheckpointNoise, checkpoint_noise
 from scaling.fit.laws import Law, get_law
@@ -452,6 +452,18 @@ def build_report(results: StudyResults, options: ReportOptions, progress: Progre
     floor_bound = [name for name, _ in floor_bound_targets(losses, floor)]
     findings += diagnose_floor_bound(losses, floor)
     versus = [v for v in versus if v.target not in floor_bound]  # zero by construction: not a result
+    unpredictable, found = diagnose_unpredictable({name: {t.series: (t.pred_low, t.pred_high) for t in targets
+                                                          if t.target == name and not t.unidentified}
+                                                   for name in dict.fromkeys(t.target for t in targets)})
+    if found:
+        findings += found
+        reason = consolidate(found)[0]
+        targets = [TargetRow(t.target, t.series, t.params_nonembed, t.tokens, t.flops, math.nan, None, None, None, None,
+                             {}, reason) if t.target in unpredictable else t for t in targets]
+        versus = [v for v in versus if v.target not in unpredictable]
+        comparison_dict["differences"] = [d for d in comparison_dict.get("differences", [])
+                                          if d["target"] not in unpredictable]
+        comparison_dict["targets"] = [t for t in comparison_dict.get("targets", []) if t["target"] not in unpredictable]
     comparison_dict["differences"] = [d for d in comparison_dict.get("differences", []) if d["target"] not in floor_bound]
     bands = _bands(calibration, results, fit_points, models, options, flops_fns)
     cost_size = min(options.target_sizes)
@@ -472,7 +484,7 @@ def build_report(results: StudyResults, options: ReportOptions, progress: Progre
         "floor_bound_targets": floor_bound,
         "variance_components": _components_at(calibration, targets),
         "advice": _advice(calibration, results, fit_points, models, [t for t in targets if t.target not in floor_bound],
-                          baseline, options, "; ".join(consolidate(f for f in findings if f.refuses == "difference"))),
+                          baseline, options, "; ".join(consolidate(f for f in findings if f.refuses in ("difference", "unpredictable")))),
         "seed_noise_log": _seed_noise(calibration),
         "seed_noise_source": _seed_source(calibration),
         "checkpoint_noise": {s: n.to_dict() for s, n in noise.items()},

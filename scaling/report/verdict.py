@@ -138,7 +138,8 @@ def verdict_for(report: Report) -> str:
     n_runs = sum(1 for p in report.points if p.series in report.series)
     lead = in_range_sentence(report)
     if large is None:
-        refused = [f for f in report.settings.get("unidentified", []) if f.get("refuses") in ("N/D split", "allocation")]
+        refused = [f for f in report.settings.get("unidentified", [])
+                   if f.get("refuses") in ("N/D split", "allocation", "unpredictable")]
         why = (" The extrapolations are withheld: " + consolidate(refused)[0] + ".") if refused else ""
         return " ".join(p for p in (lead, "No target could be predicted from this fit." + why) if p)
     base = _row(report, large, report.baseline)
@@ -146,6 +147,9 @@ def verdict_for(report: Report) -> str:
              f"the functional forms by their backtest record, the laws predict at "
              f"{describe_target(report, large)} a validation loss of {loss(base.loss) if base else 'n/a'} for "
              f"{report.baseline} (calibrated 95% interval {interval(base.low, base.high) if base else 'n/a'})."]
+    unpredictable = next((f for f in report.settings.get("unidentified", []) if f.get("refuses") == "unpredictable"), None)
+    if unpredictable is not None:
+        parts.append(f"Further out no prediction is given: {unpredictable['quantity']} {unpredictable['problem']}.")
     if large in (report.settings.get("floor_bound_targets") or []):
         # the headline prefers targets whose differences are results: here every one on its axis is floor-bound
         parts.append(f"Every series is predicted the same there, within {100 * FLOOR_BOUND_SHARE:g}% of the shared loss "
@@ -391,7 +395,8 @@ def _fit_caveats(report: Report) -> list[str]:
                               ("allocation", "so the allocation and the compute-optimal targets are withheld"),
                               ("floor", "so predictions far beyond the data rest on the form, not on a measured floor"),
                               ("exponent", "so extrapolations along it are not identified"),
-                              ("difference", "so no verdict is drawn from them")):
+                              ("difference", "so no verdict is drawn from them"),
+                              ("unpredictable", "so the verdict rests on the study's own range")):
         for text in consolidate(f for f in findings if f["refuses"] == kind):
             out.append(f"Not identified: {text} ({consequence}).")
     return out
