@@ -254,7 +254,8 @@ def diagnose_floor_bound(losses: dict[str, dict[str, float]], floor: float | Non
 UNPREDICTABLE_RATIO = 10.0
 
 
-def diagnose_unpredictable(intervals: dict[str, dict[str, tuple[float, float]]]) -> tuple[list[str], list[Finding]]:
+def diagnose_unpredictable(intervals: dict[str, dict[str, tuple[float, float]]],
+                           shared_floor: bool = False) -> tuple[list[str], list[Finding]]:
     """Targets whose calibrated interval of a new run's loss spans more than `UNPREDICTABLE_RATIO`
     for some series (``intervals``: target -> {series: (low, high)}): a prediction of "anything
     from 0.03 to 79 nats" is no prediction, and its point value (often a floor the data do not
@@ -274,5 +275,6 @@ def diagnose_unpredictable(intervals: dict[str, dict[str, tuple[float, float]]])
     return list(worst), [Finding("all", "the predicted losses", f"at {names} are not predictable from these runs: their "
                                  f"calibrated 95% intervals span more than a factor of {UNPREDICTABLE_RATIO:g} (up to "
                                  f"{sci(low)} to {sci(high)} for {series}), so no prediction or difference is given there",
-                                 "runs at larger sizes (nearer the targets) or a shared floor (fit.shared_E) would narrow "
-                                 "them", "unpredictable")]
+                                 "runs at larger sizes (nearer the targets)" + ("" if shared_floor else
+                                                                                " or a shared floor (fit.shared_E)")
+                                 + " would narrow them", "unpredictable")]

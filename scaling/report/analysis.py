@@ -454,7 +454,7 @@ def build_report(results: StudyResults, options: ReportOptions, progress: Progre
     versus = [v for v in versus if v.target not in floor_bound]  # zero by construction: not a result
     unpredictable, found = diagnose_unpredictable({name: {t.series: (t.pred_low, t.pred_high) for t in targets
                                                           if t.target == name and not t.unidentified}
-                                                   for name in dict.fromkeys(t.target for t in targets)})
+                                                   for name in dict.fromkeys(t.target for t in targets)}, "E" in shared)
     if found:
         findings += found
         reason = consolidate(found)[0]

@@ -133,7 +133,7 @@ def _predictions(report: Report) -> list[Block]:
         blocks.append(Paragraph(f"Differences withheld: {floor_bound[0]}."))
     if withheld:
         reasons = "; ".join(dict.fromkeys(t.unidentified or "" for t in report.targets if t.unidentified))
-        blocks.append(Paragraph(f"Withheld, because the data do not identify them ({len(withheld)} targets: "
+        blocks.append(Paragraph(f"Withheld ({len(withheld)} target{'s' if len(withheld) > 1 else ''}: "
                                 f"{', '.join(withheld[:4])}{', ...' if len(withheld) > 4 else ''}): {reasons}."))
     def crossing_interval(c: Any) -> str:
         if c.low is not None and c.high is not None:

@@ -148,13 +148,14 @@ def verdict_for(report: Report) -> str:
              f"{describe_target(report, large)} a validation loss of {loss(base.loss) if base else 'n/a'} for "
              f"{report.baseline} (calibrated 95% interval {interval(base.low, base.high) if base else 'n/a'})."]
     unpredictable = next((f for f in report.settings.get("unidentified", []) if f.get("refuses") == "unpredictable"), None)
-    if unpredictable is not None:
-        parts.append(f"Further out no prediction is given: {unpredictable['quantity']} {unpredictable['problem']}.")
+    further = ("" if unpredictable is None else
+               f"Further out no prediction is given: {unpredictable['quantity']} {unpredictable['problem']}.")
     if large in (report.settings.get("floor_bound_targets") or []):
         # the headline prefers targets whose differences are results: here every one on its axis is floor-bound
         parts.append(f"Every series is predicted the same there, within {100 * FLOOR_BOUND_SHARE:g}% of the shared loss "
-                     "floor, and so at every target: their differences are zero by construction of the shared floor, "
+                     "floor, as at every target: their differences are zero by construction of the shared floor, "
                      "not a result, so none is given (see Caveats for the runs that would change this).")
+        parts.append(further)
         parts.append(_backtest_sentence(report))
         return " ".join(p for p in parts if p)
     contenders = best_per_strategy(report, large)
@@ -180,6 +181,7 @@ def verdict_for(report: Report) -> str:
             if v is not None:
                 parts.append(f"At {describe_target(report, small)}, {contenders[0]} minus {report.baseline} is "
                              f"{signed(v.difference)} ({interval(v.low, v.high, signed)}).")
+    parts.append(further)
     parts.append(_backtest_sentence(report))
     return " ".join(p for p in parts if p)
 

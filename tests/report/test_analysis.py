@@ -208,7 +208,7 @@ def test_chinchilla_on_one_tokens_per_param_is_refused_not_tabulated(tmp_path):
     from scaling.report.document import build_document
     from scaling.report.render import to_markdown
     md = to_markdown(build_document(report))
-    assert "Withheld, because the data do not identify them" in md and "1e+120" not in md
+    assert "Withheld (3 targets: " in md and "1e+120" not in md
 
 
 def test_series_with_too_few_sizes_is_left_out_with_a_note(tmp_path):

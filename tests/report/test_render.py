@@ -117,7 +117,7 @@ def test_withheld_targets_are_not_tabulated_but_explained():
     assert all(row[0] != first for row in predictions.rows)
     assert len(predictions.rows) == sum(1 for t in report.targets if not t.unidentified)
     text = to_markdown(blocks)
-    assert f"Withheld, because the data do not identify them (1 targets: {first})" in text
+    assert f"Withheld (1 target: {first})" in text
     assert "vary the budget" in text
 
 
