@@ -10,6 +10,11 @@ errors, then whether the issue's targets are met. Both methods run in one proces
 Run: ``python benchmarks/calibration.py`` (about 10 minutes on 2 idle cores);
 ``--ci`` runs the small part the tests run; ``--method after`` skips the reference.
 
+``--pairs`` backtests instead the intervals of *differences* between two series: pairs of
+variants trained side by side on one grid in the public data (`scaling.fit.pair_suite`: Gadre's
+three corpora, Marin's three corpora, Porian's one-choice-apart configurations), calibrated and
+plain bootstrap coverage of the held-out differences side by side.
+
 ``--quickstart`` times instead the whole calibrated fit of a quickstart-shaped study (the
 quickstart spec's 6 series x 5 sizes = 30 runs at 3 tokens/param, written through the real result
 store by the report tests' factory, losses from a known law): every form, the nested backtests and
@@ -41,9 +46,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples per fit")
     parser.add_argument("--families", default=",".join(suite.FAMILIES))
     parser.add_argument("--quickstart", action="store_true", help="time the calibrated fit of a quickstart-shaped study")
+    parser.add_argument("--pairs", action="store_true", help="backtest differences between two variants on one grid "
+                        "(scaling.fit.pair_suite) instead of losses")
     args = parser.parse_args(argv)
     if args.quickstart:
         return quickstart_timing(args.bootstrap)
+    if args.pairs:
+        from scaling.fit import pair_suite
+
+        chosen = pair_suite.pair_cases(only=pair_suite.CI_PAIRS if args.ci else None)
+        print(f"{len(chosen)} pairs of variants, {sum(len(c.pairs) for c in chosen)} held-out differences", flush=True)
+        results = pair_suite.run_pairs(chosen, args.bootstrap,
+                                       progress=lambda key: print(f"  done {key}", file=sys.stderr, flush=True))
+        print(pair_suite.format_pairs(results))
+        return 0
     selected = suite.cases(args.families.split(","), only=suite.CI_CASES if args.ci else None)
     print(f"{len(selected)} backtests, {sum(int(c.holdout_mask.sum()) for c in selected)} held-out points", flush=True)
 

@@ -21,7 +21,7 @@ from scaling.cli.common import err_console, user_errors_exit_2
 from scaling.errors import UserInputError
 from scaling.formatting import sci
 from scaling.fit.backtest import GroupBacktest, evaluate_holdout
-from scaling.fit.degenerate import diagnose_fit
+from scaling.fit.degenerate import consolidate, diagnose_fit
 from scaling.fit.estimate import FitOptions, fit
 from scaling.fit.io import Columns, keep_after_dropping_highest, read_table, row_mask, to_fit_data
 from scaling.fit.laws import LAW_NAMES, get_law
@@ -40,7 +40,9 @@ def _fmt(value: float | None, digits: int = 4) -> str:
     return "-" if text == "n/a" else text
 
 
-def _params_table(result: FitResult) -> Table:
+def _params_table(result: FitResult, degenerate: set[tuple[str, str]] = frozenset()) -> Table:  # type: ignore[assignment]
+    """The fitted parameters per group; a parameter the fit cannot identify (``degenerate``:
+    (group, name) pairs) shows as "not identified" instead of a number."""
     table = Table(title=f"{result.law} fit: {result.formula}", title_justify="left")
     table.add_column("group", overflow="fold")
     table.add_column("points", justify="right")
@@ -51,6 +53,9 @@ def _params_table(result: FitResult) -> Table:
     for g, gf in result.groups.items():
         cells = []
         for name in names:
+            if (g, name) in degenerate:
+                cells.append("[yellow]not identified[/]")
+                continue
             cell = _fmt(gf.params[name])
             lo, hi = gf.ci95.get(name, (math.nan, math.nan))
             if math.isfinite(lo) and math.isfinite(hi):
@@ -182,7 +187,8 @@ def fit_command(
     result.notes.extend(notes)
     findings = diagnose_fit(result, fit_points)
     result.settings["degenerate"] = [f.to_dict() for f in findings]
-    result.settings.setdefault("warnings", []).extend(f"degenerate fit: {f.text()}" for f in findings)
+    # one sentence per kind of degeneracy, naming every group it hits
+    result.settings.setdefault("warnings", []).extend(f"degenerate fit: {t}" for t in consolidate(findings))
     result.settings["data"] = str(data)
     result.settings["fit_where"] = fit_where
     result.settings["columns"] = {k: v for k, v in fit_points.columns.items()}
@@ -197,7 +203,7 @@ def fit_command(
         if np.any(predict_mask & fit_mask & keep):
             result.notes.append("some predicted rows were also fitted: the backtest is partly in-sample")
 
-    console.print(_params_table(result))
+    console.print(_params_table(result, {(f.scope, p) for f in findings for p in f.params}))
     if backtests:
         console.print(_backtest_table(backtests, the_law.features, calibrated))
     for note in result.notes:

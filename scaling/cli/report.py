@@ -27,10 +27,12 @@ def print_report_summary(console: Console, report, files) -> None:  # noqa: ANN0
         for col in ("series", "loss", "95% interval", "95% interval (a new run)", f"minus {report.baseline}", "P(lower)"):
             table.add_column(col, justify="left" if col == "series" else "right")
         versus = {v.series: v for v in report.versus if v.target == large}
+        bound = large in (report.settings.get("floor_bound_targets") or [])
         for t in (t for t in report.targets if t.target == large):
             v = versus.get(t.series)
             table.add_row(t.series, loss(t.loss), interval(t.low, t.high), interval(t.pred_low, t.pred_high),
-                          "baseline" if t.series == report.baseline else "-" if v is None else
+                          "baseline" if t.series == report.baseline else
+                          ("withheld (shared floor)" if bound else "n/a") if v is None else
                           f"{signed(v.difference)} ({interval(v.low, v.high, signed)})",
                           "" if v is None or v.p_better is None else percent(v.p_better))
         console.print(table)

@@ -21,7 +21,8 @@ The method, per fit:
    forms' log predictions, and the weighted spread of the forms' predictions (the form
    uncertainty) enters the variance.
 4. **Variance components**, in log-loss units: seed noise (between replicate runs of one
-   configuration, where the study has them), lack of fit (the in-sample residual variance beyond
+   configuration where the study has them, else the scatter of each run's late evaluations
+   around a smooth curve, `scaling.fit.noise`), lack of fit (the in-sample residual variance beyond
    seed noise), parameter uncertainty (the bootstrap variance of the curve at the target), form
    spread, and extrapolation drift ``(k d)^2`` with ``k^2`` the excess of the nested squared
    errors over the in-sample variance per unit ``d^2``, shrunk towards a prior measured on the
@@ -50,6 +51,7 @@ from scaling.errors import UserInputError
 from scaling.fit.data import FitData, validate_for_law
 from scaling.fit.estimate import FitOptions, Progress, fit
 from scaling.fit.laws import SINGLE_INPUT_LAWS, Law, get_law
+from scaling.fit.noise import CheckpointNoise
 from scaling.fit.result import FitResult, to_jsonable
 
 #: Candidate forms per requested law: the law itself first, then the alternatives averaged in.
@@ -152,6 +154,10 @@ class GroupCalibration:
     log10_scale_max: float
     nested_correlation: float = 0.0
     n_splits: int = 0
+    #: where seed noise was measured: "replicates" (repeated seeds), "checkpoints" (the scatter of
+    #: late evaluations around a smooth curve, `scaling.fit.noise`), or None (not measured: it is
+    #: then inside lack of fit)
+    seed_source: str | None = None
 
 
 def combine_drift(measured: float | None, n_splits: int, prior: float = None) -> float:  # type: ignore[assignment]
@@ -256,6 +262,22 @@ class ModelAverage:
         z = rng.standard_normal((n_draws, G)) @ chol.T
         nu = min(self.groups[g].nu for g in groups)
         eta = z / np.sqrt(rng.chisquare(nu, size=(n_draws, 1)) / nu)
+        # Per form: every group's log predictions per bootstrap resample, and the resamples whose
+        # predictions are finite for all of them (a resample whose refit failed, or whose curve
+        # overflows at the target, would make every quantile of a difference NaN). One index per
+        # draw into those, shared by the groups: the draws stay joint.
+        boot_logs: dict[int, dict[str, np.ndarray]] = {}
+        picks: dict[int, np.ndarray] = {}
+        for fi, f in enumerate(forms):
+            res = f.result
+            assert res is not None
+            if not res.n_bootstrap:
+                continue
+            with np.errstate(all="ignore"):
+                boot_logs[fi] = {g: np.log(np.atleast_2d(res.predict_draws(g, X[g]))) for g in groups}
+            valid = np.flatnonzero(np.all([np.isfinite(v).all(axis=1) for v in boot_logs[fi].values()], axis=0))
+            if valid.size:
+                picks[fi] = valid[np.random.default_rng(seed + 17).integers(0, valid.size, size=n_draws)]
         out: dict[str, np.ndarray] = {}
         for gi, g in enumerate(groups):
             Xg = X[g]
@@ -267,10 +289,8 @@ class ModelAverage:
                     continue
                 res = f.result
                 assert res is not None
-                if res.n_bootstrap:
-                    idx = np.random.default_rng(seed + 17).integers(0, res.n_bootstrap, size=n_draws)[rows]
-                    with np.errstate(all="ignore"):
-                        logs[rows] = np.log(np.atleast_2d(res.predict_draws(g, Xg)))[idx]
+                if fi in picks:
+                    logs[rows] = boot_logs[fi][g][picks[fi][rows]]
                 else:
                     logs[rows] = np.log(np.atleast_1d(res.predict(g, Xg)))[None, :]
             gc = self.groups[g]
@@ -374,10 +394,13 @@ def calibrate(
     options: FitOptions | None = None,
     forms: Sequence[str] | None = None,
     progress: Progress | None = None,
+    checkpoint_noise: Mapping[str, CheckpointNoise] | None = None,
 ) -> ModelAverage:
     """Fit every candidate form, backtest each inside ``data``, and calibrate the intervals.
 
-    ``progress`` follows the requested law's bootstrap (the longest single step)."""
+    ``progress`` follows the requested law's bootstrap (the longest single step).
+    ``checkpoint_noise`` (per group, `scaling.fit.noise.checkpoint_noise` on the runs' training
+    curves) is the seed noise of a group without repeated seeds."""
     options = options or FitOptions()
     x = law.features[0] if law.name in SINGLE_INPUT_LAWS else "params_nonembed"
     names = tuple(forms) if forms is not None else forms_for(law.name)
@@ -415,14 +438,15 @@ def calibrate(
         fitted[law.name].weight = 1.0
     model = ModelAverage(law.name, law.features[0] if law.name in SINGLE_INPUT_LAWS else None, fitted, {},
                          scale_feature=scale_feature(law))
-    model.groups = _group_calibration(data, model)
+    model.groups = _group_calibration(data, model, checkpoint_noise or {})
     if not with_nested:
         model.notes.append("no nested backtest could be run (too few rungs): the drift per decade is the prior "
                            f"measured on public data ({PRIOR_DRIFT_PER_DECADE:g} log-loss per decade)")
     return model
 
 
-def _group_calibration(data: FitData, model: ModelAverage) -> dict[str, GroupCalibration]:
+def _group_calibration(data: FitData, model: ModelAverage,
+                       checkpoint_noise: Mapping[str, CheckpointNoise]) -> dict[str, GroupCalibration]:
     forms = model.weighted_forms
     w = np.array([f.weight for f in forms])
     w = w / w.sum()
@@ -433,6 +457,10 @@ def _group_calibration(data: FitData, model: ModelAverage) -> dict[str, GroupCal
     for g in data.groups:
         sub = data.of_group(g)
         seed_var, seed_dof = replicate_variance(sub)
+        seed_source = "replicates" if seed_dof else None
+        ckpt = checkpoint_noise.get(g)
+        if not seed_dof and ckpt is not None and ckpt.dof > 0:
+            seed_var, seed_dof, seed_source = ckpt.variance, ckpt.dof, "checkpoints"
         resid = []
         for f, wt in zip(forms, w):
             assert f.result is not None
@@ -451,7 +479,7 @@ def _group_calibration(data: FitData, model: ModelAverage) -> dict[str, GroupCal
             excess = np.array([max(r * r - in_sample, 0.0) / (share * share) for _, r, share in errs])
             measured = float(math.sqrt(excess.sum() / d2.sum()))
         out[g] = GroupCalibration(
-            seed_var=seed_var, seed_dof=seed_dof, lack_of_fit_var=lof, drift_per_decade=combine_drift(measured, n_splits),
+            seed_var=seed_var, seed_dof=seed_dof, seed_source=seed_source, lack_of_fit_var=lof, drift_per_decade=combine_drift(measured, n_splits),
             drift_measured=measured, n_nested=len(errs), nu=float(min(30.0, 3.0 + 2.0 * n_splits)),
             log10_scale_max=float(np.log10(scale[data.group == g].max())), n_splits=n_splits,
         )

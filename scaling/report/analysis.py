@@ -25,8 +25,10 @@ from scaling.fit.backtest import evaluate_holdout
 from scaling.fit.calibration import ModelAverage, calibrate
 from scaling.fit.compare import TOKENS_PER_PARAM_RULE, Comparison, compare
 from scaling.fit.data import FitData, make_fit_data
-from scaling.fit.degenerate import Finding, consolidate, diagnose_fit, diagnose_frontier
+from scaling.fit.degenerate import (Finding, consolidate, diagnose_fit, diagnose_floor_bound, diagnose_frontier,
+                                     diagnose_unpredictable, floor_bound_targets)
 from scaling.fit.estimate import FitOptions
+from scaling.fit.noise import CheckpointNoise, checkpoint_noise
 from scaling.fit.laws import Law, get_law
 from scaling.report.compute import TABLE_SIZES, SeriesFlops, context_costs
 from scaling.report.inputs import StudyResults, select_points, training_curves
@@ -156,7 +158,7 @@ def _holdout_mask(points: list[Point], k: int) -> np.ndarray:
 
 
 def _backtest(points: list[Point], law: Law, shared: list[str], options: FitOptions, k: int,
-              progress: Callable[[int, int], None] | None) -> dict:
+              progress: Callable[[int, int], None] | None, noise: dict[str, CheckpointNoise] | None = None) -> dict:
     """Refit without each series' ``k`` largest sizes and predict them; an explanation instead
     when the smaller part cannot pin the law."""
     split = f"fit all but each series' {k} largest size(s), predict those"
@@ -166,13 +168,17 @@ def _backtest(points: list[Point], law: Law, shared: list[str], options: FitOpti
     fit_points = [p for p, h in zip(points, held) if not h]
     usable, notes = _fittable(fit_points, law, bool(shared))
     if not usable:
-        return {"split": split, "groups": {}, "error": "holding out the largest size leaves too few runs to fit: "
-                + "; ".join(notes) + ". Add sizes to the ladder (or set fit.backtest_holdout_sizes lower)"}
+        need = max(3, len(law.params))
+        left = ", ".join(f"{series} {sum(p.series == series for p in fit_points)}"
+                         for series in dict.fromkeys(p.series for p in points))
+        return {"split": split, "groups": {}, "error": f"holding out each series' {k} largest size(s) leaves every series "
+                f"too few runs for a {law.name} law, which needs at least {need} runs at 3 or more sizes (runs left: "
+                f"{left}). Add sizes to the ladder (or set fit.backtest_holdout_sizes lower)"}
     fit_points = [p for p in fit_points if p.series in usable]
     hold_points = [p for p, h in zip(points, held) if h and p.series in usable]
     try:
         model = calibrate(_fit_data(fit_points, law), law, shared=shared if len(usable) > 1 else [], options=options,
-                          progress=progress)
+                          progress=progress, checkpoint_noise=noise)
     except UserInputError as exc:
         return {"split": split, "groups": {}, "error": f"the smaller part cannot be fitted: {exc.problem} ({exc.field})"}
     result = model.primary
@@ -240,9 +246,14 @@ def _band(calibration: ModelAverage, series: str, axis: str, x: np.ndarray, X: d
 
 
 # ---------------------------------------------------------------------------- comparison rows
-def _rows(comparison: Comparison, baseline: str) -> tuple[list[TargetRow], list[VersusRow], list[CrossoverRow]]:
+def _rows(comparison: Comparison, baseline: str, rank: dict[str, int]) -> tuple[list[TargetRow], list[VersusRow],
+                                                                              list[CrossoverRow]]:
+    """Rows against the baseline, each target's rows in the report's series order (baseline first,
+    then as in the spec), targets in the comparison's order."""
+    target_rank = {name: i for i, name in enumerate(dict.fromkeys(t.target for t in comparison.targets))}
     targets = [TargetRow(t.target, t.group, t.params_nonembed, t.tokens, t.flops, t.loss.value, t.loss.low,
                          t.loss.high, t.loss.pred_low, t.loss.pred_high, dict(t.forms)) for t in comparison.targets]
+    targets.sort(key=lambda t: (target_rank[t.target], rank.get(t.series, len(rank))))
     versus: list[VersusRow] = []
     for d in comparison.differences:
         if baseline not in (d.group_a, d.group_b):
@@ -260,6 +271,8 @@ def _rows(comparison: Comparison, baseline: str) -> tuple[list[TargetRow], list[
     crossovers = [CrossoverRow(c.group_b if c.group_a == baseline else c.group_a, baseline, c.axis, c.at, c.low,
                                c.high, c.fraction_of_draws_crossing, c.status, list(c.search_range))
                   for c in comparison.crossovers if baseline in (c.group_a, c.group_b)]
+    versus.sort(key=lambda v: (target_rank[v.target], rank.get(v.series, len(rank))))
+    crossovers.sort(key=lambda c: rank.get(c.series, len(rank)))
     return targets, versus, crossovers
 
 
@@ -286,6 +299,10 @@ def _refuse(findings: list[Finding], targets: list[TargetRow], versus: list[Vers
     comparison = dict(comparison)
     comparison["frontier"] = []
     comparison["refused"] = reason
+    # the raw comparison in report.json carries no refused number either (D = 1e54 tokens is not a result)
+    comparison["targets"] = [t for t in comparison.get("targets", []) if not refused(t["target"])]
+    comparison["differences"] = [d for d in comparison.get("differences", []) if not refused(d["target"])]
+    comparison["crossovers"] = [c for c in comparison.get("crossovers", []) if not refused(c["axis"])]
     return (out_targets, [v for v in versus if not refused(v.target)],
             [c for c in crossovers if not refused(c.axis)], comparison)
 
@@ -307,14 +324,18 @@ def _components_at(calibration: ModelAverage, targets: list[TargetRow]) -> dict[
                                            ("flops", t.flops)) if v is not None}
         _, comps = calibration.components(t.series, X)
         out[t.series] = {"target": largest, **{k: float(np.sqrt(v[0])) for k, v in comps.items()}}
+        if calibration.groups[t.series].seed_source is None:
+            out[t.series]["seed noise"] = None  # not measured (it is inside lack of fit), not zero
     return out
 
 
 def _advice(calibration: ModelAverage, results: StudyResults, points: list[Point], models: dict[str, SeriesModel],
-            targets: list[TargetRow], baseline: str, options: ReportOptions) -> dict:
+            targets: list[TargetRow], baseline: str, options: ReportOptions, withheld: str = "") -> dict:
     """Ranked next runs for the headline difference: the best series against the baseline at the
-    largest identified target (`scaling.fit.advise`)."""
+    largest identified target whose differences are a result (`scaling.fit.advise`)."""
     rows = [t for t in targets if not t.unidentified]
+    if not rows and withheld:
+        return {"candidates": [], "why": f"there is no headline difference to narrow: {withheld}"}
     if not rows or len(calibration.groups) < 2:
         return {"candidates": [], "why": "no identified target with two series to compare"}
     key = (lambda t: t.flops or 0.0) if any(t.flops for t in rows) else (lambda t: t.params_nonembed or 0.0)
@@ -348,8 +369,28 @@ def _recall_chance(results: StudyResults) -> dict[str, float]:
     return {"mqar": 1.0 / vocab} if vocab else {}
 
 
+def _checkpoint_noise(results: StudyResults, points: list[Point]) -> dict[str, CheckpointNoise]:
+    """Per series, the scatter of its runs' late validation losses around a smooth curve
+    (`scaling.fit.noise`): the seed noise of a study that runs one seed per configuration."""
+    curves = results.curves
+    if curves is None or curves.empty:
+        return {}
+    val = curves[curves["metric"] == "val_loss"]
+    series_of = {p.trial_id: p.series for p in points}
+    runs = {str(t): (f["step"].to_numpy(float), f["value"].to_numpy(float))
+            for t, f in val.groupby("trial_id", sort=True) if t in series_of}
+    return checkpoint_noise(runs, series_of)
+
+
+def _seed_source(calibration: ModelAverage) -> str | None:
+    """How seed noise was measured: "replicates", "checkpoints", both (per series), or None."""
+    sources = sorted({g.seed_source for g in calibration.groups.values() if g.seed_source})
+    return " and ".join(sources) if sources else None
+
+
 def _seed_noise(calibration: ModelAverage) -> float | None:
-    """Pooled seed-to-seed standard deviation of log loss, where the study repeats seeds."""
+    """Pooled seed-to-seed standard deviation of log loss, where the study repeats seeds or its
+    runs' late checkpoints measure it."""
     pooled = [(g.seed_var, g.seed_dof) for g in calibration.groups.values() if g.seed_dof]
     if not pooled:
         return None
@@ -378,6 +419,11 @@ def build_report(results: StudyResults, options: ReportOptions, progress: Progre
                              "give the ladder at least 3 sizes (5 or more for a useful extrapolation) and let them "
                              "finish (`mcscale resume NAME`)")
     usable = _order(usable, models)
+    missing = _missing_baseline(models, usable, dropped, excluded_notes)
+    baseline = missing[0] if missing else _baseline(usable, [p for p in points if p.series in usable])
+    usable = ([] if missing else [baseline]) + [s for s in usable if s != baseline]  # the report's one series order
+    rank = {s: i for i, s in enumerate(usable)}
+    points = sorted(points, key=lambda p: rank.get(p.series, len(rank)))  # stable: sizes stay in order
     fit_points = [p for p in points if p.series in usable]
     shared = ["E"] if shared_wanted and len(usable) > 1 else []
     fit_options = FitOptions(bootstrap=options.bootstrap, seed=options.seed, n_workers=options.workers)
@@ -385,9 +431,11 @@ def build_report(results: StudyResults, options: ReportOptions, progress: Progre
     def stage(name: str) -> Callable[[int, int], None] | None:
         return (lambda done, total: progress(name, done, total)) if progress else None
 
-    calibration = calibrate(_fit_data(fit_points, law), law, shared=shared, options=fit_options, progress=stage("fit"))
+    noise = _checkpoint_noise(results, fit_points)
+    calibration = calibrate(_fit_data(fit_points, law), law, shared=shared, options=fit_options, progress=stage("fit"),
+                            checkpoint_noise=noise)
     result = calibration.primary
-    backtest = _backtest(fit_points, law, shared, fit_options, options.holdout_sizes, stage("backtest"))
+    backtest = _backtest(fit_points, law, shared, fit_options, options.holdout_sizes, stage("backtest"), noise)
 
     flops_fns = None
     if law.name == "chinchilla":
@@ -407,14 +455,32 @@ def build_report(results: StudyResults, options: ReportOptions, progress: Progre
         # "resolved" is judged over every series-vs-baseline difference at every target together
         n_comparisons=max(1, len(usable) - 1) * _n_targets(law, options),
     )
-    missing = _missing_baseline(models, usable, dropped, excluded_notes)
-    baseline = missing[0] if missing else _baseline(usable, fit_points)
-    targets, versus, crossovers = _rows(comparison, baseline)
-    findings = diagnose_fit(result, _fit_data(fit_points, law))
+    targets, versus, crossovers = _rows(comparison, baseline, rank)
+    findings = sorted(diagnose_fit(result, _fit_data(fit_points, law)), key=lambda f: rank.get(f.scope, -1))
     comparison_dict = comparison.to_dict()
     if law.name == "chinchilla":
         findings += diagnose_frontier(comparison_dict["frontier"])
+        findings.sort(key=lambda f: rank.get(f.scope, -1))  # stable: kinds stay in order, series as the report
     targets, versus, crossovers, comparison_dict = _refuse(findings, targets, versus, crossovers, comparison_dict)
+    floor = float(result.groups[usable[0]].params["E"]) if "E" in shared else None  # shared: any series
+    losses = {name: {t.series: t.loss for t in targets if t.target == name and not t.unidentified}
+              for name in dict.fromkeys(t.target for t in targets)}
+    floor_bound = [name for name, _ in floor_bound_targets(losses, floor)]
+    findings += diagnose_floor_bound(losses, floor)
+    versus = [v for v in versus if v.target not in floor_bound]  # zero by construction: not a result
+    unpredictable, found = diagnose_unpredictable({name: {t.series: (t.pred_low, t.pred_high) for t in targets
+                                                          if t.target == name and not t.unidentified}
+                                                   for name in dict.fromkeys(t.target for t in targets)}, "E" in shared)
+    if found:
+        findings += found
+        reason = consolidate(found)[0]
+        targets = [TargetRow(t.target, t.series, t.params_nonembed, t.tokens, t.flops, math.nan, None, None, None, None,
+                             {}, reason) if t.target in unpredictable else t for t in targets]
+        versus = [v for v in versus if v.target not in unpredictable]
+        comparison_dict["differences"] = [d for d in comparison_dict.get("differences", [])
+                                          if d["target"] not in unpredictable]
+        comparison_dict["targets"] = [t for t in comparison_dict.get("targets", []) if t["target"] not in unpredictable]
+    comparison_dict["differences"] = [d for d in comparison_dict.get("differences", []) if d["target"] not in floor_bound]
     bands = _bands(calibration, results, fit_points, models, options, flops_fns)
     cost_size = min(options.target_sizes)
     costs = context_costs(results.spec, {s: models[s] for s in usable if s in models}, cost_size)
@@ -432,17 +498,26 @@ def build_report(results: StudyResults, options: ReportOptions, progress: Progre
         "excluded_series": excluded_notes, "storage": results.root,
         "baseline_missing": missing[1] if missing else None,
         "unidentified": [f.to_dict() for f in findings],
+        "floor_bound_targets": floor_bound,
         "variance_components": _components_at(calibration, targets),
-        "advice": _advice(calibration, results, fit_points, models, targets, baseline, options),
+        "advice": _advice(calibration, results, fit_points, models, [t for t in targets if t.target not in floor_bound],
+                          baseline, options, "; ".join(consolidate(f for f in findings if f.refuses in ("difference", "unpredictable")))),
         "seed_noise_log": _seed_noise(calibration),
+        "seed_noise_source": _seed_source(calibration),
+        "checkpoint_noise": {s: n.to_dict() for s, n in noise.items()},
         "recall_chance": _recall_chance(results),
         "calibration": comparison_dict.get("settings", {}).get("calibration"),
         "family_level": comparison_dict.get("settings", {}).get("family_level"),
     }
+    fit_dict = result.to_dict()
+    for f in findings:  # report.json marks, beside each fitted value, the ones that are not results
+        if f.scope in fit_dict.get("groups", {}) and f.params:
+            listed = fit_dict["groups"][f.scope].setdefault("unidentified", [])
+            listed.extend(p for p in f.params if p not in listed)
     report = Report(
         study=results.name, generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         settings=settings, verdict="", caveats=[], baseline=baseline, series=usable, points=points, dropped=dropped,
-        fit=result.to_dict(), backtest=backtest, comparison=comparison_dict, targets=targets, versus=versus,
+        fit=fit_dict, backtest=backtest, comparison=comparison_dict, targets=targets, versus=versus,
         crossovers=crossovers, bands=bands, training_curves=training_curves(results, fit_points), costs=costs,
     )
     report.verdict = verdict_for(report)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from scaling.formatting import sci
 from scaling.models.ladder import format_count
 from scaling.report.schema import COMPUTE_TARGET_PREFIXES, SIZE_TARGET_PREFIXES, Band, Point, Report
 
@@ -35,10 +36,10 @@ TAB10 = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
 KV_CACHE_LABEL = "Transformer KV cache (same width and depth)"
 
 FIGURE_TITLES: dict[str, str] = {
-    "loss_vs_compute.png": "Validation loss against training compute: runs, fitted laws with 95% bands, "
-                           "and the compute targets",
-    "loss_vs_params.png": "Validation loss against non-embedding parameters: runs, fitted laws with 95% bands, "
-                          "and the target sizes",
+    "loss_vs_compute.png": "Validation loss against training compute: runs, fitted laws, and at each compute target "
+                           "(dotted lines) the calibrated 95% intervals of the baseline and the headline contender",
+    "loss_vs_params.png": "Validation loss against non-embedding parameters: runs, fitted laws, and at each target "
+                          "size (dotted lines) the calibrated 95% intervals of the baseline and the headline contender",
     "segment_effect.png": "Effect of the segment length: validation loss against the number of segments, per size",
     "recall_vs_scale.png": "Recall against model size: MQAR accuracy and mean needle-in-a-haystack accuracy",
     "cost_vs_context.png": "Inference cost against context length: forward FLOPs per token and memory per sequence",
@@ -164,23 +165,24 @@ def _draw_training_curves(ax: "Axes", report: Report, colours: dict[str, str]) -
 
 def _target_lines(report: Report, prefix: tuple[str, ...], field: str) -> list[tuple[float, str]]:
     """Distinct target positions (x, short label) from target rows whose name starts with ``prefix``
-    (chinchilla comparisons name them "C=..."/"N=...", power-law ones "flops=..."/"params_nonembed=...")."""
+    (chinchilla comparisons name them "C=..."/"N=...", power-law ones "flops=..."/"params_nonembed=...");
+    labels in the report's formats: "C=5.88e23" (scaling.formatting.sci), "N=70B" (a parameter count)."""
     found: dict[float, str] = {}
     for row in report.targets:
         value = getattr(row, field)
         if row.target.startswith(prefix) and _positive(value) and float(value) not in found:
-            short = row.target.split(",")[0].replace(" FLOPs", "").replace(" params", "").strip()
-            short = short.replace("flops=", "C=").replace("params_nonembed=", "N=")
-            found[float(value)] = short
+            found[float(value)] = f"C={sci(float(value))}" if field == "flops" else f"N={format_count(float(value))}"
     return sorted(found.items())
 
 
 def _mark_targets(ax: "Axes", lines: list[tuple[float, str]]) -> None:
-    """Dotted vertical lines at the targets, labelled along the top of the axes."""
-    for x, label in lines:
+    """Dotted vertical lines at the targets, labelled just above the axes (where no interval bar
+    or curve can cover the label)."""
+    for k, (x, label) in enumerate(lines):
         ax.axvline(x, color="#555555", ls=":", lw=1.0, zorder=0)
-        ax.text(x, 0.98, f" {label}", transform=ax.get_xaxis_transform(), rotation=90,
-                va="top", ha="right", fontsize=7.5, color="#444444")
+        # two rows, alternating: labels of targets a decade apart would overlap on one
+        ax.text(x, 1.005 + 0.04 * (k % 2), label, transform=ax.get_xaxis_transform(), va="bottom", ha="center",
+                fontsize=7.5, color="#444444")
 
 
 def _shade_extrapolated(ax: "Axes", observed_max: float | None) -> None:
@@ -196,9 +198,10 @@ def _shade_extrapolated(ax: "Axes", observed_max: float | None) -> None:
     ax.set_xlim(left, right)
 
 
-def _loss_limits(ax: "Axes", points: list[Point], bands: list[Band]) -> None:
-    """Y range from the runs and fitted curves, so early-training losses do not squash the plot."""
-    values = [float(p.val_loss) for p in points if _finite(p.val_loss)]
+def _loss_limits(ax: "Axes", points: list[Point], bands: list[Band], extra: Sequence[float] = ()) -> None:
+    """Y range from the runs, fitted curves and interval bars (``extra``), so early-training losses
+    do not squash the plot."""
+    values = [float(p.val_loss) for p in points if _finite(p.val_loss)] + [float(v) for v in extra if _finite(v)]
     for band in bands:
         for arr in (band.loss, band.pred_low, band.pred_high):
             a = _array(arr)
@@ -230,28 +233,88 @@ def shaded_series(report: Report) -> list[str]:
     return [s for s in dict.fromkeys(chosen) if s]
 
 
-def _legend_for_bands(ax: "Axes", bands: list[Band], colours: dict[str, str]) -> None:
-    """A legend with the series plus, per shaded series, swatches in its own colour explaining the
-    two band shades (calibrated intervals of a new run and of the expected loss)."""
-    from matplotlib.patches import Patch
+def _legend_with_intervals(ax: "Axes", shown: list[str], colours: dict[str, str], new_run: bool) -> None:
+    """The series' lines plus, per series whose intervals are drawn, swatches in its own colour for
+    the interval bars (the expected loss's, and a new run's where it is wider)."""
+    from matplotlib.lines import Line2D
 
     handles, labels = ax.get_legend_handles_labels()
-    for series in dict.fromkeys(b.series for b in bands):
-        own = [b for b in bands if b.series == series]
+    for series in shown:
         colour = colours.get(series, "#555555")
-        if any(b.pred_low is not None for b in own):
-            handles.append(Patch(color=colour, alpha=0.12))
+        handles.append(Line2D([], [], color=colour, lw=6, alpha=0.45, solid_capstyle="butt"))
+        labels.append(f"{series}: 95% interval, expected loss")
+        if new_run:
+            handles.append(Line2D([], [], color=colour, lw=1.2, alpha=0.9))
             labels.append(f"{series}: 95% interval, a new run")
-        if any(b.fit_low is not None for b in own):
-            handles.append(Patch(color=colour, alpha=0.35))
-            labels.append(f"{series}: 95% interval, expected loss")
     if handles:
         _outside_legend(ax, handles, labels)
 
 
+def _interval_at(band: Band, x: float, low: list | None, high: list | None) -> tuple[float, float] | None:
+    """A band's interval at ``x`` (log-linear interpolation), None outside it or without one."""
+    xs, lo, hi = _array(band.x), _array(low), _array(high)
+    if xs is None or lo is None or hi is None or xs.size < 2 or not (xs.min() <= x <= xs.max()):
+        return None
+    ok = np.isfinite(xs) & (xs > 0) & np.isfinite(lo) & np.isfinite(hi)
+    if ok.sum() < 2:
+        return None
+    lx = np.log(xs[ok])
+    return float(np.interp(np.log(x), lx, lo[ok])), float(np.interp(np.log(x), lx, hi[ok]))
+
+
+def _target_intervals(report: Report, axis: str, series: str, positions: list[float],
+                      bands: list[Band]) -> list[tuple[float, tuple[float, float] | None, tuple[float, float] | None]]:
+    """(x, expected-loss interval, new-run interval) at each target position: the target rows' own
+    numbers where the report has rows on this axis (so the figure shows the table's intervals), else
+    the series' band read at that position."""
+    field = "flops" if axis == "flops" else "params_nonembed"
+    prefix = COMPUTE_TARGET_PREFIXES if axis == "flops" else SIZE_TARGET_PREFIXES
+    rows = {float(getattr(t, field)): t for t in report.targets
+            if t.series == series and t.target.startswith(prefix) and not t.unidentified
+            and _positive(getattr(t, field)) and (not t.target.startswith("N=") or "tokens/param" in t.target)}
+    band = next((b for b in bands if b.series == series and b.axis == axis), None)
+    out = []
+    for x in positions:
+        row = rows.get(x)
+        if row is not None:
+            fit = (row.low, row.high) if _finite(row.low) and _finite(row.high) else None
+            new = (row.pred_low, row.pred_high) if _finite(row.pred_low) and _finite(row.pred_high) else None
+        elif band is not None:
+            fit = _interval_at(band, x, band.fit_low, band.fit_high)
+            new = _interval_at(band, x, band.pred_low, band.pred_high)
+        else:
+            fit = new = None
+        out.append((x, fit, new))
+    return out
+
+
+def _draw_target_intervals(ax: "Axes", report: Report, axis: str, positions: list[float], colours: dict[str, str],
+                           bands: list[Band]) -> tuple[list[str], bool, list[float]]:
+    """Interval bars at the targets for the shaded series, side by side (offset along the log
+    axis) so they never merge: (series drawn, whether any new-run bar was wider, y values drawn)."""
+    shown, new_run, ys = [], False, []
+    shaded = shaded_series(report)
+    for k, series in enumerate(shaded):
+        offset = 10 ** (0.09 * (k - (len(shaded) - 1) / 2.0))
+        drawn = False
+        for x, fit, new in _target_intervals(report, axis, series, positions, bands):
+            colour = colours.get(series, "#555555")
+            if new is not None and (fit is None or new[1] - new[0] > 1.02 * (fit[1] - fit[0])):
+                ax.plot([x * offset] * 2, new, color=colour, lw=1.2, alpha=0.9, zorder=4)
+                new_run, drawn = True, True
+                ys += list(new)
+            if fit is not None:
+                ax.plot([x * offset] * 2, fit, color=colour, lw=6, alpha=0.45, solid_capstyle="butt", zorder=4)
+                drawn = True
+                ys += list(fit)
+        if drawn:
+            shown.append(series)
+    return shown, new_run, ys
+
+
 def _loss_vs_axis(report: Report, axis: str, with_curves: bool, targets: list[tuple[float, str]],
                   xlabel: str, title: str) -> "Figure | None":
-    """Shared body of the compute and size plots: runs, fitted laws with bands, targets."""
+    """Shared body of the compute and size plots: runs, fitted laws, targets with their intervals."""
     colours = series_colours(report)
     bands = [b for b in report.bands if b.axis == axis]
     points = [p for p in report.points if _positive(_point_x(p, axis)) and _finite(p.val_loss)]
@@ -262,26 +325,22 @@ def _loss_vs_axis(report: Report, axis: str, with_curves: bool, targets: list[tu
     ax.set_xscale("log")
     if with_curves:
         _draw_training_curves(ax, report, colours)
-    drawn_bands: list[Band] = []
-    shaded = shaded_series(report)
     for series in _series_order(report, [*(p.series for p in points), *(b.series for b in bands)]):
         colour = colours[series]
         labelled = False
         for band in (b for b in bands if b.series == series):
-            if _draw_band(ax, band, colour, None if labelled else series, _line_width(report, series),
-                          shade=series in shaded):
+            if _draw_band(ax, band, colour, None if labelled else series, _line_width(report, series), shade=False):
                 labelled = True
-                if series in shaded:
-                    drawn_bands.append(band)
         _draw_points(ax, [p for p in points if p.series == series], axis, colour, None if labelled else series)
     _mark_targets(ax, targets)
-    _loss_limits(ax, points, drawn_bands)
+    shown, new_run, ys = _draw_target_intervals(ax, report, axis, [x for x, _ in targets], colours, bands)
+    _loss_limits(ax, points, [Band(b.series, b.axis, b.x, b.loss) for b in bands], ys)
     _shade_extrapolated(ax, max((_point_x(p, axis) for p in points), default=None))
     ax.set_xlabel(xlabel)
     ax.set_ylabel("validation loss (nats/token)")
-    ax.set_title(title)
+    ax.set_title(title, pad=(26 if len(targets) > 1 else 16) if targets else 6)
     ax.grid(True, which="major", alpha=0.3)
-    _legend_for_bands(ax, drawn_bands, colours)
+    _legend_with_intervals(ax, shown, colours, new_run)
     return fig
 
 
@@ -293,8 +352,13 @@ def loss_vs_compute(report: Report) -> "Figure | None":
 
 def loss_vs_params(report: Report) -> "Figure | None":
     """Loss against non-embedding parameters: the view in which target sizes (N=...) are compared."""
-    return _loss_vs_axis(report, "params_nonembed", False, _target_lines(report, SIZE_TARGET_PREFIXES, "params_nonembed"),
-                         "non-embedding parameters", "Validation loss against model size")
+    # a power law in compute has no size targets: mark the target sizes themselves (bars read from the bands),
+    # unless every target is withheld (then nothing at the targets is a result)
+    withheld = bool(report.targets) and all(t.unidentified for t in report.targets)
+    lines = _target_lines(report, SIZE_TARGET_PREFIXES, "params_nonembed") or ([] if withheld else [
+        (float(n), f"N={format_count(float(n))}") for n in report.settings.get("target_sizes", []) if _positive(n)])
+    return _loss_vs_axis(report, "params_nonembed", False, lines, "non-embedding parameters",
+                         "Validation loss against model size")
 
 
 # --- segment length -------------------------------------------------------------------------
@@ -411,7 +475,7 @@ def recall_vs_scale(report: Report) -> "Figure | None":
         level = chance.get("mqar" if title.startswith("MQAR") else "needle")
         if level is not None:
             ax.axhline(level, color="#555555", ls="--", lw=1.0, zorder=0)
-            ax.text(0.01, level, f" chance ({level:.0%})", transform=ax.get_yaxis_transform(), va="bottom",
+            ax.text(0.01, level, f" chance ({100 * level:.1f}%)", transform=ax.get_yaxis_transform(), va="bottom",
                     fontsize=7.5, color="#444444")
         ax.set_xscale("log")
         ax.set_ylim(-0.03, 1.03)

@@ -60,7 +60,7 @@ def headline_metrics(report: Report) -> dict[str, float]:
             out[f"minus_baseline.{v.series}"] = v.difference
             if v.p_better is not None:
                 out[f"p_lower_than_baseline.{v.series}"] = v.p_better
-    degenerate = {(f["scope"], f["quantity"]) for f in report.settings.get("unidentified", [])}
+    degenerate = {(f["scope"], p) for f in report.settings.get("unidentified", []) for p in f.get("params") or [f["quantity"]]}
     for series, group in (report.fit.get("groups") or {}).items():
         for name, value in group.get("params", {}).items():
             if value is not None and (series, name) not in degenerate:  # an unidentified parameter is no result

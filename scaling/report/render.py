@@ -21,7 +21,7 @@ body { font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-se
 h1 { font-size: 1.7em; border-bottom: 2px solid #333; padding-bottom: .2em; }
 h2 { font-size: 1.3em; margin-top: 1.8em; border-bottom: 1px solid #ccc; }
 h3 { font-size: 1.1em; }
-table { border-collapse: collapse; margin: .6em 0 1.4em; font-size: .85em; }
+table { border-collapse: collapse; margin: .6em 0 1.4em; font-size: .85em; display: block; overflow-x: auto; }
 th, td { border: 1px solid #ccc; padding: .25em .5em; text-align: right; vertical-align: top; }
 th { background: #f2f2f2; }
 td:first-child, th:first-child { text-align: left; }

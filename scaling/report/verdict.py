@@ -12,13 +12,18 @@ from __future__ import annotations
 import math
 from typing import Iterable
 
-from scaling.fit.degenerate import consolidate
+from scaling.fit.degenerate import FLOOR_BOUND_SHARE, consolidate
+from scaling.fit.noise import MIN_LATE_POINTS
 from scaling.formatting import sci
 from scaling.models.ladder import format_count
 from scaling.report.schema import COMPUTE_TARGET_PREFIXES, SIZE_TARGET_PREFIXES, Report, TargetRow, VersusRow
 
 _STRATEGY_NAMES = {"grm": "GRM", "ssc": "SSC", "soup": "Memory Soup", "residual": "residual caching",
                    "none": "no caching"}
+
+
+#: decimals of a recall accuracy in percent, everywhere the report prints one (text, tables, figures)
+ACCURACY_DIGITS = 1
 
 
 def loss(value: float | None) -> str:
@@ -59,6 +64,8 @@ def headline_targets(report: Report) -> tuple[str | None, str | None]:
     """(largest, smallest) target names on the axis the verdict speaks about: equal compute where
     available, else size."""
     rows = compute_targets(report) or size_targets(report)
+    bound = set(report.settings.get("floor_bound_targets") or [])
+    rows = [t for t in rows if t.target not in bound] or rows  # lead with differences that are results
     if not rows:
         return None, None
     key = (lambda t: t.flops or 0.0) if rows[0].target.startswith(COMPUTE_TARGET_PREFIXES) else (lambda t: t.params_nonembed or 0.0)
@@ -142,7 +149,8 @@ def verdict_for(report: Report) -> str:
         return " ".join(parts)
     lead = in_range_sentence(report)
     if large is None:
-        refused = [f for f in report.settings.get("unidentified", []) if f.get("refuses") in ("N/D split", "allocation")]
+        refused = [f for f in report.settings.get("unidentified", [])
+                   if f.get("refuses") in ("N/D split", "allocation", "unpredictable")]
         why = (" The extrapolations are withheld: " + consolidate(refused)[0] + ".") if refused else ""
         return " ".join(p for p in (lead, "No target could be predicted from this fit." + why) if p)
     base = _row(report, large, report.baseline)
@@ -150,6 +158,17 @@ def verdict_for(report: Report) -> str:
              f"the functional forms by their backtest record, the laws predict at "
              f"{describe_target(report, large)} a validation loss of {loss(base.loss) if base else 'n/a'} for "
              f"{report.baseline} (calibrated 95% interval {interval(base.low, base.high) if base else 'n/a'})."]
+    unpredictable = next((f for f in report.settings.get("unidentified", []) if f.get("refuses") == "unpredictable"), None)
+    further = ("" if unpredictable is None else
+               f"Further out no prediction is given: {unpredictable['quantity']} {unpredictable['problem']}.")
+    if large in (report.settings.get("floor_bound_targets") or []):
+        # the headline prefers targets whose differences are results: here every one on its axis is floor-bound
+        parts.append(f"Every series is predicted the same there, within {100 * FLOOR_BOUND_SHARE:g}% of the shared loss "
+                     "floor, as at every target: their differences are zero by construction of the shared floor, "
+                     "not a result, so none is given (see Caveats for the runs that would change this).")
+        parts.append(further)
+        parts.append(_backtest_sentence(report))
+        return " ".join(p for p in parts if p)
     contenders = best_per_strategy(report, large)
     for series in contenders:
         row, v = _row(report, large, series), _versus(report, large, series)
@@ -173,6 +192,7 @@ def verdict_for(report: Report) -> str:
             if v is not None:
                 parts.append(f"At {describe_target(report, small)}, {contenders[0]} minus {report.baseline} is "
                              f"{signed(v.difference)} ({interval(v.low, v.high, signed)}).")
+    parts.append(further)
     parts.append(_backtest_sentence(report))
     return " ".join(p for p in parts if p)
 
@@ -193,22 +213,39 @@ def in_range_sentence(report: Report) -> str:
     seeds = max(sum(1 for p in fitted if p.series == s and p.size_label == top) for s in report.series)
     noise = report.settings.get("seed_noise_log")
     parts = []
+    chance = (report.settings.get("recall_chance") or {}).get("mqar")
+    mqar = [at[s].mqar_acc for s in report.series if s in at and at[s].mqar_acc is not None]
+    # accuracies within twice chance for every series: recall is not learned, so per-series numbers mean nothing
+    unlearned = bool(chance) and bool(mqar) and max(mqar) <= 2.0 * chance
     for s in report.series:
         if s == report.baseline or s not in at:
             continue
         p = at[s]
         text = f"{s} {signed(p.val_loss - base.val_loss)}"
-        if p.mqar_acc is not None and base.mqar_acc is not None:
-            text += f" (MQAR {percent(p.mqar_acc)} vs {percent(base.mqar_acc)})"
+        if p.mqar_acc is not None and base.mqar_acc is not None and not unlearned:
+            text += f" (MQAR {percent(p.mqar_acc, ACCURACY_DIGITS)} vs {percent(base.mqar_acc, ACCURACY_DIGITS)})"
         parts.append(text)
     if not parts:
         return ""
-    noise_text = (f"seed noise measured at {percent(noise, 2)} of the loss" if noise else
-                  f"{seeds} seed per size, so seed noise is not measured and differences this small may be noise"
-                  if seeds == 1 else "")
+    recall = (f" MQAR accuracy there is at chance for every series ({percent(min(mqar), ACCURACY_DIGITS)} to "
+              f"{percent(max(mqar), ACCURACY_DIGITS)}, chance {percent(chance, ACCURACY_DIGITS)}), so recall is not "
+              "learned at these sizes and cannot tell the series apart." if unlearned else "")
+    noise_text = (f"seed noise {percent(noise, 2)} of the loss, {_seed_source_text(report)}" if noise else
+                  f"{seeds} seed per size and too few late evaluations per run to measure seed noise from checkpoints, "
+                  "so differences this small may be noise" if seeds == 1 else "")
     return (f"Within the study's range, at the largest size every series trained ({top}), measured validation loss "
             f"minus {report.baseline}'s ({loss(base.val_loss)}): " + "; ".join(parts)
-            + (f" ({noise_text})" if noise_text else "") + ".")
+            + (f" ({noise_text})" if noise_text else "") + "." + recall)
+
+
+def _seed_source_text(report: Report) -> str:
+    source = report.settings.get("seed_noise_source") or ""
+    if "replicates" in source and "checkpoints" in source:
+        return "measured between repeated seeds and, where a series has none, from late checkpoints"
+    if "replicates" in source:
+        return "measured between repeated seeds"
+    return ("estimated from the scatter of each run's late evaluations around a smooth curve (one seed per "
+            "configuration; scaling.fit.noise)")
 
 
 def _resolution(report: Report, target: str, contenders: Iterable[str]) -> str:
@@ -316,12 +353,14 @@ def _variance_caveats(report: Report) -> list[str]:
     if not comps:
         return []
     names = ("seed noise", "lack of fit", "parameters", "form", "extrapolation")
-    mean = {k: sum(c.get(k, 0.0) for c in comps.values()) / len(comps) for k in names}
-    top = max(names, key=lambda k: mean[k])
+    measured = [k for k in names if any(c.get(k) is not None for c in comps.values())]
+    mean = {k: sum(c.get(k) or 0.0 for c in comps.values()) / len(comps) for k in measured}
+    top = max(measured, key=lambda k: mean[k])
     target = next(iter(comps.values())).get("target", "")
     seed = report.settings.get("seed_noise_log")
     text = (f"Variance components at {describe_target(report, target)} (standard deviation as a share of the loss, "
-            "mean over series): " + ", ".join(f"{k} {percent(mean[k], 2)}" for k in names)
+            "mean over series): " + ", ".join(f"{k} {percent(mean[k], 2)}" if k in mean else f"{k} not measured"
+                                              for k in names)
             + f". The largest is {top}")
     if top == "extrapolation":
         text += ", so runs at larger sizes (closer to the target) narrow the intervals most; more seeds would not"
@@ -329,8 +368,12 @@ def _variance_caveats(report: Report) -> list[str]:
         text += ", so more sizes (a longer ladder) narrow the intervals most"
     elif top == "seed noise":
         text += ", so more seeds at the largest sizes narrow the intervals most"
-    text += ("." if seed else ". Seed noise is unmeasured (one seed per configuration): it is counted inside lack "
-             "of fit, which is an upper bound on it.")
+    if seed:
+        text += f". Seed noise is {_seed_source_text(report)}; a new run's interval includes it, the expected loss's does not."
+    else:
+        text += (f". Seed noise is unmeasured (one seed per configuration, and fewer than {MIN_LATE_POINTS} evaluations in the second "
+                 "half of each run to measure it from checkpoints): it is counted inside lack of fit, which is an "
+                 "upper bound on it; repeat a seed or evaluate more often (data.evals.every_steps) to separate them.")
     return [text]
 
 
@@ -339,15 +382,16 @@ def _fit_caveats(report: Report) -> list[str]:
     fit = report.fit or {}
     groups = fit.get("groups", {})
     floor_unidentified = any(f["quantity"] == "E" for f in report.settings.get("unidentified", []))
+    all_withheld = bool(report.targets) and all(t.unidentified for t in report.targets)
     if "E" in (fit.get("shared") or []) and groups and floor_unidentified:
-        out.append("Shared loss floor: not identified (pinned at its bound 0, see below), so no floor is reported; "
-                   "far beyond the data the predictions follow each series' power law down without one.")
-    elif "E" in (fit.get("shared") or []) and groups:
+        out.append("Shared loss floor: not identified (see below), so no floor is reported; far beyond the data the "
+                   "predictions follow each series' power law down without one.")
+    elif "E" in (fit.get("shared") or []) and groups and not all_withheld:
         first = next(iter(groups.values()))
-        lo, hi = (first.get("ci95", {}).get("E") or [None, None])[:2]
-        out.append(f"Shared loss floor: E = {loss(first['params'].get('E'))} (95% CI {interval(lo, hi)}) is common to "
-                   "every series, so far beyond the data the predictions converge on E and the differences come from "
-                   "each series' A and alpha alone.")
+        out.append(f"Shared loss floor: E = {loss(first['params'].get('E'))} is common to every series, so far beyond "
+                   "the data the predictions converge on E and the differences come from each series' A and alpha "
+                   "alone. (A parameter has no held-out value to calibrate against, so E carries only its bootstrap "
+                   "interval, in Fit diagnostics; the losses predicted from it carry calibrated intervals.)")
     errors = {g: v.get("max_abs_rel_error") for g, v in groups.items() if v.get("max_abs_rel_error") is not None}
     if errors and max(errors.values()) > 0.03:
         worst = max(errors, key=errors.get)
@@ -365,7 +409,9 @@ def _fit_caveats(report: Report) -> list[str]:
     for kind, consequence in (("N/D split", "so every chinchilla target, crossover and allocation is withheld"),
                               ("allocation", "so the allocation and the compute-optimal targets are withheld"),
                               ("floor", "so predictions far beyond the data rest on the form, not on a measured floor"),
-                              ("exponent", "so extrapolations along it are not identified")):
+                              ("exponent", "so extrapolations along it are not identified"),
+                              ("difference", "so no verdict is drawn from them"),
+                              ("unpredictable", "so the verdict rests on the study's own range")):
         for text in consolidate(f for f in findings if f["refuses"] == kind):
             out.append(f"Not identified: {text} ({consequence}).")
     return out

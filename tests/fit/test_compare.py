@@ -82,7 +82,7 @@ def test_crossover_and_win_probability():
     assert cross.low < n_star < cross.high
     assert cross.fraction_of_draws_crossing > 0.9
     diffs = {d.target: d for d in out.differences}
-    small, large = diffs["N=1e+07 params, 20 tokens/param"], diffs["N=1e+10 params, 20 tokens/param"]
+    small, large = diffs["N=1e7 params, 20 tokens/param"], diffs["N=1e10 params, 20 tokens/param"]
     assert small.difference.value < 0 and small.p_a_better > 0.95  # grm better below N*
     assert large.difference.value > 0 and large.p_a_better < 0.05
     assert small.difference.low < small.difference.value < small.difference.high

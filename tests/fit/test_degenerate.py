@@ -67,6 +67,7 @@ def test_mcscale_fit_warns_about_a_pinned_floor(tmp_path):
                                    "--bootstrap", "0", "--json", str(out)])
     assert res.exit_code == 0, res.output
     assert "warning:" in res.output and "degenerate fit" in res.output and "pinned at its lower bound" in res.output
+    assert "not identified" in res.output  # the table shows no number for it
     payload = json.loads(out.read_text())
     assert payload["settings"]["degenerate"][0]["quantity"] == "E"
 
@@ -86,3 +87,15 @@ def test_mcscale_fit_calibrated_backtest_on_gadre(gadre_csv, tmp_path):
     assert set(payload["settings"]["calibration"]["forms"]) == {"chinchilla", "gadre", "broken"}
     bt = payload["groups"]["all"]["backtest"]
     assert bt["n_holdout"] == 3 and bt["coverage"] == 1.0
+
+
+def test_intervals_spanning_an_order_of_magnitude_are_not_predictions():
+    from scaling.fit.degenerate import diagnose_unpredictable
+
+    targets, found = diagnose_unpredictable({
+        "flops=2e20": {"a": (1.9, 2.3), "b": (1.8, 2.4)},  # a prediction
+        "flops=6e23": {"a": (0.8, 5.5), "b": (0.03, 79.0)},  # "anything from 0.03 to 79": none
+        "flops=6e25": {"a": (None, None)},  # no interval: not judged here
+    })
+    assert targets == ["flops=6e23"] and len(found) == 1 and found[0].refuses == "unpredictable"
+    assert "0.03 to 79 for b" in found[0].problem and "flops=2e20" not in found[0].problem

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from scaling.formatting import sci
+
 from scaling.report.schema import (
     Band,
     ContextCost,
@@ -139,7 +141,7 @@ def _targets(series: list[_Series], with_bootstrap: bool) -> list[TargetRow]:
             loss = float(_law(s.a, _flops(n)))
             low, high = _interval(loss, with_bootstrap, 0.02)
             plow, phigh = _interval(loss, with_bootstrap, 0.035)
-            rows.append(TargetRow(f"N={n:.3g} params, {TOKENS_PER_PARAM:g} tokens/param", s.name, n,
+            rows.append(TargetRow(f"N={sci(n)} params, {TOKENS_PER_PARAM:g} tokens/param", s.name, n,
                                   TOKENS_PER_PARAM * n, _flops(n), loss, low, high, plow, phigh))
     for n in TARGET_SIZES:
         c = _flops(n)
@@ -147,7 +149,7 @@ def _targets(series: list[_Series], with_bootstrap: bool) -> list[TargetRow]:
             loss = float(_law(s.a, c))
             low, high = _interval(loss, with_bootstrap, 0.02)
             plow, phigh = _interval(loss, with_bootstrap, 0.035)
-            rows.append(TargetRow(f"C={c:.3g} FLOPs, compute-optimal", s.name, n, TOKENS_PER_PARAM * n, c,
+            rows.append(TargetRow(f"C={sci(c)} FLOPs, compute-optimal", s.name, n, TOKENS_PER_PARAM * n, c,
                                   loss, low, high, plow, phigh))
     return rows
 
@@ -168,7 +170,7 @@ def _versus(targets: list[TargetRow], baseline: str, with_bootstrap: bool) -> li
 def _crossovers(series: list[_Series], baseline: str, with_bootstrap: bool) -> list[CrossoverRow]:
     """Same exponent, different A: the curves never cross."""
     return [CrossoverRow(s.name, baseline, "flops at compute-optimal allocation", None, None, None,
-                         0.0 if with_bootstrap else None, "no crossover in range [1e+17, 1e+27]")
+                         0.0 if with_bootstrap else None, "no crossover in range [1e17, 1e27]")
             for s in series if s.name != baseline]
 
 
@@ -250,3 +252,23 @@ def sample_report(n_sizes: int = 4, with_bootstrap: bool = True, segment_sweep: 
         training_curves=_training_curves(points),
         costs=_costs(series) if costs else [],
     )
+
+
+def on_the_shared_floor(report: Report) -> Report:
+    """The degenerate case the quickstart's power law produced: every series' prediction at every
+    target sits on the shared floor E, so the fit's differences there are ~1e-5 with P(lower)
+    ~50% by construction. Marks the report as `scaling.report.analysis` does for such a fit (the
+    floor-bound targets, the finding, the versus rows and their raw differences removed), with
+    the degenerate numbers kept in the target rows so a test can check that none is printed."""
+    from scaling.fit.degenerate import diagnose_floor_bound
+
+    for t in report.targets:
+        t.loss = E * (1.0 + 1e-5 * (1 + report.series.index(t.series)))
+    losses = {name: {t.series: t.loss for t in report.targets if t.target == name}
+              for name in dict.fromkeys(t.target for t in report.targets)}
+    report.settings["floor_bound_targets"] = list(losses)
+    report.settings["unidentified"] = [f.to_dict() for f in diagnose_floor_bound(losses, E)]
+    report.settings["advice"] = {"candidates": [], "why": "there is no headline difference to narrow"}
+    report.versus = []
+    report.crossovers = []
+    return report

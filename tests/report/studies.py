@@ -52,11 +52,14 @@ def power_loss(series: str, flops: float, tokens: float, params: float) -> float
 def write_study(storage: Path | str, name: str, *, sizes: list[str] | None = None, noise: float = 0.003, seed: int = 0,
                 loss: Callable[[str, float, float, float], float] = power_loss,
                 tokens_factor: Callable[[int], float] | None = None,
-                status: Callable[[str], str] | None = None, **extra) -> ResultStore:
-    """Write spec.yaml, one trial row and a short val_loss curve per planned trial; returns the store.
+                status: Callable[[str], str] | None = None, curve_steps: tuple[int, ...] = (40, 80, 100),
+                curve_noise: float = 0.0, **extra) -> ResultStore:
+    """Write spec.yaml, one trial row and a val_loss curve per planned trial; returns the store.
 
     ``tokens_factor(i)`` scales the i-th trial's tokens (to vary D at fixed N for chinchilla fits);
-    ``status(trial_id)`` may mark trials diverged/running.
+    ``status(trial_id)`` may mark trials diverged/running. The curve is evaluated at
+    ``curve_steps`` (of 100), smooth towards the final loss, each evaluation off it by a log
+    factor ``curve_noise * N(0, 1)`` (the checkpoint scatter `scaling.fit.noise` measures).
     """
     raw = spec_dict(name, str(storage), sizes, **extra)
     spec = parse_spec(raw)
@@ -64,6 +67,7 @@ def write_study(storage: Path | str, name: str, *, sizes: list[str] | None = Non
     store.write_text("spec.yaml", yaml.safe_dump(raw, sort_keys=False))
     store.write_json("study.json", {"name": name, "status": "ladder-complete"})
     rng = np.random.default_rng(seed)
+    curve_rng = np.random.default_rng(seed + 1)  # its own stream: the final losses do not depend on the curves
     for i, planned in enumerate(plan_ladder(spec)):
         cfg = planned.config
         params = float(planned.tags["params_nonembed"])
@@ -80,8 +84,9 @@ def write_study(storage: Path | str, name: str, *, sizes: list[str] | None = Non
         store.write_trial(planned.trial_id, trial_row(planned.trial_id, "ladder", planned.tags, metrics, cfg.to_dict()))
         store.write_curves(planned.trial_id, [
             {"trial_id": planned.trial_id, "step": step, "tokens": int(tokens * step / 100),
-             "flops": flops * step / 100, "metric": "val_loss", "value": value + 0.5 * (100 - step) / 100}
-            for step in (40, 80, 100)])
+             "flops": flops * step / 100, "metric": "val_loss",
+             "value": (value + 0.5 * (100 - step) / 100) * (1.0 if step == 100 else math.exp(curve_noise * curve_rng.standard_normal()))}
+            for step in curve_steps])
     return store
 
 

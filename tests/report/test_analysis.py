@@ -23,13 +23,19 @@ from scaling.study.plan import model_at, series_models
 from tests.report.studies import A_TRUE, ALPHA_TRUE, E_TRUE, spec_dict, write_study
 
 SERIES = ["transformer", "swla+grm@C32", "swla+grm@C64", "swla+ssc@C32"]
+CURVE_NOISE = 0.003
 
 
 @pytest.fixture(scope="module")
 def power_report(tmp_path_factory) -> Report:
     storage = tmp_path_factory.mktemp("runs")
     diverged = "ladder-swla_ssc-c32-128k-s0"
-    store = write_study(storage, "synth", status=lambda tid: "diverged" if tid == diverged else "completed")
+    # evaluations every 5 of 100 steps, each off the smooth curve by 0.3% (log): seed noise from checkpoints
+    store = write_study(storage, "synth", status=lambda tid: "diverged" if tid == diverged else "completed",
+                        curve_steps=tuple(range(5, 101, 5)), curve_noise=CURVE_NOISE,
+                        # 3M: a target near enough that the series still differ (at 1.3B and 70B every
+                        # series sits on the shared floor, so those differences are withheld)
+                        fit={"law": "power", "x": "compute", "bootstrap": 60, "target_sizes": ["3M", "1.3B", "70B"]})
     results = load_study(store)
     return build_report(results, ReportOptions.from_settings(results.fit_settings))
 
@@ -48,14 +54,32 @@ def test_power_fit_recovers_the_law_it_was_drawn_from(power_report):
 
 def test_series_are_ranked_as_the_law_ranks_them(power_report):
     assert power_report.baseline == "transformer"
-    small_target = next(t.target for t in power_report.targets if t.target.startswith("flops=2.03e+20"))
+    small_target = next(t.target for t in power_report.targets if t.target.startswith("flops=1.08e15"))
     diffs = {v.series: v for v in power_report.versus if v.target == small_target}
+    assert set(power_report.settings["floor_bound_targets"]) == {"flops=2.03e20", "flops=5.88e23"}
     assert set(diffs) == set(SERIES) - {"transformer"}
     for series, v in diffs.items():
         assert v.difference < 0  # every A_TRUE is below the Transformer's
         assert v.p_better is not None and v.p_better > 0.5
     assert diffs["swla+grm@C32"].difference < diffs["swla+ssc@C32"].difference  # lower A, lower loss
     assert "transformer" in power_report.verdict and "swla+grm@C32 (GRM)" in power_report.verdict
+
+
+def test_seed_noise_is_measured_from_late_checkpoints_and_reported_apart(power_report):
+    """One seed per size, but 10 evaluations in each run's second half: their scatter around a smooth
+    curve is the seed-noise component, apart from lack of fit and the parameters."""
+    s = power_report.settings
+    assert s["seed_noise_source"] == "checkpoints"
+    assert s["seed_noise_log"] == pytest.approx(CURVE_NOISE, rel=0.25)
+    assert all(n["n_runs"] == 5 - (name == "swla+ssc@C32") for name, n in s["checkpoint_noise"].items())
+    comps = s["variance_components"]
+    assert set(comps) == set(SERIES) and list(comps) == SERIES  # the report's series order
+    for c in comps.values():
+        assert c["seed noise"] == pytest.approx(CURVE_NOISE, rel=0.4)
+        assert c["lack of fit"] >= 0 and c["parameters"] > 0
+    caveat = next(c for c in power_report.caveats if c.startswith("Variance components"))
+    assert re.search(r"seed noise 0\.[23]\d%", caveat) and "late evaluations around a smooth curve" in caveat
+    assert "late evaluations around a smooth curve" in power_report.verdict
 
 
 def test_diverged_trial_is_dropped_named_and_counted(power_report):
@@ -111,7 +135,7 @@ def test_cost_rows_follow_the_flop_model(power_report):
 
 def test_training_curves_come_from_the_store(power_report):
     assert len(power_report.training_curves) == 19  # 20 trials, one diverged
-    assert all(len(c.val_loss) == 3 for c in power_report.training_curves)
+    assert all(len(c.val_loss) == 20 for c in power_report.training_curves)
 
 
 def test_report_round_trips_through_json(power_report):
@@ -148,7 +172,17 @@ def test_chinchilla_report_uses_exact_flops_and_gives_a_frontier(tmp_path):
     frontier = [f for f in report.comparison["frontier"] if f["group"] == "transformer"]
     n_opt = [f["params_nonembed"]["value"] for f in sorted(frontier, key=lambda f: f["flops"])]
     assert len(n_opt) == 2 and n_opt[1] > n_opt[0]
-    assert any(t.target.startswith("N=7e+10 params, 20 tokens/param") for t in report.targets)
+    # N_opt and D_opt have no calibrated interval, so none is given (and the reason is); the loss has one
+    for f in report.comparison["frontier"]:
+        assert f["params_nonembed"]["low"] is None and f["tokens"]["low"] is None
+        assert "cannot be calibrated" in f["interval_withheld"]
+        target = next(t for t in report.targets if t.series == f["group"] and t.flops == f["flops"])
+        assert (f["loss"]["low"], f["loss"]["high"]) == (target.low, target.high)
+    from scaling.report.document import build_document
+    from scaling.report.render import to_markdown
+    md = to_markdown(build_document(report))
+    assert "N_opt and D_opt: no interval for N_opt or D_opt" in md and "bootstrap interval" not in md.split("Compute-optimal")[1].split("##")[0]
+    assert any(t.target.startswith("N=7e10 params, 20 tokens/param") for t in report.targets)
     assert not any(f["refuses"] == "N/D split" for f in report.settings["unidentified"])
     assert not any("not separately identified" in c for c in report.caveats)
     assert all(not t.unidentified and math.isfinite(t.loss) for t in report.targets)
@@ -176,7 +210,7 @@ def test_chinchilla_on_one_tokens_per_param_is_refused_not_tabulated(tmp_path):
     from scaling.report.document import build_document
     from scaling.report.render import to_markdown
     md = to_markdown(build_document(report))
-    assert "Withheld, because the data do not identify them" in md and "1e+120" not in md
+    assert "Withheld (3 targets: " in md and "1e+120" not in md
 
 
 def test_series_with_too_few_sizes_is_left_out_with_a_note(tmp_path):
@@ -217,8 +251,8 @@ def test_power_law_in_params_compares_at_target_sizes(tmp_path):
     results = load_study(store)
     report = build_report(results, ReportOptions.from_settings(results.fit_settings))
     assert report.fit["law_input"] == "params_nonembed"
-    assert {t.target for t in report.targets} == {"params_nonembed=1.3e+09", "params_nonembed=7e+09",
-                                                  "params_nonembed=7e+10"}
+    assert {t.target for t in report.targets} == {"params_nonembed=1.3e9", "params_nonembed=7e9",
+                                                  "params_nonembed=7e10"}
     assert "at 70B non-embedding parameters at the study's 20 tokens/param" in report.verdict
     axes = {(b.series, b.axis) for b in report.bands}
     assert axes == {(s, a) for s in SERIES for a in ("flops", "params_nonembed")}
@@ -249,3 +283,33 @@ def test_a_floor_the_runs_do_not_show_is_said_to_be_unidentified(tmp_path):
     assert not any("E = 0.000" in c for c in report.caveats)
     assert "not identified" in to_markdown(build_document(report))
     assert not any(k.startswith("fit.E.") for k in headline_metrics(report))
+
+
+def test_differences_on_the_shared_floor_are_withheld_end_to_end(tmp_path):
+    """A ladder whose laws fall onto their shared floor long before the targets (alpha 0.6): the fit
+    predicts every series at E there, so the differences are ~0 by construction. The report, its
+    JSON and the terminal summary withhold them (no "-4e-06 lower, P(lower) 50%"), say why, and
+    give no advice on a difference that is not a result."""
+    import io
+
+    from rich.console import Console
+
+    from scaling.cli.report import print_report_summary
+    from scaling.report.document import build_document
+    from scaling.report.render import to_markdown
+
+    store = write_study(tmp_path, "onfloor", loss=lambda s, f, t, p: 2.0 + A_TRUE[s] * 1e3 * f ** -0.6,
+                        fit={"law": "power", "x": "compute", "bootstrap": 20, "target_sizes": ["1.3B", "70B"]})
+    results = load_study(store)
+    report = build_report(results, ReportOptions.from_settings(results.fit_settings))
+    targets = {t.target for t in report.targets}
+    assert set(report.settings["floor_bound_targets"]) == targets
+    assert report.versus == [] and report.comparison["differences"] == []
+    assert all(math.isfinite(t.loss) and t.low is not None for t in report.targets)  # losses stay: calibrated
+    assert "zero by construction" in report.verdict and "P(lower)" not in report.verdict
+    assert report.settings["advice"]["candidates"] == [] and "no headline difference" in report.settings["advice"]["why"]
+    md = to_markdown(build_document(report))
+    assert "Differences withheld" in md and not re.search(r"\| [+-]\d\.\de-0\d \|", md)
+    out = io.StringIO()
+    print_report_summary(Console(file=out, width=200), report, type("Files", (), {"uri": lambda self, n: n, "run_id": None})())
+    assert "withheld (shared floor)" in out.getvalue() and "e-0" not in out.getvalue().split("Caveats")[0]

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from scaling.formatting import sci
 from scaling.report import figures
 from scaling.report.figures import FIGURE_TITLES, draw_figures, series_colours
 from scaling.report.schema import Report
@@ -190,7 +191,7 @@ def test_compute_figure_marks_targets_and_the_extrapolated_region():
     assert any("extrapolated" in t for t in texts)
     assert not any(t.strip().startswith("N=") for t in texts)
     size_texts = _texts(figures.loss_vs_params(report))
-    assert any(t.strip().startswith("N=1.3e+09") for t in size_texts)
+    assert any(t.strip() == "N=1.3B" for t in size_texts)
 
 
 def test_power_law_target_names_are_marked_too():
@@ -199,13 +200,13 @@ def test_power_law_target_names_are_marked_too():
     renamed = []
     for row in report.targets:
         if row.target.startswith("C="):
-            renamed.append(dataclasses.replace(row, target=f"flops={row.flops:.3g}"))
+            renamed.append(dataclasses.replace(row, target=f"flops={sci(row.flops)}"))
         elif row.target.startswith("N="):
-            renamed.append(dataclasses.replace(row, target=f"params_nonembed={row.params_nonembed:.3g}"))
+            renamed.append(dataclasses.replace(row, target=f"params_nonembed={sci(row.params_nonembed)}"))
     report = dataclasses.replace(report, targets=renamed)
     compute_texts = [t.strip() for t in _texts(figures.loss_vs_compute(report))]
     assert sum(t.startswith("C=") for t in compute_texts) == len({r.flops for r in renamed if r.target.startswith("flops=")})
-    assert any(t.strip().startswith("N=7e+10") for t in _texts(figures.loss_vs_params(report)))
+    assert any(t.strip() == "N=70B" for t in _texts(figures.loss_vs_params(report)))
 
 
 def test_segment_effect_has_one_panel_per_swept_arch_and_counts_no_caching_as_one_segment():
@@ -256,12 +257,11 @@ def test_sample_report_round_trips_through_json(with_bootstrap):
     assert Report.from_json(report.to_json()) == report
 
 
-def test_only_the_headline_pair_is_shaded_and_its_swatches_wear_its_colours():
+def test_only_the_headline_pair_gets_interval_bars_at_the_targets_in_its_colours():
     """Bands of every series would merge into one block: only the baseline's and the headline
-    contender's intervals are drawn, and the legend's swatches are in those series' colours."""
-    from matplotlib.collections import PolyCollection
+    contender's intervals are drawn, as bars at the targets (side by side, never overlapping),
+    and the legend's swatches are in those series' colours."""
     from matplotlib.colors import to_hex
-    from matplotlib.patches import Patch
 
     report = sample_report()
     contender = next(s for s in report.series if s != report.baseline)
@@ -270,12 +270,22 @@ def test_only_the_headline_pair_is_shaded_and_its_swatches_wear_its_colours():
     fig = figures.loss_vs_compute(report)
     ax = fig.axes[0]
     colours = series_colours(report)
-    fills = {to_hex(c.get_facecolor()[0][:3]) for c in ax.collections if isinstance(c, PolyCollection)}
-    assert fills == {to_hex(colours[report.baseline]), to_hex(colours[contender])}
+    assert not ax.collections or all(len(c.get_paths()) == 0 or c.get_offsets().size for c in ax.collections)  # no fills
+    bars = [ln for ln in ax.get_lines() if ln.get_linewidth() >= 6 and len(ln.get_xdata()) == 2]
+    budgets = {r.flops for r in report.targets if r.target.startswith("C=")}
+    assert len(bars) == 2 * len(budgets)  # one expected-loss bar per target for each of the two series
+    assert {to_hex(b.get_color()) for b in bars} == {to_hex(colours[report.baseline]), to_hex(colours[contender])}
+    xs = sorted(b.get_xdata()[0] for b in bars)
+    assert all(b / a > 1.1 for a, b in zip(xs, xs[1:]))  # offset: no two bars on top of each other
+    row = next(r for r in report.targets if r.series == contender and r.target.startswith("C="))
+    bar = next(b for b in bars if to_hex(b.get_color()) == to_hex(colours[contender])
+               and abs(np.log(b.get_xdata()[0] / row.flops)) < 0.5)
+    assert list(bar.get_ydata()) == pytest.approx([row.low, row.high])  # the table's numbers
     legend = ax.get_legend()
-    swatches = {t.get_text(): to_hex(h.get_facecolor()[:3]) for h, t in zip(legend.legend_handles, legend.get_texts())
-                if isinstance(h, Patch)}
+    swatches = {t.get_text(): to_hex(h.get_color()) for h, t in zip(legend.legend_handles, legend.get_texts())
+                if "interval" in t.get_text()}
     assert swatches[f"{contender}: 95% interval, a new run"] == to_hex(colours[contender])
+    assert swatches[f"{report.baseline}: 95% interval, expected loss"] == to_hex(colours[report.baseline])
     assert len(swatches) == 4
 
 
@@ -283,4 +293,4 @@ def test_recall_plot_draws_the_chance_line():
     report = sample_report()
     report.settings["recall_chance"] = {"mqar": 1 / 32}
     fig = figures.recall_vs_scale(report)
-    assert any(t.startswith(" chance (3%)") for t in _texts(fig))
+    assert any(t.startswith(" chance (3.1%)") for t in _texts(fig))

@@ -117,5 +117,25 @@ def test_withheld_targets_are_not_tabulated_but_explained():
     assert all(row[0] != first for row in predictions.rows)
     assert len(predictions.rows) == sum(1 for t in report.targets if not t.unidentified)
     text = to_markdown(blocks)
-    assert f"Withheld, because the data do not identify them (1 targets: {first})" in text
+    assert f"Withheld (1 target: {first})" in text
     assert "vary the budget" in text
+
+
+def test_differences_on_the_shared_floor_are_withheld_with_the_reason():
+    """Every series on the shared floor at every target (the quickstart's power law): the report
+    prints no difference, no P(lower) and no "resolved" there, but says why and what would help."""
+    from scaling.report.verdict import verdict_for
+    from tests.report.factories import on_the_shared_floor
+
+    report = on_the_shared_floor(sample_report())
+    report.verdict = verdict_for(report)
+    text = to_markdown(build_document(report))
+    predictions = next(b for b in build_document(report) if isinstance(b, Table) and "95% interval (a new run)" in b.headers)
+    minus = predictions.headers.index(f"minus {report.baseline}")
+    assert {row[minus] for row in predictions.rows} == {"baseline", "withheld"}
+    assert "Differences withheld: the differences between series at" in text and "zero by construction" in text
+    assert "fit.shared_E: false" in text  # what would identify them
+    assert "P(lower) =" not in report.verdict and "Resolved" not in report.verdict
+    assert "zero by construction of the shared floor" in report.verdict
+    assert not re.search(r"[+-]\d\.\de-0[5-9]", text)  # no "-1.0e-05 lower" anywhere
+    assert "No advice: there is no headline difference to narrow" in text
