@@ -139,6 +139,8 @@ def sync(study: str = typer.Argument(..., help="Study name (as in the spec's `na
                   f"replayed, {result.runs_created} runs created, {result.points_added} metric points added, "
                   f"{result.runs_closed} runs closed, over {result.trials} trials in the store.", highlight=False,
                   soft_wrap=True)
+    for change in result.closed:
+        console.print(f"  closed {change}", highlight=False)
     for problem in result.problems:
         err_console.print(f"[yellow]not synced:[/] {problem}", highlight=False, soft_wrap=True)
     if result.outbox_pending:

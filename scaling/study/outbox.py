@@ -295,7 +295,7 @@ class MlflowOutbox:
         if kind == "phase_start":
             tracker.phase_run(payload["phase"])
         elif kind == "phase_finish":
-            tracker.phase_run(payload["phase"])
+            tracker.phase_run(payload["phase"], reopen=False)
             tracker.finish_phase(payload["phase"], payload["status"])
         elif kind == "trial_status":
             tracker.client.update_run(self._run_id(trial_id), status=payload["status"])

@@ -42,6 +42,7 @@ class SyncResult:
     runs_closed: int = 0
     points_added: int = 0
     trials: int = 0
+    closed: list[str] = field(default_factory=list)  # names of the runs whose status sync changed
     problems: list[str] = field(default_factory=list)
 
 
@@ -76,6 +77,8 @@ def sync_study(store: ResultStore, storage: str, tracking_uri: str) -> SyncResul
     trials = store.read_trials()
     curves = store.read_curves()
     known = {r.data.tags.get("trial_id") for r in tracker._search("tags.`mcscale.role` = 'trial'")}
+    phases = sorted({p for p in trials["phase"].dropna()} if len(trials) else set())
+    phases_before = {p for p in phases if tracker._find_phase(p) is not None}
     by_trial = {tid: group for tid, group in curves.groupby("trial_id")} if len(curves) else {}
     for _, row in trials.iterrows():
         trial_id = row["trial_id"]
@@ -102,12 +105,15 @@ def sync_study(store: ResultStore, storage: str, tracking_uri: str) -> SyncResul
             before = (run.info.status, run.data.tags.get("status"))
             tracker.finish_trial(run_id, status)
             after = tracker.client.get_run(run_id)
-            out.runs_closed += (after.info.status, after.data.tags.get("status")) != before
+            if (after.info.status, after.data.tags.get("status")) != before:
+                out.runs_closed += 1
+                out.closed.append(f"{trial_id}: {before[0]} -> {after.info.status}")
         out.trials += 1
 
     state = store.read_json("study.json") or {}
     end = _PHASE_END.get(str(state.get("status")))
-    for phase in sorted({p for p in trials["phase"].dropna()} if len(trials) else set()):
+    out.runs_created += len(set(phases) - phases_before)
+    for phase in phases:
         run = tracker._find_phase(phase)
         if run is None:
             tracker.phase_run(phase)
@@ -115,6 +121,7 @@ def sync_study(store: ResultStore, storage: str, tracking_uri: str) -> SyncResul
         if end is not None and (run is None or run.info.status != end):
             tracker.finish_phase(phase, end)
             out.runs_closed += 1
+            out.closed.append(f"phase {phase}: {run.info.status if run else 'new'} -> {end}")
     return out
 
 

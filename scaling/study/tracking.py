@@ -278,15 +278,16 @@ class StudyTracker:
             self.client.update_run(run.info.run_id, status="RUNNING")
 
     # ------------------------------------------------------------------ runs
-    def phase_run(self, phase: str) -> str:
-        """The parent run of `phase`, created once and reused on resume (found by its tags)."""
+    def phase_run(self, phase: str, reopen: bool = True) -> str:
+        """The parent run of `phase`, created once and reused on resume (found by its tags); an
+        existing one is marked RUNNING again unless `reopen` is False."""
         if phase in self._phase_runs:
             return self._phase_runs[phase]
         run = self._find_phase(phase)
         if run is None:
             run = self.client.create_run(self.experiment_id, run_name=phase,
                                          tags={ROLE_TAG: "phase", PHASE_TAG: phase, "mcscale.study": self.study})
-        else:
+        elif reopen:
             self._reopen(run)
         self._phase_runs[phase] = run.info.run_id
         return run.info.run_id
@@ -301,7 +302,7 @@ class StudyTracker:
         params it lacks (MLflow params are immutable). The run is (re)marked RUNNING unless `reopen`
         is False (a replayed record that only needs to find the run).
         """
-        parent = self.phase_run(phase)
+        parent = self.phase_run(phase, reopen=reopen)
         config_hash = (tags or {}).get("config_hash")
         run = self._usable(existing_run_id, trial_id, config_hash) if existing_run_id else None
         if run is None:

@@ -119,7 +119,7 @@ class Counts:
     duplicate_runs: int
     open_runs: int  # trial runs not FINISHED (RUNNING, SCHEDULED, KILLED, FAILED)
     duplicate_steps: int  # metric points logged twice at one step (val_loss, train_loss_step)
-    missing_steps: int  # points missing from 1..STEPS (train_loss_step) and EVERY..STEPS (val_loss)
+    missing_steps: int  # points missing from 1..total (train_loss_step) and every..total (val_loss)
     curve_rows_duplicated: int
 
     def as_line(self) -> str:
@@ -134,9 +134,12 @@ def count(spec: dict, store: ResultStore, tracker: StudyTracker) -> Counts:
     runs = tracker.runs()
     runs = runs[runs["tags.mcscale.role"] == "trial"] if len(runs) else runs
     dup_steps = missing = 0
-    for run_id in runs["run_id"] if len(runs) else []:
-        for key, expected in (("val_loss", set(range(EVERY_STEPS, STEPS + 1, EVERY_STEPS))),
-                              ("train_loss_step", set(range(1, STEPS + 1)))):
+    total_steps = dict(zip(trials["trial_id"], trials["total_steps"])) if len(trials) else {}
+    every = spec["data"]["evals"]["every_steps"]
+    for run_id, trial_id in zip(runs["run_id"], runs["tags.trial_id"]) if len(runs) else []:
+        total = int(total_steps.get(trial_id, STEPS))
+        for key, expected in (("val_loss", set(range(every, total + 1, every))),
+                              ("train_loss_step", set(range(1, total + 1)))):
             steps = [m.step for m in tracker.client.get_metric_history(run_id, key)]
             dup_steps += len(steps) - len(set(steps))
             missing += len(expected - set(steps))
