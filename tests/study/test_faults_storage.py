@@ -73,7 +73,7 @@ def test_s3_outage_mid_study_and_an_unreachable_postgresql_tracking_store(tmp_pa
     store = ResultStore(spec["storage"], spec["name"], s3_server.endpoint)  # the test reads past the proxy
     env = dict(os.environ, MCSCALE_STATE_DIR=str(tmp_path / "state"))
     try:
-        driver = Driver(tmp_path, "run", str(write_spec(tmp_path, spec)), env=env)
+        driver = Driver(tmp_path, "run", str(write_spec(tmp_path, spec)), "--no-report", env=env)
         wait_until(lambda: "completed" in set(store.read_trials()["status"]), "a finished trial", driver)
         warned_s = time.monotonic() - driver.started
         assert "MLflow is not reachable" in driver.stderr, driver.tail()  # decided before the first trial ended
