@@ -572,8 +572,9 @@ class _Interrupts:
         if threading.current_thread() is not threading.main_thread():
             return
         os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            self._previous[signum] = signal.signal(signum, self._handle)
+        for signum in (signal.SIGINT, signal.SIGTERM):  # again after ray.init, which sets its own SIGTERM
+            previous = signal.signal(signum, self._handle)
+            self._previous.setdefault(signum, previous)
 
     def uninstall(self) -> None:
         for signum, handler in self._previous.items():
@@ -673,7 +674,8 @@ def run_study(spec: StudySpec, address: str | None = None, spec_text: str | None
         store.write_text("spec.yaml", spec_text)
     state = store.read_json("study.json") or {}
     state.update(name=spec.name, status="running")
-    state.pop("interrupted_by", None)
+    for stale in ("interrupted_by", "error"):
+        state.pop(stale, None)
     store.write_json("study.json", state)
     problem = probe_tracking(uri)
     if problem is None:
@@ -690,10 +692,11 @@ def run_study(spec: StudySpec, address: str | None = None, spec_text: str | None
               f"(or by `mcscale sync {spec.name}`).")
     summary = StudySummary(spec.name, store.root, uri, None, None, 0.0, planned=len(planned), outbox=str(outbox.path))
     _INTERRUPTS.signum = None
-    init_ray(address)
     _INTERRUPTS.install()
     unfinished = (["tune"] if spec.tune is not None else []) + ["ladder"]
     try:
+        init_ray(address)
+        _INTERRUPTS.install()
         tuned = None
         if spec.tune is not None:
             steps = {plan_tune(spec, a, s).trial_id: 0 for a, s in tune_series(spec)}
