@@ -3,7 +3,8 @@
 One study, three driver processes: `run` is stopped by SIGTERM once a trial finished and another is
 training, the first `resume` by SIGINT once it recorded something new, the second `resume` finishes.
 After each stop: exit 143 / 130, study.json `interrupted`, no trial run left RUNNING or SCHEDULED,
-the phase run KILLED, no report. At the end: exactly the counts of an uninterrupted run.
+the phase run KILLED, no report (the first `run` would have made one). At the end: exactly the
+counts of an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -57,11 +58,11 @@ def test_sigterm_then_sigint_then_resume_gives_the_counts_of_an_uninterrupted_ru
     _check_stopped(second, 130, "SIGINT", store, db, spec["name"])
     assert int((store.read_trials()["status"] == "completed").sum()) >= done_after_first
 
-    last = Driver(tmp_path, "resume", spec["name"], "--storage", str(storage))
+    last = Driver(tmp_path, "resume", spec["name"], "--storage", str(storage), "--no-report")  # the fit: elsewhere
     assert last.wait() == 0, last.tail()
-    assert store.read_json("study.json")["status"] == "complete"
+    assert store.read_json("study.json")["status"] == "ladder-complete"
     counts = count(spec, store, StudyTracker(f"sqlite:///{db}", spec["name"]))
     print(f"after SIGTERM + SIGINT + resume: {counts.as_line()}")
     assert counts == uninterrupted(spec)
     trials = store.read_trials()
-    assert (trials["step"] == 40).all() and "Verdict" in last.stdout
+    assert (trials["step"] == 40).all() and "interrupted" not in last.stderr
