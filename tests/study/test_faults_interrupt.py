@@ -65,4 +65,4 @@ def test_sigterm_then_sigint_then_resume_gives_the_counts_of_an_uninterrupted_ru
     print(f"after SIGTERM + SIGINT + resume: {counts.as_line()}")
     assert counts == uninterrupted(spec)
     trials = store.read_trials()
-    assert (trials["step"] == 40).all() and "interrupted" not in last.stderr
+    assert (trials["step"] == 40).all() and "interrupted by" not in last.stderr
