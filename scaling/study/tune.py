@@ -732,17 +732,23 @@ def run_study(spec: StudySpec, address: str | None = None, spec_text: str | None
         raise
     finally:
         _INTERRUPTS.uninstall()
-    outbox.drain(10.0 if outbox.online else 0.0)
+    _catch_up(outbox, uri)
     summary.mlflow_pending = outbox.pending()
     summary.mlflow_problem = outbox.stats.offline_reason
     summary.seconds = time.perf_counter() - started
     return summary
 
 
+def _catch_up(outbox: MlflowOutbox, uri: str) -> bool:
+    """Let the outbox replay what it holds, for up to MLFLOW_DRAIN_S, if the tracking store answers now
+    (the background thread may be between two probes); at once when it does not. True when empty."""
+    return outbox.drain(MLFLOW_DRAIN_S if outbox.online or probe_tracking(uri) is None else 0)
+
+
 def _report_tracker(outbox: MlflowOutbox, uri: str, study: str) -> StudyTracker | None:
     """A tracker for the report run once the outbox has caught up; None (report to the store only,
     with a warning) while the tracking store is unreachable."""
-    if not outbox.drain(MLFLOW_DRAIN_S if outbox.online or probe_tracking(uri) is None else 0):
+    if not _catch_up(outbox, uri):
         _warn("the report goes to the study's storage only: MLflow is not reachable "
               f"({outbox.stats.offline_reason}); `mcscale report {study}` logs it once it is.")
         return None
