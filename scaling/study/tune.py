@@ -23,7 +23,6 @@ import math
 import os
 import shutil
 import signal
-import sys
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path

@@ -10,7 +10,6 @@ reruns or restores the lost trial on the head; the counts equal those of an unin
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
 import signal
