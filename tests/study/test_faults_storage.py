@@ -86,8 +86,9 @@ def test_s3_outage_mid_study_and_an_unreachable_postgresql_tracking_store(tmp_pa
         assert driver.process.poll() is None, "the study ended during the outage:\n" + driver.tail()
         proxy.restore()
         assert driver.wait() == 0, driver.tail()
-        print(f"S3 refused connections for {time.monotonic() - cut_at:.0f} s; study {time.monotonic() - driver.started:.0f} s; "
-              f"MLflow warning within {warned_s:.0f} s of start")
+        print(f"S3 refused connections for {OUTAGE_S:.0f} s; the study ended {time.monotonic() - cut_at:.0f} s after "
+              f"the cut, {time.monotonic() - driver.started:.0f} s after its start; the first trial had finished "
+              f"{warned_s:.0f} s after the start, with the MLflow warning already on stderr")
     finally:
         proxy.close()
     assert "records wait in" in driver.stderr, driver.tail()
