@@ -124,6 +124,7 @@ class MlflowOutbox:
         self._closed = False
         self._tracker = None
         self._run_ids: dict[str, str] = {}
+        self._failed_probes = 0  # connection attempts that found the tracking store down
         self.stats = ReplayStats()
         self._thread: threading.Thread | None = None
         if background:
@@ -178,13 +179,15 @@ class MlflowOutbox:
         return self._tracker is not None
 
     def drain(self, timeout_s: float) -> bool:
-        """Wait up to `timeout_s` for every record to be replayed; True when none is left."""
+        """Wait up to `timeout_s` for every record to be replayed; True when none is left. Stops
+        waiting as soon as a fresh attempt finds the tracking store down."""
         deadline = time.monotonic() + timeout_s
+        failed_before = self._failed_probes
         self._wake.set()
         with self._idle:
             while self.pending():
                 left = deadline - time.monotonic()
-                if left <= 0 or self._closed:
+                if left <= 0 or self._closed or self._failed_probes > failed_before:
                     break
                 self._idle.wait(min(left, 0.5))
         return self.pending() == 0
@@ -224,6 +227,7 @@ class MlflowOutbox:
             except Exception as exc:  # noqa: BLE001 - MLflow errors of every kind mean "not now"
                 problem = f"{type(exc).__name__}: {str(exc)[:300]}"
         self.stats.offline_reason = problem
+        self._failed_probes += 1
         return False
 
     def _loop(self) -> None:

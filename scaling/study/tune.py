@@ -741,7 +741,7 @@ def run_study(spec: StudySpec, address: str | None = None, spec_text: str | None
 def _catch_up(outbox: MlflowOutbox, uri: str) -> bool:
     """Let the outbox replay what it holds, for up to MLFLOW_DRAIN_S, if the tracking store answers now
     (the background thread may be between two probes); at once when it does not. True when empty."""
-    return outbox.drain(MLFLOW_DRAIN_S if outbox.online or probe_tracking(uri) is None else 0)
+    return outbox.drain(MLFLOW_DRAIN_S if probe_tracking(uri) is None else 0)
 
 
 def _report_tracker(outbox: MlflowOutbox, uri: str, study: str) -> StudyTracker | None:
