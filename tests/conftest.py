@@ -163,8 +163,9 @@ def _wait_healthy(url: str, process: subprocess.Popen, timeout_s: float) -> bool
     return False
 
 
-def start_mlflow_server(folder: Path, timeout_s: float = MLFLOW_READY_TIMEOUT_S) -> MlflowServer:
-    """Start `mlflow server` (SQLite backend, local artifact root, 1 worker) on a free loopback port."""
+def start_mlflow_server(folder: Path, timeout_s: float = MLFLOW_READY_TIMEOUT_S, port: int | None = None) -> MlflowServer:
+    """Start `mlflow server` (SQLite backend, local artifact root, 1 worker) on a free loopback port
+    (or on `port`: a server that comes back where clients expect it)."""
     folder.mkdir(parents=True, exist_ok=True)
     artifacts = folder / "artifacts"
     artifacts.mkdir(exist_ok=True)
@@ -172,8 +173,9 @@ def start_mlflow_server(folder: Path, timeout_s: float = MLFLOW_READY_TIMEOUT_S)
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", MLFLOW_DISABLE_TELEMETRY="true",
                DO_NOT_TRACK="true", PYTHONUNBUFFERED="1")
     last_log = ""
+    wanted = port
     for _attempt in range(2):  # a second try only if another process grabbed the port meanwhile
-        port = free_port()
+        port = wanted or free_port()
         log_path = folder / f"server-{port}.log"
         with open(log_path, "wb") as log:
             process = subprocess.Popen(

@@ -1,4 +1,4 @@
-"""Study commands: run, resume, ls, show, ui (submit/status/logs/stop live in submit.py)."""
+"""Study commands: run, resume, sync, ls, show, ui (submit/status/logs/stop live in submit.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from scaling.cli.common import DEFAULT_STORAGE, output_console, user_errors_exit_2
+from scaling.cli.common import DEFAULT_STORAGE, err_console, output_console, user_errors_exit_2
 from scaling.errors import UserInputError
 from scaling.spec import load_spec, parse_spec_text
 
@@ -78,8 +78,22 @@ def _missing(value) -> bool:  # noqa: ANN001
 
 
 def _print_summary(console: Console, summary) -> None:  # noqa: ANN001
+    """The study's table and outcome; an interrupted study exits 128 + the signal (130 SIGINT, 143 SIGTERM)."""
     trials = summary.trials
     console.print(_trial_table(trials, f"study {summary.name}"))
+    if summary.mlflow_pending:
+        err_console.print(f"[yellow]MLflow:[/] {summary.mlflow_pending} records wait in {summary.outbox} "
+                          f"({summary.mlflow_problem or 'not yet replayed'}); `mcscale sync {summary.name}` "
+                          "replays them (and backfills from the results) once the tracking store answers.",
+                          highlight=False, soft_wrap=True)
+    if summary.interrupted is not None:
+        import signal
+
+        done = int(trials["status"].isin(["completed", "diverged"]).sum()) if len(trials) else 0
+        err_console.print(f"[bold yellow]interrupted[/] by {signal.Signals(summary.interrupted).name}: {done} of "
+                          f"{summary.planned} trials finished; no report was made. `mcscale resume {summary.name} "
+                          f"--storage ...` finishes the study.", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=128 + int(summary.interrupted))
     counts = trials["status"].value_counts().to_dict() if len(trials) else {}
     console.print(f"{len(trials)} trials ({', '.join(f'{v} {k}' for k, v in counts.items())}) in "
                   f"{summary.seconds:.0f} s. Results: {summary.root}; MLflow: {summary.tracking_uri} "
@@ -137,6 +151,44 @@ def resume(study: str = typer.Argument(..., help="Study name (as in the spec's `
     console = output_console()
     summary = run_study(spec, address=address, console=console, report=report)
     _print_summary(console, summary)
+
+
+@commands.command("sync")
+@user_errors_exit_2
+def sync(study: str = typer.Argument(..., help="Study name (as in the spec's `name`)."),
+         storage: str = typer.Option(DEFAULT_STORAGE, help="Storage location: a folder or s3://bucket/prefix."),
+         s3_endpoint: Optional[str] = typer.Option(None, help="Endpoint of an S3-compatible store."),
+         tracking_uri: Optional[str] = typer.Option(None, help="Tracking URI (default: the study's own).")) -> None:
+    """Bring MLflow up to date with the study: replay MLflow records the driver could not deliver, then
+    backfill every trial's run, curves and status from the result store. Safe to repeat."""
+    from scaling.redact import redact_uri
+    from scaling.study.mlflow_location import artifact_env, resolve_location
+    from scaling.study.store import ResultStore
+    from scaling.study.sync import sync_study
+
+    store = ResultStore(storage, study, s3_endpoint)
+    if not store.exists():
+        raise UserInputError("STUDY", f"no study {study!r} under {store.root}",
+                             "check the name with `mcscale ls --storage ...`")
+    # The study's own MLflow location (recorded in its study.json), from whatever folder this runs in.
+    location = resolve_location(store.root, study, store.read_json("study.json"), explicit=tracking_uri)
+    for key, value in artifact_env(store.root, store.storage.endpoint).items():
+        os.environ.setdefault(key, value)
+    tracking_uri = location.uri
+    result = sync_study(store, storage, tracking_uri, location.artifact_location)
+    console = output_console()
+    console.print(f"MLflow ({redact_uri(tracking_uri)}) for {study}: {result.outbox_replayed} outbox records "
+                  f"replayed, {result.runs_created} runs created, {result.points_added} metric points added, "
+                  f"{result.runs_closed} runs closed, over {result.trials} trials in the store.", highlight=False,
+                  soft_wrap=True)
+    for change in result.closed:
+        console.print(f"  closed {change}", highlight=False)
+    for problem in result.problems:
+        err_console.print(f"[yellow]not synced:[/] {problem}", highlight=False, soft_wrap=True)
+    if result.outbox_pending:
+        err_console.print(f"[yellow]{result.outbox_pending} outbox records still wait[/] (the tracking store "
+                          "stopped answering); run `mcscale sync` again.", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=1)
 
 
 @commands.command("ls")

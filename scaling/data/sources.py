@@ -53,16 +53,15 @@ def s3_endpoint(explicit: str | None) -> str | None:
     return None
 
 
-def s3_filesystem(endpoint: str | None, field: str = "corpus.s3_endpoint"):
+def s3_filesystem(endpoint: str | None, field: str = "corpus.s3_endpoint", retry_attempts: int = 3):
     """A pyarrow S3FileSystem for `endpoint` (e.g. "http://127.0.0.1:9000") or AWS when None.
 
     pyarrow ignores $AWS_ENDPOINT_URL, so the endpoint is passed explicitly; credentials and region
     come from the usual AWS environment variables. `field` names the setting in error messages.
     """
-    from pyarrow import fs as pafs
+    from scaling.data.s3_retry import RetryingS3FileSystem  # keeps its retries when Ray pickles it
 
-    kwargs: dict = {"connect_timeout": 10, "request_timeout": 60,
-                    "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=3)}
+    kwargs: dict = {"connect_timeout": 10, "request_timeout": 60}
     if endpoint:
         parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
@@ -77,7 +76,7 @@ def s3_filesystem(endpoint: str | None, field: str = "corpus.s3_endpoint"):
     # $AWS_SESSION_TOKEN, profiles, instance roles) resolves them wherever the filesystem is used. A
     # filesystem built with keys carries them when pickled (Ray Tune stores its storage filesystem in
     # tuner.pkl and the search state in the bucket), so keys never go into the constructor.
-    return pafs.S3FileSystem(**kwargs)
+    return RetryingS3FileSystem(retry_attempts, **kwargs)
 
 
 def _hidden(rel_parts: tuple[str, ...]) -> bool:

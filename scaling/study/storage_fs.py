@@ -31,8 +31,11 @@ STORAGE_FIX = ("give a local folder (e.g. ./mcscale-runs) or s3://bucket/prefix;
 
 
 def s3_filesystem(endpoint: str | None):
-    """The corpus loader's S3 filesystem, with errors naming the study's `s3_endpoint` setting."""
-    return _s3_filesystem(endpoint, field="s3_endpoint")
+    """The corpus loader's S3 filesystem, with errors naming the study's `s3_endpoint` setting, retrying
+    transient errors for $MCSCALE_STORAGE_RETRY_SECONDS (scaling.data.s3_retry)."""
+    from scaling.data.s3_retry import attempts_for, storage_retry_seconds
+
+    return _s3_filesystem(endpoint, field="s3_endpoint", retry_attempts=attempts_for(storage_retry_seconds()))
 
 
 @dataclass

@@ -20,10 +20,13 @@ A file that cannot be parsed raises `UserInputError` naming it; reading never de
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import math
 import re
+import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
@@ -70,6 +73,49 @@ _METRIC_COLUMNS = ("status", "step", "total_steps", "tokens", "flops", "flops_pe
 _NOT_CURVES = {"step", "tokens", "flops", "status", "train_loss_steps", "params_nonembed", "params_total",
                "total_steps", "flops_per_token", "diverged_step", "workers", "device", "precision",
                "compiled", "compile_failed", "learned"}
+
+# What a transient storage error looks like: the AWS SDK's retryable error names and curl's
+# connection failures (S3), and the errno values a flaky local or network disk gives. Anything else
+# (access denied, no such bucket, a full disk, a path that is a file) fails at once.
+_TRANSIENT_S3 = ("NETWORK_CONNECTION", "curlCode", "SLOW_DOWN", "SERVICE_UNAVAILABLE", "INTERNAL_FAILURE",
+                 "REQUEST_TIMEOUT", "THROTTLING", "Couldn't connect", "Timeout", "timed out", "Connection reset",
+                 "Recv failure", "Send failure", "HTTP response code: 5")
+_TRANSIENT_ERRNO = {errno.EAGAIN, errno.EBUSY, errno.EIO, errno.ETIMEDOUT, errno.ESTALE, errno.ECONNREFUSED,
+                    errno.ECONNRESET, errno.EHOSTUNREACH, errno.ENETUNREACH}
+RETRY_FIRST_WAIT_S, RETRY_LONGEST_WAIT_S = 0.5, 15.0
+
+
+def is_transient(exc: OSError) -> bool:
+    """Whether a storage error is worth retrying (the service or the network, not the request)."""
+    if exc.errno in _TRANSIENT_ERRNO:
+        return True
+    text = str(exc)
+    return any(marker in text for marker in _TRANSIENT_S3)
+
+
+def with_retries(action, what: str, retry_seconds: float):  # noqa: ANN001, ANN201 - any callable
+    """`action()`, retried with exponential backoff (0.5 s doubling to 15 s) on transient errors for up
+    to `retry_seconds` in all; a waiting retry is said once on stderr. Other errors raise at once."""
+    deadline = time.monotonic() + retry_seconds
+    wait, said = RETRY_FIRST_WAIT_S, False
+    while True:
+        try:
+            result = action()
+        except OSError as exc:
+            left = deadline - time.monotonic()
+            if not is_transient(exc) or left <= 0:
+                raise
+            if not said:
+                print(f"mcscale: storage error on {what} ({str(exc)[:200]}); retrying for up to "
+                      f"{retry_seconds:.0f} s", file=sys.stderr, flush=True)
+                said = True
+            time.sleep(min(wait, left))
+            wait = min(RETRY_LONGEST_WAIT_S, wait * 2)
+            continue
+        if said:
+            print(f"mcscale: storage answers again ({what})", file=sys.stderr, flush=True)
+        return result
+
 
 _TRIAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+=-]{0,199}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
@@ -229,7 +275,13 @@ def _parquet_bytes(table) -> bytes:
 class ResultStore:
     """One study's results on local disk or S3; see the module docstring for the layout."""
 
-    def __init__(self, storage: str, study: str, s3_endpoint: str | None = None) -> None:
+    def __init__(self, storage: str, study: str, s3_endpoint: str | None = None,
+                 retry_seconds: float | None = None) -> None:
+        """`retry_seconds`: how long transient storage errors are retried (default
+        $MCSCALE_STORAGE_RETRY_SECONDS, else 300 s)."""
+        from scaling.data.s3_retry import storage_retry_seconds
+
+        self.retry_seconds = storage_retry_seconds() if retry_seconds is None else float(retry_seconds)
         if not isinstance(study, str) or not _NAME.match(study) or "/" in study:
             raise UserInputError("name", f"study name {study!r} cannot be a storage folder",
                                  "use letters, digits, dots and dashes, starting with a letter or digit")
@@ -261,7 +313,8 @@ class ResultStore:
     # ------------------------------------------------------------------ low-level I/O with clear errors
     def _write(self, path: str, data: bytes) -> None:
         try:
-            self._root.write_bytes(path, data)
+            with_retries(lambda: self._root.write_bytes(path, data), f"writing {self._root.uri_of(path)}",
+                         self.retry_seconds)
         except OSError as exc:
             raise UserInputError("storage", f"cannot write {self._root.uri_of(path)}: {exc}",
                                  "check that the folder or bucket exists and is writable (for S3: the "
@@ -269,14 +322,16 @@ class ResultStore:
 
     def _read(self, path: str) -> bytes | None:
         try:
-            return self._root.read_bytes(path)
+            return with_retries(lambda: self._root.read_bytes(path), f"reading {self._root.uri_of(path)}",
+                                self.retry_seconds)
         except OSError as exc:
             raise UserInputError("storage", f"cannot read {self._root.uri_of(path)}: {exc}",
                                  "check that the storage is reachable (for S3: the endpoint and credentials)") from None
 
     def _list(self, path: str) -> list:
         try:
-            return self._root.list_dir(path)
+            return with_retries(lambda: self._root.list_dir(path), f"listing {self._root.uri_of(path)}",
+                                self.retry_seconds)
         except OSError as exc:
             raise UserInputError("storage", f"cannot list {self._root.uri_of(path)}: {exc}",
                                  "check that the storage is reachable (for S3: the endpoint, the bucket and "

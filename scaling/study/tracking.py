@@ -51,6 +51,7 @@ STATUS_MAP = {
     "error": ("FAILED", "error"),
     "errored": ("FAILED", "error"),
     "failed": ("FAILED", "error"),
+    "interrupted": ("KILLED", "interrupted"),  # the study was stopped (SIGINT/SIGTERM) mid-trial
 }
 _NOT_METRICS = {"step", "status", "train_loss_steps"}
 _TERMINAL = {"FINISHED", "FAILED", "KILLED"}
@@ -65,6 +66,60 @@ def default_tracking_uri(storage_root_local: str) -> str:
     folder = Path(os.path.expanduser(str(storage_root_local))).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+# ============================================================================ reachability
+PROBE_TIMEOUT_S = 5.0  # how long mcscale waits to decide that a tracking server is down
+# MLflow's own client retries an http server for ~4 minutes by default (7 retries, backoff factor 2);
+# the driver only ever calls MLflow from its outbox thread, which retries on its own schedule, so
+# each call is allowed a couple of quick retries and a bounded timeout instead.
+FAIL_FAST_MLFLOW_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                        "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+_DB_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
+
+
+def fail_fast_mlflow_calls() -> None:
+    """Bound MLflow's http retries in this process (a user's explicit setting wins)."""
+    for name, value in FAIL_FAST_MLFLOW_ENV.items():
+        os.environ.setdefault(name, value)
+
+
+def probe_tracking(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
+    """Why the tracking store at `uri` cannot be reached right now, or None when it answers.
+
+    Seconds, not minutes: an http(s) server must answer `/health`; a database URI (postgresql,
+    mysql, ...) must accept a TCP connection on its host and port (MLflow's SQLAlchemy store would
+    otherwise retry for minutes with waits growing to 51 s); sqlite and file stores are local.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else "file"
+    if scheme in ("http", "https"):
+        import requests
+
+        try:
+            response = requests.get(uri.rstrip("/") + "/health", timeout=timeout_s)
+        except requests.RequestException as exc:
+            return f"no answer from {redact_uri(uri)} ({type(exc).__name__})"
+        return None if response.status_code < 500 else f"{redact_uri(uri)} answered HTTP {response.status_code}"
+    if scheme in _DB_PORTS:
+        parts = urlsplit(uri)
+        host, port = parts.hostname or "localhost", parts.port or _DB_PORTS[scheme]
+        try:
+            with socket.create_connection((host, port), timeout=timeout_s):
+                return None
+        except OSError as exc:
+            return f"no database answers at {host}:{port} ({type(exc).__name__}: {exc.strerror or exc})"
+    return None
+
+
+def _client_uri(uri: str) -> str:
+    """The URI handed to MlflowClient: a PostgreSQL URI gets a connect timeout (psycopg2's
+    `connect_timeout`), so a database that goes away mid-study fails a call in seconds."""
+    if uri.startswith("postgresql") and "connect_timeout=" not in uri:
+        return uri + ("&" if "?" in uri else "?") + "connect_timeout=10"
+    return uri
 
 
 # ============================================================================ helpers
@@ -140,7 +195,7 @@ class StudyTracker:
                 Path(db).parent.mkdir(parents=True, exist_ok=True)
                 if artifact_location is None:  # else MLflow puts artifacts under ./mlruns of the current folder
                     artifact_location = (Path(db).parent / "mlartifacts").resolve().as_uri()
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.client = MlflowClient(tracking_uri=_client_uri(tracking_uri))
         try:
             self.experiment_id = self._experiment(study, artifact_location)
         except MlflowException as exc:
@@ -154,17 +209,11 @@ class StudyTracker:
     # ------------------------------------------------------------------ setup
     @staticmethod
     def _check_reachable(uri: str) -> None:
-        if not uri.startswith(("http://", "https://")):
-            return
-        import requests
-
-        try:
-            requests.get(uri.rstrip("/") + "/health", timeout=10)
-        except requests.RequestException as exc:
-            raise UserInputError("tracking_uri", f"no MLflow tracking server answers at {redact_uri(uri)} "
-                                 f"({type(exc).__name__})",
-                                 "start the server (mlflow server --host ... --port ...) or fix tracking_uri; "
-                                 "leave tracking_uri unset to record to a local SQLite store") from None
+        problem = probe_tracking(uri)
+        if problem is not None:
+            raise UserInputError("tracking_uri", f"the MLflow tracking store cannot be reached: {problem}",
+                                 "start the server (mlflow server --host ... --port ...) or the database, or fix "
+                                 "tracking_uri; leave tracking_uri unset to record to a local SQLite store")
 
     def _experiment(self, name: str, artifact_location: str | None) -> str:
         from mlflow.exceptions import MlflowException
@@ -234,29 +283,31 @@ class StudyTracker:
             self.client.update_run(run.info.run_id, status="RUNNING")
 
     # ------------------------------------------------------------------ runs
-    def phase_run(self, phase: str) -> str:
-        """The parent run of `phase`, created once and reused on resume (found by its tags)."""
+    def phase_run(self, phase: str, reopen: bool = True) -> str:
+        """The parent run of `phase`, created once and reused on resume (found by its tags); an
+        existing one is marked RUNNING again unless `reopen` is False."""
         if phase in self._phase_runs:
             return self._phase_runs[phase]
         run = self._find_phase(phase)
         if run is None:
             run = self.client.create_run(self.experiment_id, run_name=phase,
                                          tags={ROLE_TAG: "phase", PHASE_TAG: phase, "mcscale.study": self.study})
-        else:
+        elif reopen:
             self._reopen(run)
         self._phase_runs[phase] = run.info.run_id
         return run.info.run_id
 
     def trial_run(self, trial_id: str, phase: str, tags: dict[str, str], config: dict,
-                  existing_run_id: str | None = None) -> str:
+                  existing_run_id: str | None = None, reopen: bool = True) -> str:
         """The child run of `trial_id` under the `phase` parent, continued if it exists, else created.
 
         Looked up first by `existing_run_id` (the id a trial keeps in its checkpoint), then by the
         `trial_id` tag in this experiment (a run for the same trial id but another `config_hash` tag is
         another trial: an edited spec). Params are the flattened config; a continued run only gets the
-        params it lacks (MLflow params are immutable). The run is (re)marked RUNNING.
+        params it lacks (MLflow params are immutable). The run is (re)marked RUNNING unless `reopen`
+        is False (a replayed record that only needs to find the run).
         """
-        parent = self.phase_run(phase)
+        parent = self.phase_run(phase, reopen=reopen)
         config_hash = (tags or {}).get("config_hash")
         run = self._usable(existing_run_id, trial_id, config_hash) if existing_run_id else None
         if run is None:
@@ -272,7 +323,8 @@ class StudyTracker:
             existing_params: dict[str, str] = {}
         else:
             run_id = run.info.run_id
-            self._reopen(run)
+            if reopen:
+                self._reopen(run)
             stale = {k: v for k, v in all_tags.items() if run.data.tags.get(k) != v}
             if stale:
                 self._log_tags(run_id, stale)
@@ -309,11 +361,12 @@ class StudyTracker:
         return out
 
     # ------------------------------------------------------------------ metrics and artifacts
-    def log_metrics(self, run_id: str, metrics: dict, step: int) -> None:
+    def log_metrics(self, run_id: str, metrics: dict, step: int) -> int:
         """Every numeric metric of a report at `step`, plus `train_loss_steps` as `train_loss_step` per step.
 
         One `log_batch` request (more only past MLflow's 1,000-metric limit). Points at a step that this
-        run already holds for that key (a resumed trial re-reporting) are skipped.
+        run already holds for that key (a resumed trial re-reporting) are skipped. Returns how many
+        points were logged.
         """
         from mlflow.entities import Metric
 
@@ -342,6 +395,7 @@ class StudyTracker:
         for m in points:
             if m.step > done.get(m.key, -1):
                 done[m.key] = m.step
+        return len(points)
 
     def log_artifact_json(self, run_id: str, name: str, obj: Any) -> None:
         """`obj` as a JSON artifact of the run (e.g. the trial's final checkpoint summary)."""
@@ -450,4 +504,4 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-__all__ = ["StudyTracker", "default_tracking_uri", "flatten_params", "STATUS_MAP"]
+__all__ = ["StudyTracker", "default_tracking_uri", "flatten_params", "probe_tracking", "redact_uri", "STATUS_MAP"]

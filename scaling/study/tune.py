@@ -3,14 +3,16 @@
 Division of labour (why it is split this way):
 * Trials (Ray workers) only train: `run_trial` with a reporter that calls `tune.report` with
   the trial's checkpoint directory. A restored trial copies its checkpoint back and resumes.
-* The driver does all bookkeeping in one process, through a `tune.Callback`: MLflow logging in
-  batches, the Parquet rows and curves, and closing runs with the right status - including
-  trials ASHA stops (code after a trial's last report may never run) and trials that error.
-  One writer means no SQLite lock contention and no duplicated rows.
-* Ladder trials get their MLflow child run before Tune starts (created SCHEDULED, or found by
-  its stable trial id on a resumed study). The run id travels with the trial, is stored in its
-  checkpoint, and comes back in every result, so a restored or retried trial logs to its own
-  run - never a second run for the same trial.
+* The driver does all bookkeeping in one process, through a `tune.Callback`: the Parquet rows and
+  curves first (the source of truth, written with retries), then the MLflow writes, handed to the
+  study's durable outbox (`scaling.study.outbox`) so that MLflow being slow or down never blocks or
+  fails the study; closing runs with the right status - including trials ASHA stops (code after a
+  trial's last report may never run) and trials that error. One writer means no SQLite lock
+  contention and no duplicated rows.
+* A trial's MLflow run is found by its stable trial id (and config hash), so a restored or retried
+  trial, a restarted driver or a replayed record logs to the trial's own run - never a second one.
+* SIGINT / SIGTERM stop the study cleanly: Tune saves its state, unfinished trials' runs are closed
+  KILLED, study.json says `interrupted`, no report is made and `mcscale resume` finishes the study.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,7 +37,8 @@ from scaling.study.plan import PlannedTrial, config_hash, plan_ladder, plan_tune
 from scaling.study.store import ResultStore, curve_rows, trial_row
 from scaling.study.identity import claim as claim_spec
 from scaling.study.mlflow_location import STATE_KEY as MLFLOW_STATE_KEY, artifact_env, resolve_location
-from scaling.study.tracking import StudyTracker
+from scaling.study.outbox import MlflowOutbox, open_outbox
+from scaling.study.tracking import StudyTracker, fail_fast_mlflow_calls, probe_tracking
 from scaling.errors import UserInputError
 from scaling.spec import StudySpec
 from scaling.train import STATUS_COMPLETED, STATUS_DIVERGED, TrialConfig, check_inputs, run_trial
@@ -155,20 +159,21 @@ def set_progress_hook(hook: Callable[["_Bookkeeper"], None] | None) -> None:
 
 
 class StudyCallback(Callback):
-    """Driver-side `tune.Callback`: MLflow batches, Parquet rows and curves, run status, progress.
+    """Driver-side `tune.Callback`: Parquet rows and curves, then MLflow (through the outbox), progress.
 
     Ray pickles callbacks into the experiment state and hands them back on `Tuner.restore`, so
-    this object carries only plain settings and builds its store and tracker lazily.
+    this object carries only plain settings and builds its store and outbox lazily.
     """
 
     def __init__(self, phase: str, storage: str, study: str, s3_endpoint: str | None, tracking_uri: str,
-                 planned: dict[str, PlannedTrial], run_ids: dict[str, str],
+                 planned: dict[str, PlannedTrial], run_ids: dict[str, str] | None = None,
                  template: PlannedTrial | None = None) -> None:
         # Only the redacted URI is kept (Ray pickles this object into tuner.pkl); the driver process
         # that runs the study was given the real one and finds it with `real_uri`.
         self.settings = dict(phase=phase, storage=storage, study=study, s3_endpoint=s3_endpoint,
                              tracking_uri=remember(tracking_uri))
-        self.planned, self.run_ids, self.template = planned, run_ids, template
+        self.planned, self.template = planned, template
+        self.run_ids = run_ids or {}  # unused since the outbox finds runs by trial id; kept for old pickles
         self._book: _Bookkeeper | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -181,8 +186,9 @@ class StudyCallback(Callback):
         if self._book is None:
             s = self.settings
             self._book = _Bookkeeper(s["phase"], ResultStore(s["storage"], s["study"], s["s3_endpoint"]),
-                                     StudyTracker(real_uri(s["tracking_uri"]), s["study"]), self.planned, self.run_ids,
+                                     open_outbox(s["storage"], s["study"], real_uri(s["tracking_uri"])), self.planned,
                                      self.template)
+            _BOOKS.append(self._book)
         return self._book
 
     def on_trial_result(self, iteration, trials, trial, result, **info):  # noqa: ANN001
@@ -198,22 +204,26 @@ class StudyCallback(Callback):
         self.book.on_start(trial)
 
     def on_step_end(self, iteration, trials, **info):  # noqa: ANN001
+        _INTERRUPTS.poll()
         views, keys = self.book.views, self.book.ray_to_key  # mcscale's state where known, else Tune's
         export_trial_states(self.settings["study"], [views[keys[t.trial_id]].state if keys.get(t.trial_id) in views
                                                      else t.status for t in trials])
 
 
+_BOOKS: list["_Bookkeeper"] = []  # the bookkeepers of this driver's phases (to close runs on an interrupt)
+
+
 class _Bookkeeper:
-    def __init__(self, phase: str, store: ResultStore, tracker: StudyTracker,
-                 planned: dict[str, PlannedTrial], run_ids: dict[str, str],
-                 template: PlannedTrial | None = None):
-        self.phase, self.store, self.tracker = phase, store, tracker
-        self.planned, self.run_ids, self.template = planned, run_ids, template
+    def __init__(self, phase: str, store: ResultStore, outbox: MlflowOutbox,
+                 planned: dict[str, PlannedTrial], template: PlannedTrial | None = None):
+        self.phase, self.store, self.outbox = phase, store, outbox
+        self.planned, self.template = planned, template
         self.history: dict[str, list[dict[str, Any]]] = {}
         self.last: dict[str, dict[str, Any]] = {}
         self.views: dict[str, TrialView] = {}
         self.ray_to_key: dict[str, str] = {}
         self.finished: dict[str, str] = {}
+        self.described: set[str] = set()
 
     # -- identity -------------------------------------------------------------
     def _key(self, trial: Any, result: dict[str, Any] | None = None) -> str:
@@ -230,32 +240,29 @@ class _Bookkeeper:
 
     def _planned(self, key: str, trial: Any) -> PlannedTrial:
         if key in self.planned:
-            return self.planned[key]
-        assert self.template is not None
-        overrides = {k: float(v) for k, v in trial.config.items() if k in ("lr", "warmup_fraction", "weight_decay")}
-        config = replace(self.template.config, **overrides)
-        planned = replace(self.template, trial_id=key, config=config, config_hash=config_hash(config),
-                          tags=dict(self.template.tags, config_hash=config_hash(config)))
-        self.planned[key] = planned
+            planned = self.planned[key]
+        else:
+            assert self.template is not None
+            overrides = {k: float(v) for k, v in trial.config.items() if k in ("lr", "warmup_fraction", "weight_decay")}
+            config = replace(self.template.config, **overrides)
+            planned = replace(self.template, trial_id=key, config=config, config_hash=config_hash(config),
+                              tags=dict(self.template.tags, config_hash=config_hash(config)))
+            self.planned[key] = planned
+        if key not in self.described:  # what the outbox needs to create the trial's MLflow run
+            self.outbox.trial(key, self.phase, planned.tags, planned.config.to_dict())
+            self.described.add(key)
         return planned
-
-    def _run_id(self, key: str, planned: PlannedTrial, result: dict[str, Any] | None = None) -> str:
-        if result and result.get("mlflow_run_id"):
-            self.run_ids[key] = result["mlflow_run_id"]
-        if not self.run_ids.get(key):
-            self.run_ids[key] = self.tracker.trial_run(key, self.phase, planned.tags, planned.config.to_dict())
-        return self.run_ids[key]
 
     def _view(self, key: str, planned: PlannedTrial) -> TrialView:
         if key not in self.views:
             self.views[key] = TrialView(key, planned.arch, planned.size_label, planned.n_segments)
         return self.views[key]
 
-    # -- events ---------------------------------------------------------------
+    # -- events: the store first, then MLflow through the outbox (which never blocks) ---------------
     def on_start(self, trial: Any) -> None:
         key = self._key(trial)
         planned = self._planned(key, trial)
-        self.tracker.client.update_run(self._run_id(key, planned), status="RUNNING")
+        self.outbox.trial_status(key, "RUNNING")
         view = self._view(key, planned)
         view.state = "RUNNING"
         self._notify()
@@ -263,15 +270,14 @@ class _Bookkeeper:
     def on_result(self, trial: Any, result: dict[str, Any]) -> None:
         key = self._key(trial, result)
         planned = self._planned(key, trial)
-        run_id = self._run_id(key, planned, result)
         metrics = {k: v for k, v in result.items() if k in _TRIAL_METRIC_KEYS or k.startswith("needle_acc_")}
-        metrics["train_loss_steps"] = json.loads(result.get("train_loss_steps_json", "[]"))
-        self.tracker.log_metrics(run_id, metrics, int(metrics.get("step", 0)))
-        metrics.pop("train_loss_steps")
         history = self.history.setdefault(key, [])
         history[:] = [h for h in history if h.get("step") != metrics.get("step")] + [metrics]
         self.last[key] = metrics
         self.store.write_trial(key, trial_row(key, self.phase, planned.tags, metrics, planned.config.to_dict()))
+        self.outbox.trial_metrics(key, dict(metrics, train_loss_steps=json.loads(result.get("train_loss_steps_json",
+                                                                                            "[]"))),
+                                  int(metrics.get("step", 0)))
         view = self._view(key, planned)
         view.state, view.step = "RUNNING", int(metrics.get("step", 0))
         view.total_steps = int(metrics.get("total_steps", 0))
@@ -282,16 +288,15 @@ class _Bookkeeper:
         key = self._key(trial)
         planned = self._planned(key, trial)
         metrics = dict(self.last.get(key, {}))
-        if status == "stopped":
-            metrics["status"] = "stopped"
+        if status in ("stopped", "interrupted"):
+            metrics["status"] = status
         self.store.write_trial(key, trial_row(key, self.phase, planned.tags, metrics or {"status": status},
                                               planned.config.to_dict()))
         history = self._full_history(key, trial)
         if history:
             self.store.write_curves(key, curve_rows(key, history))
-        run_id = self._run_id(key, planned)
-        self.tracker.log_artifact_json(run_id, "summary", {"trial_id": key, "status": status, **metrics})
-        self.tracker.finish_trial(run_id, status)
+        self.outbox.trial_artifact(key, "summary", {"trial_id": key, "status": status, **metrics})
+        self.outbox.trial_finished(key, status)
         self.finished[key] = status
         self._view(key, planned).state = status.upper()
         self._notify()
@@ -319,6 +324,26 @@ class _Bookkeeper:
 
     def on_error(self, trial: Any) -> None:
         self._close(trial, "error")
+
+    def close_interrupted(self, keys: list[str]) -> int:
+        """The study was interrupted: each of `keys` this phase saw but did not finish is recorded
+        `interrupted` (its row keeps the last metrics; its run is closed KILLED); `mcscale resume`
+        reruns it from its checkpoint. Returns how many were closed."""
+        closed = 0
+        for key in keys:
+            if key in self.finished or key not in self.planned:
+                continue
+            planned = self._planned(key, None)
+            if key in self.last:
+                metrics = dict(self.last[key], status="interrupted")
+                self.store.write_trial(key, trial_row(key, self.phase, planned.tags, metrics,
+                                                      planned.config.to_dict()))
+            self.outbox.trial_finished(key, "interrupted")
+            self.finished[key] = "interrupted"
+            if key in self.views:
+                self.views[key].state = "INTERRUPTED"
+            closed += 1
+        return closed
 
     def _notify(self) -> None:
         if _PROGRESS_HOOK is not None:
@@ -447,7 +472,7 @@ def _restorable(spec: StudySpec, name: str) -> tuple[str, Any] | None:
     return (path, filesystem) if Tuner.can_restore(path, storage_filesystem=filesystem) else None
 
 
-def run_tune_phase(spec: StudySpec, store: ResultStore, tracker: StudyTracker) -> dict[str, dict[str, float]]:
+def run_tune_phase(spec: StudySpec, store: ResultStore, outbox: MlflowOutbox) -> dict[str, dict[str, float]]:
     """Per architecture: Optuna search of the learning rate (and optionally warmup / weight decay)
     at the proxy size, with ASHA stopping the hopeless early. Returns arch -> best settings."""
     from ray import tune
@@ -456,7 +481,7 @@ def run_tune_phase(spec: StudySpec, store: ResultStore, tracker: StudyTracker) -
 
     assert spec.tune is not None
     tuned: dict[str, dict[str, float]] = store.read_json("tuned.json") or {}
-    tracker.phase_run("tune")
+    outbox.phase_started("tune")
     for arch, segment in tune_series(spec):
         template = plan_tune(spec, arch, segment)
         if template.arch in tuned:
@@ -467,7 +492,7 @@ def run_tune_phase(spec: StudySpec, store: ResultStore, tracker: StudyTracker) -
         if spec.tune.weight_decay is not None:
             space["weight_decay"] = _domain(spec.tune.weight_decay)
         name = f"tune-{template.arch.replace('+', '_')}"
-        callback = StudyCallback("tune", spec.storage, spec.name, spec.s3_endpoint, tracker.tracking_uri, {}, {},
+        callback = StudyCallback("tune", spec.storage, spec.name, spec.s3_endpoint, outbox.tracking_uri, {},
                                  template=template)
         trainable = tune.with_resources(tune.with_parameters(study_trainable, template=template,
                                                              train_storage=_train_storage(spec), study=spec.name),
@@ -484,14 +509,14 @@ def run_tune_phase(spec: StudySpec, store: ResultStore, tracker: StudyTracker) -
                 search_alg=OptunaSearch(metric=OBJECTIVE, mode="min", seed=spec.seeds[0]), scheduler=scheduler,
                 num_samples=spec.tune.samples, max_concurrent_trials=spec.concurrency, reuse_actors=True),
                 run_config=_run_config(spec, name, callback))
-        results = tuner.fit()
+        results = _fit(tuner, "tune", store, outbox, {}, template)
         best = results.get_best_result(metric=OBJECTIVE, mode="min", scope="all")
         settings = {k: float(best.config[k]) for k in space}
         settings["proxy_width"] = float(template.config.model.d_model)
         settings["objective"] = float(best.metrics.get(OBJECTIVE, float("nan")))
         tuned[template.arch] = settings
         store.write_json("tuned.json", tuned)
-    tracker.finish_phase("tune")
+    outbox.phase_finished("tune")
     return tuned
 
 
@@ -510,7 +535,7 @@ def finished_trials(store: ResultStore) -> dict[str, str]:
     return dict(zip(done["trial_id"], done["config_hash"]))
 
 
-def run_ladder_phase(spec: StudySpec, store: ResultStore, tracker: StudyTracker,
+def run_ladder_phase(spec: StudySpec, store: ResultStore, outbox: MlflowOutbox,
                      tuned: dict[str, dict[str, float]] | None) -> list[PlannedTrial]:
     """The full grid, each trial trained to its budget; finished trials are never rerun."""
     from ray import tune
@@ -518,21 +543,16 @@ def run_ladder_phase(spec: StudySpec, store: ResultStore, tracker: StudyTracker,
     planned = plan_ladder(spec, tuned)
     done = finished_trials(store)
     todo = [p for p in planned if done.get(p.trial_id) != p.config_hash]
-    tracker.phase_run("ladder")
+    outbox.phase_started("ladder")
     if todo:
-        run_ids = {}
-        for p in todo:
-            run_ids[p.trial_id] = tracker.trial_run(p.trial_id, "ladder", p.tags, p.config.to_dict())
-            tracker.client.update_run(run_ids[p.trial_id], status="SCHEDULED")
+        for p in todo:  # each run exists (SCHEDULED) before Tune starts, once MLflow answers
+            outbox.trial(p.trial_id, "ladder", p.tags, p.config.to_dict())
+            outbox.trial_status(p.trial_id, "SCHEDULED")
         # Every planned trial stays addressable: a restored Tune experiment can hold a trial that the
         # store already saw finish (the driver died between the two records); it re-reports and ends.
-        for p in planned:
-            if p.trial_id not in run_ids:
-                run_ids[p.trial_id] = tracker.find_trial_run(p.trial_id, p.config_hash) or ""
-        table = {p.trial_id: {"planned": p, "run_id": run_ids[p.trial_id]} for p in planned}
+        table = {p.trial_id: {"planned": p, "run_id": ""} for p in planned}
         by_id = {p.trial_id: p for p in planned}
-        callback = StudyCallback("ladder", spec.storage, spec.name, spec.s3_endpoint, tracker.tracking_uri,
-                                 by_id, run_ids)
+        callback = StudyCallback("ladder", spec.storage, spec.name, spec.s3_endpoint, outbox.tracking_uri, by_id)
         trainable = tune.with_resources(tune.with_parameters(study_trainable, trials=table,
                                                              train_storage=_train_storage(spec), study=spec.name),
                                         _resources(by_id))
@@ -543,9 +563,88 @@ def run_ladder_phase(spec: StudySpec, store: ResultStore, tracker: StudyTracker,
             tuner = tune.Tuner(trainable, param_space={"trial_id": tune.grid_search([p.trial_id for p in todo])},
                                tune_config=tune.TuneConfig(max_concurrent_trials=spec.concurrency, reuse_actors=True),
                                run_config=_run_config(spec, "ladder", callback))
-        tuner.fit()
-    tracker.finish_phase("ladder")
+        _fit(tuner, "ladder", store, outbox, by_id, None, [p.trial_id for p in todo])
+    outbox.phase_finished("ladder")
     return planned
+
+
+# ----------------------------------------------------------------------------- interrupts
+class StudyInterrupted(Exception):
+    """SIGINT or SIGTERM stopped the study; what ran is recorded and `mcscale resume` finishes it."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+
+class _Interrupts:
+    """SIGINT/SIGTERM handling of the driver (main thread only).
+
+    Inside `Tuner.fit` a signal only sets a flag; the next Tune loop step (`on_step_end`) asks Tune
+    to stop the way its own Ctrl-C does (its SIGUSR1 handler: save the experiment state, stop the
+    trials, return), and `_fit` then closes what ran and raises `StudyInterrupted`. Tune's own
+    SIGINT handler is switched off (TUNE_DISABLE_SIGINT_HANDLER): it would end the phase as if it
+    were complete. Outside `fit` the signal raises `StudyInterrupted` at once. A second signal
+    while stopping raises at once as well.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.in_fit = False
+        self.asked_tune = False
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return
+        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+        for signum in (signal.SIGINT, signal.SIGTERM):  # again after ray.init, which sets its own SIGTERM
+            previous = signal.signal(signum, self._handle)
+            self._previous.setdefault(signum, previous)
+
+    def uninstall(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:  # noqa: ARG002
+        first = self.signum is None
+        if first:
+            self.signum = signum
+        if not self.in_fit or not first:
+            raise StudyInterrupted(self.signum)
+
+    def poll(self) -> None:
+        """Called from the Tune loop: forward a pending interrupt to Tune's own stop."""
+        if self.signum is None or self.asked_tune:
+            return
+        self.asked_tune = True
+        tune_stop = signal.getsignal(signal.SIGUSR1)
+        if callable(tune_stop):
+            tune_stop(signal.SIGUSR1, None)
+
+
+_INTERRUPTS = _Interrupts()
+
+
+def _fit(tuner: Any, phase: str, store: ResultStore, outbox: MlflowOutbox, planned: dict[str, PlannedTrial],
+         template: PlannedTrial | None, keys: list[str] | None = None):
+    """`tuner.fit()`, turned into `StudyInterrupted` (with unfinished trials closed) on a signal."""
+    _INTERRUPTS.in_fit, _INTERRUPTS.asked_tune = True, False
+    try:
+        if _INTERRUPTS.signum is not None:
+            raise StudyInterrupted(_INTERRUPTS.signum)
+        results = tuner.fit()
+    finally:
+        _INTERRUPTS.in_fit = False
+    if _INTERRUPTS.signum is not None:
+        books = [b for b in _BOOKS if b.phase == phase and b.store.root == store.root]
+        book = books[-1] if books else _Bookkeeper(phase, store, outbox, dict(planned), template)
+        book.close_interrupted(keys if keys is not None else list(book.planned))
+        raise StudyInterrupted(_INTERRUPTS.signum)
+    return results
 
 
 # ----------------------------------------------------------------------------- the study
@@ -560,13 +659,26 @@ class StudySummary:
     report: Any = None  # scaling.report.Report when the report stage ran
     report_files: Any = None  # scaling.report.ReportFiles
     report_error: str | None = None  # why no report could be made (too few finished sizes, ...)
+    interrupted: int | None = None  # the signal that stopped the study (SIGINT, SIGTERM), else None
+    planned: int = 0  # trials the ladder plans
+    mlflow_pending: int = 0  # MLflow records still waiting in the outbox (tracking store unreachable)
+    mlflow_problem: str | None = None  # why they wait
+    outbox: str = ""  # where they wait
+
+
+MLFLOW_DRAIN_S = 120.0  # how long the end of a study waits for a reachable tracking store to catch up
 
 
 def run_study(spec: StudySpec, address: str | None = None, spec_text: str | None = None,
               console: Any | None = None, report: bool = True, extend: bool = False) -> StudySummary:
     """Run (or continue) a whole study: tune, ladder, then the fit and report. Idempotent: a finished
     trial never reruns; the report is remade from whatever the store holds. A spec that differs from
-    the study's recorded one is refused unless `extend` and it only adds trials (scaling.study.identity)."""
+    the study's recorded one is refused unless `extend` and it only adds trials (scaling.study.identity).
+
+    MLflow is never a reason to wait or fail: its writes go through the study's outbox; an
+    unreachable tracking store is detected in seconds, said on stderr, and replayed later. A
+    SIGINT / SIGTERM returns a summary with `interrupted` set (study.json: `interrupted`, no report).
+    """
     import time
 
     from rich.console import Console
@@ -589,44 +701,128 @@ def run_study(spec: StudySpec, address: str | None = None, spec_text: str | None
     for key, value in artifact_env(store.root, store.storage.endpoint).items():
         os.environ.setdefault(key, value)  # MLflow uploads artifacts to the study's S3 endpoint
     quiet_ray_output()
-    uri = location.shown
-    tracker = StudyTracker(location.uri, spec.name, artifact_location=location.artifact_location)
+    fail_fast_mlflow_calls()
+    uri = location.uri
     env_uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if location.recorded and env_uri and remember(env_uri) != uri:
-        console.print(f"note: the study records its MLflow runs at {uri}; $MLFLOW_TRACKING_URI "
+    if location.recorded and env_uri and remember(env_uri) != location.shown:
+        console.print(f"note: the study records its MLflow runs at {location.shown}; $MLFLOW_TRACKING_URI "
                       f"({remember(env_uri)}) is not used for it.", highlight=False, soft_wrap=True)
+    outbox = _open_study_outbox(spec, uri, location.artifact_location)
+    problem = probe_tracking(uri)
+    if problem is None:
+        try:  # a tracking store that answers but refuses the study (a deleted experiment) is bad input
+            StudyTracker(uri, spec.name, artifact_location=location.artifact_location)
+        except UserInputError:
+            outbox.close()
+            raise
+        except Exception as exc:  # noqa: BLE001 - it answered the probe, then failed: treat as down
+            problem = f"{type(exc).__name__}: {str(exc)[:300]}"
     state.update(name=spec.name, status="running")
-    state[MLFLOW_STATE_KEY] = location.as_state()  # recorded once MLflow has accepted the experiment
+    for stale in ("interrupted_by", "error"):
+        state.pop(stale, None)
+    state[MLFLOW_STATE_KEY] = location.as_state()  # where this study's MLflow data lives, from any folder
     store.write_json("study.json", state)
-    init_ray(address)
-    tuned = None
-    if spec.tune is not None:
-        steps = {plan_tune(spec, a, s).trial_id: 0 for a, s in tune_series(spec)}
-        with StudyProgress(console, f"{spec.name}: tune phase", steps):
-            tuned = run_tune_phase(spec, store, tracker)
-    planned = plan_ladder(spec, tuned)
-    with StudyProgress(console, f"{spec.name}: ladder phase", {p.trial_id: planned_steps(p) for p in planned}):
-        run_ladder_phase(spec, store, tracker, tuned)
-    trials = store.read_trials()
-    state.update(status="ladder-complete", trials=int(len(trials)))
-    store.write_json("study.json", state)
-    summary = StudySummary(spec.name, store.root, uri, tuned, trials, time.perf_counter() - started)
-    if report:
-        _report_stage(spec, store, tracker, console, state, summary)
-        summary.seconds = time.perf_counter() - started
+    if problem is not None:
+        _warn(f"MLflow is not reachable ({problem}). The study runs on: results go to {store.root} as always, "
+              f"and MLflow's records wait in {outbox.path}, replayed as soon as the tracking store answers "
+              f"(or by `mcscale sync {spec.name}`).")
+    summary = StudySummary(spec.name, store.root, location.shown, None, None, 0.0, planned=len(planned), outbox=str(outbox.path))
+    _INTERRUPTS.signum = None
+    _INTERRUPTS.install()
+    unfinished = (["tune"] if spec.tune is not None else []) + ["ladder"]
+    try:
+        init_ray(address)
+        _INTERRUPTS.install()
+        tuned = None
+        if spec.tune is not None:
+            steps = {plan_tune(spec, a, s).trial_id: 0 for a, s in tune_series(spec)}
+            with StudyProgress(console, f"{spec.name}: tune phase", steps):
+                tuned = run_tune_phase(spec, store, outbox)
+            unfinished.remove("tune")
+        summary.tuned = tuned
+        planned = plan_ladder(spec, tuned)
+        summary.planned = len(planned)
+        with StudyProgress(console, f"{spec.name}: ladder phase", {p.trial_id: planned_steps(p) for p in planned}):
+            run_ladder_phase(spec, store, outbox, tuned)
+        unfinished.remove("ladder")
+        trials = store.read_trials()
+        state.update(status="ladder-complete", trials=int(len(trials)))
+        store.write_json("study.json", state)
+        summary.trials = trials
+        if report:
+            _report_stage(spec, store, _report_tracker(outbox, uri, spec.name, location.artifact_location), console, state, summary)
+    except StudyInterrupted as exc:
+        summary.interrupted = exc.signum
+        for phase in unfinished:
+            outbox.phase_finished(phase, "KILLED")
+        state.update(status="interrupted", interrupted_by=signal.Signals(exc.signum).name)
+        summary.trials = store.read_trials()
+        state["trials"] = int(len(summary.trials))
+        store.write_json("study.json", state)
+    except BaseException as exc:
+        state.update(status="failed", error=f"{type(exc).__name__}: {str(exc)[:500]}")
+        try:
+            store.write_json("study.json", state)
+        except Exception:  # noqa: BLE001 - the original error is the one to see
+            pass
+        raise
+    finally:
+        _INTERRUPTS.uninstall()
+    _catch_up(outbox, uri)
+    summary.mlflow_pending = outbox.pending()
+    summary.mlflow_problem = outbox.stats.offline_reason
+    summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _report_stage(spec: StudySpec, store: ResultStore, tracker: StudyTracker, console: Any, state: dict,
+def _catch_up(outbox: MlflowOutbox, uri: str) -> bool:
+    """Let the outbox replay what it holds, for up to MLFLOW_DRAIN_S, if the tracking store answers now
+    (the background thread may be between two probes); at once when it does not. True when empty."""
+    return outbox.drain(MLFLOW_DRAIN_S if probe_tracking(uri) is None else 0)
+
+
+def _report_tracker(outbox: MlflowOutbox, uri: str, study: str, artifact_location: str | None) -> StudyTracker | None:
+    """A tracker for the report run once the outbox has caught up; None (report to the store only,
+    with a warning) while the tracking store is unreachable."""
+    if not _catch_up(outbox, uri):
+        _warn("the report goes to the study's storage only: MLflow is not reachable "
+              f"({outbox.stats.offline_reason}); `mcscale report {study}` logs it once it is.")
+        return None
+    try:
+        return StudyTracker(uri, study, artifact_location=artifact_location)
+    except Exception as exc:  # noqa: BLE001 - MLflow went away between the two calls
+        _warn(f"the report goes to the study's storage only: MLflow failed ({type(exc).__name__}).")
+        return None
+
+
+def _open_study_outbox(spec: StudySpec, uri: str, artifact_location: str | None = None) -> MlflowOutbox:
+    from scaling.study.outbox import OutboxBusy
+
+    try:
+        return open_outbox(spec.storage, spec.name, uri, artifact_location=artifact_location)
+    except OutboxBusy as exc:
+        raise UserInputError("name", f"study {spec.name!r} is being run by another mcscale process ({exc})",
+                             "wait for it to end (or stop it), or give this study another name") from None
+
+
+def _warn(message: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def _report_stage(spec: StudySpec, store: ResultStore, tracker: StudyTracker | None, console: Any, state: dict,
                   summary: StudySummary) -> None:
     """Fit, backtest and report. A study whose results cannot be fitted yet (too few finished sizes)
-    still ends well: the reason is recorded in study.json and shown, and `mcscale report` retries."""
+    still ends well: the reason is recorded in study.json and shown, and `mcscale report` retries.
+    Without a reachable tracking store (`tracker` None) the report is only written to the store."""
     from scaling.report.inputs import StudyResults
     from scaling.report.stage import make_report
 
     results = StudyResults(spec.name, store.root, spec, summary.trials, store.read_curves())
     try:
-        summary.report, summary.report_files = make_report(store, console, tracker=tracker, results=results)
+        summary.report, summary.report_files = make_report(store, console, tracker=tracker, results=results,
+                                                           use_mlflow=tracker is not None)
     except UserInputError as exc:
         summary.report_error = str(exc)
         state.update(status="ladder-complete", report_error=summary.report_error)
