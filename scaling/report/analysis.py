@@ -30,6 +30,7 @@ from scaling.fit.estimate import FitOptions
 from scaling.fit.laws import Law, get_law
 from scaling.report.compute import TABLE_SIZES, SeriesFlops, context_costs
 from scaling.report.inputs import StudyResults, select_points, training_curves
+from scaling.report.recall import recall_only_report, recall_points, recall_settings
 from scaling.report.schema import Band, CrossoverRow, Point, Report, TargetRow, VersusRow
 from scaling.report.verdict import caveats_for, verdict_for
 from scaling.spec import FitSettings
@@ -352,6 +353,8 @@ def _n_targets(law: Law, options: ReportOptions) -> int:
 # ---------------------------------------------------------------------------- the report
 def build_report(results: StudyResults, options: ReportOptions, progress: Progress | None = None) -> Report:
     """Fit, backtest and compare a study's results; everything the pages show, as one `Report`."""
+    if results.spec.ladder is None:
+        return recall_only_report(results)  # nothing to fit: the recall section alone
     law = options.the_law
     points, dropped = select_points(results)
     models = series_models(results.spec)
@@ -419,6 +422,7 @@ def build_report(results: StudyResults, options: ReportOptions, progress: Progre
         "advice": _advice(calibration, results, fit_points, models, targets, baseline, options),
         "seed_noise_log": _seed_noise(calibration),
         "recall_chance": _recall_chance(results),
+        "recall_phase": recall_settings(results),
         "calibration": comparison_dict.get("settings", {}).get("calibration"),
         "family_level": comparison_dict.get("settings", {}).get("family_level"),
     }
@@ -427,6 +431,7 @@ def build_report(results: StudyResults, options: ReportOptions, progress: Progre
         settings=settings, verdict="", caveats=[], baseline=baseline, series=usable, points=points, dropped=dropped,
         fit=result.to_dict(), backtest=backtest, comparison=comparison_dict, targets=targets, versus=versus,
         crossovers=crossovers, bands=bands, training_curves=training_curves(results, fit_points), costs=costs,
+        recall=recall_points(results),
     )
     report.verdict = verdict_for(report)
     report.caveats = caveats_for(report)

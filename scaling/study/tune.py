@@ -482,18 +482,21 @@ def finished_trials(store: ResultStore) -> dict[str, str]:
 
 
 def run_ladder_phase(spec: StudySpec, store: ResultStore, tracker: StudyTracker,
-                     tuned: dict[str, dict[str, float]] | None) -> list[PlannedTrial]:
-    """The full grid, each trial trained to its budget; finished trials are never rerun."""
+                     tuned: dict[str, dict[str, float]] | None, phase: str = "ladder",
+                     planned: list[PlannedTrial] | None = None) -> list[PlannedTrial]:
+    """The full grid, each trial trained to its budget; finished trials are never rerun.
+
+    `phase`/`planned` run another grid the same way (the recall phase: scaling.study.recall)."""
     from ray import tune
 
-    planned = plan_ladder(spec, tuned)
+    planned = plan_ladder(spec, tuned) if planned is None else planned
     done = finished_trials(store)
     todo = [p for p in planned if done.get(p.trial_id) != p.config_hash]
-    tracker.phase_run("ladder")
+    tracker.phase_run(phase)
     if todo:
         run_ids = {}
         for p in todo:
-            run_ids[p.trial_id] = tracker.trial_run(p.trial_id, "ladder", p.tags, p.config.to_dict())
+            run_ids[p.trial_id] = tracker.trial_run(p.trial_id, phase, p.tags, p.config.to_dict())
             tracker.client.update_run(run_ids[p.trial_id], status="SCHEDULED")
         # Every planned trial stays addressable: a restored Tune experiment can hold a trial that the
         # store already saw finish (the driver died between the two records); it re-reports and ends.
@@ -502,20 +505,20 @@ def run_ladder_phase(spec: StudySpec, store: ResultStore, tracker: StudyTracker,
                 run_ids[p.trial_id] = tracker.find_trial_run(p.trial_id, p.config_hash) or ""
         table = {p.trial_id: {"planned": p, "run_id": run_ids[p.trial_id]} for p in planned}
         by_id = {p.trial_id: p for p in planned}
-        callback = StudyCallback("ladder", spec.storage, spec.name, spec.s3_endpoint, tracking_uri_for(spec),
+        callback = StudyCallback(phase, spec.storage, spec.name, spec.s3_endpoint, tracking_uri_for(spec),
                                  by_id, run_ids)
         trainable = tune.with_resources(tune.with_parameters(study_trainable, trials=table,
                                                              train_storage=_train_storage(spec), study=spec.name),
                                         _resources(by_id))
-        restore = _restorable(spec, "ladder")
+        restore = _restorable(spec, phase)
         if restore is not None:
             tuner = tune.Tuner.restore(restore[0], trainable, resume_errored=True, storage_filesystem=restore[1])
         else:
             tuner = tune.Tuner(trainable, param_space={"trial_id": tune.grid_search([p.trial_id for p in todo])},
                                tune_config=tune.TuneConfig(max_concurrent_trials=spec.concurrency, reuse_actors=True),
-                               run_config=_run_config(spec, "ladder", callback))
+                               run_config=_run_config(spec, phase, callback))
         tuner.fit()
-    tracker.finish_phase("ladder")
+    tracker.finish_phase(phase)
     return planned
 
 
@@ -548,7 +551,9 @@ def run_study(spec: StudySpec, address: str | None = None, spec_text: str | None
     console = console or Console()
     from scaling.study.cost import preflight
 
-    planned = plan_ladder(spec)
+    from scaling.study.recall import PHASE as RECALL, plan_recall
+
+    planned = plan_ladder(spec) or plan_recall(spec)  # a recall-only study has no ladder
     cost = preflight(spec)  # a trial that cannot fit its GPUs fails here, before anything is recorded
     check_inputs(planned[0].config)  # and so does bad data
     console.print(f"plan: {cost}", highlight=False, soft_wrap=True)
@@ -562,14 +567,19 @@ def run_study(spec: StudySpec, address: str | None = None, spec_text: str | None
     uri = tracking_uri_for(spec)
     tracker = StudyTracker(uri, spec.name)
     init_ray(address)
+    recall_trials = plan_recall(spec)  # first: the recall curves lead the report
+    if recall_trials:
+        with StudyProgress(console, f"{spec.name}: recall phase", {p.trial_id: planned_steps(p) for p in recall_trials}):
+            run_ladder_phase(spec, store, tracker, None, phase=RECALL, planned=recall_trials)
     tuned = None
     if spec.tune is not None:
         steps = {plan_tune(spec, a, s).trial_id: 0 for a, s in tune_series(spec)}
         with StudyProgress(console, f"{spec.name}: tune phase", steps):
             tuned = run_tune_phase(spec, store, tracker)
     planned = plan_ladder(spec, tuned)
-    with StudyProgress(console, f"{spec.name}: ladder phase", {p.trial_id: planned_steps(p) for p in planned}):
-        run_ladder_phase(spec, store, tracker, tuned)
+    if planned:
+        with StudyProgress(console, f"{spec.name}: ladder phase", {p.trial_id: planned_steps(p) for p in planned}):
+            run_ladder_phase(spec, store, tracker, tuned)
     trials = store.read_trials()
     state.update(status="ladder-complete", trials=int(len(trials)))
     store.write_json("study.json", state)
