@@ -37,10 +37,10 @@ from scaling.train import TrialConfig, run_trial  # noqa: E402
 
 
 def model_for(arch: str, d_model: int, head_dim: int, layers: int, seq_len: int, vocab: int,
-              segment_len: int | None) -> ModelConfig:
+              segment_len: int | None, chunk_len: int = 8) -> ModelConfig:
     parsed = parse_architecture(arch)
     fields = dict(vocab_size=vocab, d_model=d_model, n_heads=d_model // head_dim, n_layers=layers, seq_len=seq_len,
-                  chunk_len=min(64, seq_len), **parsed.config_fields())
+                  chunk_len=min(chunk_len, seq_len), **parsed.config_fields())
     if parsed.caching != "none":
         fields["segment_len"] = segment_len
     return ModelConfig(**fields)
@@ -50,7 +50,7 @@ def one_run(job: dict) -> dict:
     spec = MQARSpec(n_pairs=job["pairs"], n_queries=job["pairs"], key_vocab=job["kv"], value_vocab=job["kv"],
                     seq_len=job["seq_len"])
     model = model_for(job["arch"], job["d_model"], job["head_dim"], job["layers"], job["seq_len"],
-                      spec.vocab_needed, job.get("segment_len"))
+                      spec.vocab_needed, job.get("segment_len"), job.get("chunk_len", 8))
     config = TrialConfig(model=model, task="mqar", mqar=spec, tokens=job["steps"] * job["batch"] * job["seq_len"],
                          batch_tokens=job["batch"] * job["seq_len"], lr=job["lr"], weight_decay=job["wd"],
                          warmup_fraction=0.05, eval_every_steps=job.get("every") or job["steps"], mqar_eval_batch=256, threads=1,
@@ -73,6 +73,7 @@ def main() -> None:
     parser.add_argument("--kv", default="16", help="key and value vocabulary sizes (each)")
     parser.add_argument("--seq-lens", default="64")
     parser.add_argument("--segment-lens", default="16", help="C for the +MC architectures")
+    parser.add_argument("--chunk-len", type=int, default=8, help="scan chunk (an MLP memory's inner mini-batch)")
     parser.add_argument("--lrs", default="0.01")
     parser.add_argument("--wd", type=float, default=0.0)
     parser.add_argument("--steps", type=int, default=400)
@@ -97,7 +98,7 @@ def main() -> None:
                                 jobs.append(dict(arch=arch, seq_len=seq_len, segment_len=c, d_model=width,
                                                  head_dim=args.head_dim, layers=args.layers, pairs=pairs, kv=kv,
                                                  lr=lr, wd=args.wd, steps=args.steps, batch=args.batch,
-                                                 every=args.every))
+                                                 every=args.every, chunk_len=args.chunk_len))
     load_before = os.getloadavg()[0]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         rows = list(pool.map(one_run, jobs))

@@ -339,6 +339,9 @@ class RecallSettings(_Strict):
     head_dim: int = Field(default=8, ge=1)
     layers: int = Field(default=2, ge=1)
     seq_lens: list[int] = Field(default_factory=lambda: [64], min_length=1)  # context lengths L
+    # Scan block; for MLP memories (dla, titans) also the online-gradient mini-batch, the same with and
+    # without caching, so an MLP memory's segment lengths must be multiples of it (the ladder uses 64).
+    chunk_len: int = Field(default=8, ge=1)
     mqar: RecallMQARSettings = Field(default_factory=RecallMQARSettings)
     steps: int = Field(default=800, ge=1)
     batch_size: int = Field(default=32, ge=1)  # sequences per optimiser step
@@ -374,9 +377,10 @@ class RecallSettings(_Strict):
                     if c_tokens < 1 or (c != "log" and length % c_tokens) or c_tokens > length:
                         raise ValueError(f"architectures[{i}].segment_lens[{k}]: segment length {c_tokens} does not "
                                          f"divide the context length {length}; use a divisor of every seq_lens entry")
-                    if parsed.config_fields().get("memory") == "mlp" and c_tokens % min(64, length):
+                    chunk = min(self.chunk_len, length)
+                    if parsed.config_fields().get("memory") == "mlp" and c_tokens % chunk:
                         raise ValueError(f"architectures[{i}].segment_lens[{k}]: {arch.name} learns its MLP memory "
-                                         f"in chunks of {min(64, length)} tokens; use a multiple of it")
+                                         f"in chunks of {chunk} tokens (recall.chunk_len); use a multiple of it")
         return self
 
 

@@ -8,8 +8,10 @@ non-embedding parameters and against the state + cache bytes one sequence needs 
 Caching buys (accuracy over its fixed-size base) and what it costs (bytes growing with the
 number of cached segments, still far below a Transformer's KV cache or not).
 
-Chance is drawn at 1 / n_pairs: a model that learned the format but binds nothing guesses one
-of the sequence's own values, and reaches that long before it learns any recall. Each accuracy
+Chance is drawn where a model that learned the format but binds nothing lands: it guesses among
+the sequence's values not yet answered (each answered query reveals its value as the next input),
+which it reaches long before it learns any recall - with every one of 8 pairs queried that is
+34%, well above 1 / n_pairs (scaling.study.recall.chance_levels). Each accuracy
 comes with a 95% interval of its held-out sampling error alone (a Wilson interval over the
 scored queries); seed-to-seed spread is larger and appears only where the study repeats seeds.
 """
@@ -144,8 +146,8 @@ def headline(report: Report) -> str:
             f"{info.get('batch_size', '?')} sequences): at context {longest} and width {widest}, " + ", ".join(parts)
             + ".")
     if chance is not None:
-        text += (f" Chance is {chance:.1%} (a random value of the sequence); accuracies carry a 95% sampling interval "
-                 "of a few points (see the table), seed-to-seed spread is larger.")
+        text += (f" Chance is {chance:.1%} (guessing among the sequence's values not yet answered); accuracies carry "
+                 "a 95% sampling interval of a few points (see the table), seed-to-seed spread is larger.")
     return text
 
 
@@ -189,7 +191,8 @@ def recall_section(report: Report) -> list[Any]:
         f"{info.get('layers')} layers, head dim {info.get('head_dim')}, lr {info.get('lr')}), mean over seeds; "
         "brackets: 95% Wilson interval of the held-out sampling error. Bytes: state + cache one sequence needs at "
         "inference, bf16, from scaling.models.flops.sequence_bytes (Transformer: its KV cache). Chance: "
-        + (f"{chance['in_context']:.1%} (a random value of the sequence), {chance['vocabulary']:.1%} (a random "
+        + (f"{chance['in_context']:.1%} (guessing among the sequence's values not yet answered, the dashed line), "
+           f"{chance.get('one_of_pairs', math.nan):.1%} (any value of the sequence), {chance['vocabulary']:.1%} (any "
            "value id)." if chance else "n/a."))))
     return blocks
 

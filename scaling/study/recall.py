@@ -36,10 +36,14 @@ PHASE = "recall"
 
 
 def chance_levels(recall: RecallSettings) -> dict[str, float]:
-    """Accuracy without recall. `in_context`: a value of this sequence picked at random (a model
-    learns that long before it binds keys to values, so it is the honest floor); `vocabulary`:
-    any value id at random."""
-    return {"in_context": 1.0 / recall.mqar.n_pairs, "vocabulary": 1.0 / recall.mqar.value_vocab}
+    """Accuracy without recall, three ways. `in_context` (the honest floor, the report's chance
+    line): guessing among the sequence's values not yet answered - each answered query reveals its
+    value as the next input, and a model learns this long before it binds keys to values, so the
+    i-th of q queries over n pairs is right with probability 1 / (n - i); `one_of_pairs`: 1 / n;
+    `vocabulary`: 1 / value_vocab."""
+    n, q = recall.mqar.n_pairs, recall.mqar.queries
+    return {"in_context": sum(1.0 / (n - i) for i in range(q)) / q, "one_of_pairs": 1.0 / n,
+            "vocabulary": 1.0 / recall.mqar.value_vocab}
 
 
 def mqar_spec(recall: RecallSettings, seq_len: int) -> MQARSpec:
@@ -55,7 +59,7 @@ def recall_model(recall: RecallSettings, arch: ArchitectureSettings, segment: in
     parsed = parse_architecture(arch.name)
     fields: dict[str, Any] = dict(vocab_size=mqar_spec(recall, seq_len).vocab_needed, d_model=width,
                                   n_heads=width // recall.head_dim, n_layers=recall.layers, seq_len=seq_len,
-                                  chunk_len=min(64, seq_len), memory_expansion=arch.memory_expansion,
+                                  chunk_len=min(recall.chunk_len, seq_len), memory_expansion=arch.memory_expansion,
                                   **parsed.config_fields())
     if parsed.caching != "none":
         fields.update(top_k=arch.top_k, segment_mode=arch.segment_mode)

@@ -19,7 +19,7 @@ from scaling.report.render import to_markdown
 from scaling.report.schema import RecallPoint, Report
 from tests.report.factories import sample_report
 
-CHANCE = {"in_context": 1 / 8, "vocabulary": 1 / 16}
+CHANCE = {"in_context": 0.34, "one_of_pairs": 1 / 8, "vocabulary": 1 / 16}
 ACCURACY = {"transformer": 0.99, "swla": 0.31, "swla+grm@C16": 0.74}  # at d=32, L=128
 
 
@@ -74,7 +74,7 @@ def test_recall_section_leads_the_report_with_its_table_and_figure():
     from scaling.formatting import byte_size
 
     assert row[4].endswith(byte_size(expected_bytes))
-    assert "12.5% (a random value of the sequence)" in table.caption
+    assert "34.0% (guessing among the sequence's values not yet answered" in table.caption
     markdown = to_markdown(blocks)
     assert "transformer 99%" in markdown and "swla 31%" in markdown  # the headline at L=128, d=32
 
@@ -88,7 +88,7 @@ def test_recall_figure_has_a_chance_line_and_a_bytes_axis_and_is_1400px_wide():
     for ax in axes:
         assert any(abs(line.get_ydata()[0] - CHANCE["in_context"]) < 1e-12 and line.get_linestyle() == "--"
                    for line in ax.get_lines() if len(line.get_ydata()) == 2)
-        assert any("chance (12.5%)" in t.get_text() for t in ax.texts)
+        assert any("chance (34.0%)" in t.get_text() for t in ax.texts)
     bytes_ax = [ax for ax in axes if ax.get_xlabel().startswith("state")][1]
     transformer = next(line for line in bytes_ax.get_lines() if line.get_label() == "transformer")
     swla = next(line for line in bytes_ax.get_lines() if line.get_label() == "swla")
