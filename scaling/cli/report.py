@@ -32,6 +32,10 @@ def print_report_summary(console: Console, report, files) -> None:  # noqa: ANN0
         for row in rows:
             recall.add_row(*row)
         console.print(recall)
+    from scaling.report.in_range import sentence
+
+    if sentence(report):
+        console.print(sentence(report), soft_wrap=True)
     large, _ = headline_targets(report)
     if large is not None:
         table = Table(title=f"predictions at {describe_target(report, large)}", title_justify="left")

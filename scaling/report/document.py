@@ -73,7 +73,8 @@ def build_document(report: Report) -> list[Block]:
         + f"; {s.get('bootstrap', 0)} bootstrap resamples of whole runs; 95% intervals calibrated by nested "
         "leave-top-rung-out backtests and averaged over functional forms (see Calibration). Compute: "
         f"{s.get('flops_source', '')}. Compute targets: {s.get('target_budget_rule', '')}. Baseline: {report.baseline}."))
-    blocks += _recall_phase(report)  # what the study resolved leads: recall, then the loss verdict
+    blocks += _recall_phase(report)  # what the study resolved leads: recall, MC against its base, then the verdict
+    blocks += _in_range(report)
     blocks += [Heading("Verdict"), Paragraph(report.verdict)]
     blocks += _predictions(report)
     blocks += _calibration(report)
@@ -213,6 +214,12 @@ def _recall_phase(report: Report) -> list[Block]:
     from scaling.report.recall import recall_section  # it builds these blocks, so it imports this module
 
     return recall_section(report)
+
+
+def _in_range(report: Report) -> list[Block]:
+    from scaling.report.in_range import in_range_section  # it builds these blocks, so it imports this module
+
+    return in_range_section(report)
 
 
 def _recall(report: Report) -> list[Block]:

@@ -243,10 +243,7 @@ def recall_figure(report: Report) -> "Figure | None":
             ax.set_ylabel("MQAR accuracy")
             ax.set_title(f"context L = {L}", fontsize=10)
             ax.grid(True, alpha=0.3)
-            if col == 0:
-                ax.xaxis.set_major_formatter(_count_formatter())
-            else:
-                ax.xaxis.set_major_formatter(_bytes_formatter())
+            _log_ticks(ax, format_count if col == 0 else byte_size)
     handles, labels = axes[0][1].get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, fontsize=8.5, loc="outside right upper")
@@ -254,16 +251,13 @@ def recall_figure(report: Report) -> "Figure | None":
     return fig
 
 
-def _count_formatter():
-    from matplotlib.ticker import FuncFormatter
+def _log_ticks(ax: Any, label: Any) -> None:
+    """Ticks at 1, 2 and 5 per decade, labelled as counts or bytes (a narrow log range has one decade tick)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    return FuncFormatter(lambda x, _: format_count(x))
-
-
-def _bytes_formatter():
-    from matplotlib.ticker import FuncFormatter
-
-    return FuncFormatter(lambda x, _: byte_size(x))
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: label(x)))
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 # ---------------------------------------------------------------------------- a recall-only study

@@ -111,3 +111,34 @@ def test_a_report_without_a_recall_phase_has_no_recall_section():
     assert "Recall: models trained on MQAR" not in [b.text for b in build_document(report) if isinstance(b, Heading)]
     assert table_rows(report) == (["series", "context L", "segments"], [])
     assert recall_figure(report) is None and FIGURE_MAKERS[FIGURE](report) is None
+
+
+def _difference(target: str, a: str, b: str, value: float, low: float, high: float, p_a: float) -> dict:
+    return {"target": target, "group_a": a, "group_b": b, "p_a_better": p_a,
+            "difference": {"value": value, "low": low, "high": high},
+            "family_low": low - 0.005, "family_high": high + 0.005, "family_level": 0.995}
+
+
+def test_in_range_section_says_which_mc_series_beats_its_base_and_where_the_rest_would_resolve():
+    from scaling.report.in_range import in_range_rows, sentence
+
+    report = _with_recall(sample_report(n_sizes=3))  # ladder sizes 8K, 16K, 32K
+    report.comparison = {"differences": [
+        # stored as swla minus grm (the pair's order in the fit); the section orients it MC minus base
+        _difference("params_nonembed=3.2e+04", "swla", "swla+grm@C32", 0.02, 0.01, 0.03, 0.01),
+        _difference("params_nonembed=3.2e+04", "swla+grm@C64", "swla", -0.005, -0.02, 0.01, 0.7),
+        _difference("params_nonembed=1.3e+09", "swla+grm@C64", "swla", -0.05, -0.08, -0.02, 0.99),
+        _difference("params_nonembed=3.2e+04", "transformer", "swla", -0.1, -0.2, -0.05, 1.0),  # not MC vs base
+    ]}
+    rows = {here.series: (here, ok, first) for here, ok, first in in_range_rows(report)}
+    assert set(rows) == {"swla+grm@C32", "swla+grm@C64"}
+    here, ok, _ = rows["swla+grm@C32"]
+    assert ok and here.baseline == "swla" and here.difference == pytest.approx(-0.02)
+    assert (here.low, here.high) == pytest.approx((-0.03, -0.01)) and here.p_better == pytest.approx(0.99)
+    here, ok, first = rows["swla+grm@C64"]
+    assert not ok and first.target == "params_nonembed=1.3e+09"
+    text = sentence(report)
+    assert "swla+grm@C32 minus swla at 32K parameters" in text and "resolved: swla+grm@C32 beats swla" in text
+    assert "first resolve it at 1.3B parameters" in text
+    headings = [b.text for b in build_document(report) if isinstance(b, Heading)]
+    assert headings.index("What the ladder resolved: Memory Caching against its base memory") < headings.index("Verdict")
