@@ -403,7 +403,8 @@ def build_report(results: StudyResults, options: ReportOptions, progress: Progre
         findings += diagnose_frontier(comparison_dict["frontier"])
     targets, versus, crossovers, comparison_dict = _refuse(findings, targets, versus, crossovers, comparison_dict)
     bands = _bands(calibration, results, fit_points, models, options, flops_fns)
-    cost_size = min(options.target_sizes)
+    # the smallest target beyond the data (an in-range target, e.g. the largest trained size, is no cost reference)
+    cost_size = min([t for t in options.target_sizes if t > data_n[1]] or options.target_sizes)
     costs = context_costs(results.spec, {s: models[s] for s in usable if s in models}, cost_size)
 
     settings = {

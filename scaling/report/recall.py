@@ -126,7 +126,7 @@ def _series_order(points: list[RecallPoint]) -> list[str]:
 
 # ---------------------------------------------------------------------------- text
 def headline(report: Report) -> str:
-    """One paragraph: at the longest context and widest model, how each architecture recalls."""
+    """One paragraph: at the longest context, each architecture's best accuracy over its widths."""
     points = report.recall
     if not points:
         return ""
@@ -134,17 +134,18 @@ def headline(report: Report) -> str:
     chance = (info.get("chance") or {}).get("in_context")
     longest = max(p.seq_len for p in points)
     at = [p for p in points if p.seq_len == longest]
-    widest = max(p.d_model for p in at)
-    means = {k: v for k, v in _mean_by(at).items() if k[2] == widest}
+    means = _mean_by(at)
     parts = []
     for series in _series_order(at):
-        if (series, longest, widest) not in means:
-            continue
-        acc, n, p = means[(series, longest, widest)]
-        parts.append(f"{series} {acc:.0%} ({byte_size(p.sequence_bytes)} per sequence)")
+        own = [(acc, -p.d_model, p) for (s, _, _), (acc, _, p) in means.items() if s == series]
+        acc, _, p = max(own, key=lambda item: (item[0], item[1]))
+        others = sorted((q.d_model, a) for a, _, q in own if q.d_model != p.d_model)
+        rest = ", ".join(f"{a:.0%} at d={w}" for w, a in others)
+        parts.append(f"{series} {acc:.0%} at d={p.d_model} ({byte_size(p.sequence_bytes)} per sequence"
+                     + (f"; {rest}" if rest else "") + ")")
     text = (f"Trained on MQAR itself ({info.get('n_pairs', '?')} key-value pairs, {info.get('steps', '?')} steps of "
-            f"{info.get('batch_size', '?')} sequences): at context {longest} and width {widest}, " + ", ".join(parts)
-            + ".")
+            f"{info.get('batch_size', '?')} sequences), best accuracy over the widths at context {longest}: "
+            + "; ".join(parts) + ".")
     if chance is not None:
         text += (f" Chance is {chance:.1%} (guessing among the sequence's values not yet answered); accuracies carry "
                  "a 95% sampling interval of a few points (see the table), seed-to-seed spread is larger.")

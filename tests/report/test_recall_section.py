@@ -76,7 +76,8 @@ def test_recall_section_leads_the_report_with_its_table_and_figure():
     assert row[4].endswith(byte_size(expected_bytes))
     assert "34.0% (guessing among the sequence's values not yet answered" in table.caption
     markdown = to_markdown(blocks)
-    assert "transformer 99%" in markdown and "swla 31%" in markdown  # the headline at L=128, d=32
+    # the headline: each series' best width at L=128, the other widths beside it
+    assert "transformer 99% at d=32" in markdown and "swla 31% at d=32" in markdown and "25% at d=16" in markdown
 
 
 def test_recall_figure_has_a_chance_line_and_a_bytes_axis_and_is_1400px_wide():
