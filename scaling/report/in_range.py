@@ -73,6 +73,23 @@ def largest_trained(report: Report, series: str) -> float | None:
     return max(sizes) if sizes else None
 
 
+def measured_difference(report: Report, series: str, base: str) -> tuple[str, float] | None:
+    """(size label, val loss of series minus base's) at the largest size both trained (seed means)."""
+    def by_label(name: str) -> dict[str, tuple[float, float]]:
+        out: dict[str, list[tuple[float, float]]] = {}
+        for p in report.points:
+            if p.series == name:
+                out.setdefault(p.size_label, []).append((p.params_nonembed, p.val_loss))
+        return {k: (max(n for n, _ in v), sum(x for _, x in v) / len(v)) for k, v in out.items()}
+
+    mine, theirs = by_label(series), by_label(base)
+    common = [k for k in mine if k in theirs]
+    if not common:
+        return None
+    top = max(common, key=lambda k: mine[k][0])
+    return top, mine[top][1] - theirs[top][1]
+
+
 def in_range_rows(report: Report) -> list[tuple[VersusRow, bool, VersusRow | None]]:
     """Per MC series: (its row at the largest in-range target, resolved?, the first resolved row at any size)."""
     rows = mc_versus_base(report)
@@ -94,7 +111,7 @@ def sentence(report: Report) -> str:
     rows = in_range_rows(report)
     if not rows:
         return ""
-    parts = []
+    parts, unresolved_anywhere = [], 0
     for here, ok, first in rows:
         at = format_count(_size(here.target) or 0.0)
         low, high = (here.family_low, here.family_high) if here.family_low is not None else (here.low, here.high)
@@ -110,12 +127,21 @@ def sentence(report: Report) -> str:
                      f"{format_count(_size(first.target) or 0.0)} parameters ({signed(first.difference)}), so a ladder "
                      "reaching that size would test it")
         else:
-            text += " - not resolved, and no target size up to the largest resolves it on these runs"
+            text += " - not resolved, nor at any larger target size"
+            unresolved_anywhere += 1
+        measured = measured_difference(report, here.series, here.baseline)
+        if measured is not None:
+            text += f"; measured at {measured[0]}: {signed(measured[1])}"
         parts.append(text)
     level = next((v.family_level for v, _, _ in rows if v.family_level is not None), None)
     level_text = f"the family-wise {percent(level, 2)} level" if level is not None else "95%"
-    return (f"Memory Caching against the memory it wraps, within the study's range (intervals at {level_text}, "
+    text = (f"Memory Caching against the memory it wraps, within the study's range (intervals at {level_text}, "
             "calibrated by backtests): " + "; ".join(parts) + ".")
+    if unresolved_anywhere:
+        text += (" Where nothing is resolved, the fitted laws cannot separate the measured differences from their own "
+                 "uncertainty on these runs; more seeds per size (to measure seed noise) and the runs under 'Which run "
+                 "next' narrow the intervals most.")
+    return text
 
 
 def in_range_section(report: Report) -> list[Any]:
