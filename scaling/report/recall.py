@@ -244,7 +244,7 @@ def recall_figure(report: Report) -> "Figure | None":
             ax.set_ylabel("MQAR accuracy")
             ax.set_title(f"context L = {L}", fontsize=10)
             ax.grid(True, alpha=0.3)
-            _log_ticks(ax, format_count if col == 0 else byte_size)
+            _log_ticks(ax, format_count, 10, (1.0, 2.0, 5.0)) if col == 0 else _log_ticks(ax, byte_size, 2, (1.0,))
     handles, labels = axes[0][1].get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, fontsize=8.5, loc="outside right upper")
@@ -252,11 +252,12 @@ def recall_figure(report: Report) -> "Figure | None":
     return fig
 
 
-def _log_ticks(ax: Any, label: Any) -> None:
-    """Ticks at 1, 2 and 5 per decade, labelled as counts or bytes (a narrow log range has one decade tick)."""
+def _log_ticks(ax: Any, label: Any, base: int, subs: tuple[float, ...]) -> None:
+    """Labelled ticks on a log axis: counts at 1, 2, 5 per decade, bytes at powers of two (a narrow
+    range would otherwise get a single decade tick)."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_locator(LogLocator(base=base, subs=subs))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: label(x)))
     ax.xaxis.set_minor_formatter(NullFormatter())
 
