@@ -374,13 +374,92 @@ class FitSettings(_Strict):
         return [_size(v) for v in values]
 
 
+class RecallMQARSettings(_Strict):
+    """The MQAR task the recall phase trains and scores on (scaling.data.recall.MQARSpec)."""
+
+    n_pairs: int = Field(default=8, ge=1)
+    n_queries: Optional[int] = Field(default=None, ge=1)  # default: every pair is queried
+    key_vocab: int = Field(default=16, ge=1)
+    value_vocab: int = Field(default=16, ge=1)
+
+    @model_validator(mode="after")
+    def _fits(self) -> "RecallMQARSettings":
+        if self.queries > self.n_pairs:
+            raise ValueError(f"n_queries: {self.queries} queries but only {self.n_pairs} pairs; each query asks a "
+                             f"distinct key, so use n_queries <= {self.n_pairs}")
+        for name in ("key_vocab", "value_vocab"):
+            if getattr(self, name) < self.n_pairs:
+                raise ValueError(f"{name}: {self.n_pairs} distinct keys and values cannot be drawn from "
+                                 f"{getattr(self, name)} ids; use {name} >= {self.n_pairs}")
+        return self
+
+    @property
+    def queries(self) -> int:
+        return self.n_pairs if self.n_queries is None else self.n_queries
+
+
+class RecallSettings(_Strict):
+    """The recall phase (scaling.study.recall): each architecture trained on MQAR itself at several
+    widths and context lengths, as in Zoology (Arora et al. 2023), where recall separates attention
+    from fixed-size recurrent memories at a few hundred thousand parameters."""
+
+    architectures: list[ArchitectureSettings] = Field(min_length=1)  # segment_lens: C at these contexts
+    widths: list[int] = Field(min_length=1)  # d_model of each model; multiples of head_dim
+    head_dim: int = Field(default=8, ge=1)
+    layers: int = Field(default=2, ge=1)
+    seq_lens: list[int] = Field(default_factory=lambda: [64], min_length=1)  # context lengths L
+    # Scan block; for MLP memories (dla, titans) also the online-gradient mini-batch, the same with and
+    # without caching, so an MLP memory's segment lengths must be multiples of it (the ladder uses 64).
+    chunk_len: int = Field(default=8, ge=1)
+    mqar: RecallMQARSettings = Field(default_factory=RecallMQARSettings)
+    steps: int = Field(default=800, ge=1)
+    batch_size: int = Field(default=32, ge=1)  # sequences per optimiser step
+    lr: float = Field(default=1e-2, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    warmup_fraction: float = Field(default=0.05, ge=0, lt=1)
+    eval_examples: int = Field(default=256, ge=1)  # held-out sequences scored at each evaluation
+    eval_every_steps: Optional[int] = Field(default=None, ge=1)  # default: 4 evaluations per run
+    seeds: Optional[list[int]] = Field(default=None, min_length=1)  # default: the study's seeds
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "RecallSettings":
+        for i, width in enumerate(self.widths):
+            if width < self.head_dim or width % self.head_dim:
+                raise ValueError(f"widths[{i}]: {width} is not a multiple of head_dim {self.head_dim}; use e.g. "
+                                 f"{max(self.head_dim, width - width % self.head_dim)}")
+        need = 2 * self.mqar.n_pairs + 2 * self.mqar.queries
+        for j, length in enumerate(self.seq_lens):
+            if length < need:
+                raise ValueError(f"seq_lens[{j}]: {self.mqar.n_pairs} pairs and {self.mqar.queries} queries take "
+                                 f"{need} tokens, more than {length}; use seq_lens >= {need} or fewer pairs")
+        for i, arch in enumerate(self.architectures):
+            parsed = parse_architecture(arch.name)
+            if parsed.caching == "none" and arch.segment_lens:
+                raise ValueError(f"architectures[{i}].segment_lens: {arch.name} does not cache segments; remove "
+                                 "segment_lens or add a strategy such as +grm")
+            if parsed.caching != "none" and not arch.segment_lens:
+                raise ValueError(f"architectures[{i}].segment_lens: {arch.name} needs at least one segment length, "
+                                 "e.g. segment_lens: [16]")
+            for k, c in enumerate(arch.segment_lens):
+                c_tokens = arch.log_base if c == "log" else c
+                for length in self.seq_lens:
+                    if c_tokens < 1 or (c != "log" and length % c_tokens) or c_tokens > length:
+                        raise ValueError(f"architectures[{i}].segment_lens[{k}]: segment length {c_tokens} does not "
+                                         f"divide the context length {length}; use a divisor of every seq_lens entry")
+                    chunk = min(self.chunk_len, length)
+                    if parsed.config_fields().get("memory") == "mlp" and c_tokens % chunk:
+                        raise ValueError(f"architectures[{i}].segment_lens[{k}]: {arch.name} learns its MLP memory "
+                                         f"in chunks of {chunk} tokens (recall.chunk_len); use a multiple of it")
+        return self
+
+
 class StudySpec(_Strict):
     name: str
     description: str = ""
     data: DataSettings = Field(default_factory=DataSettings)
-    architectures: list[ArchitectureSettings] = Field(min_length=1)
-    ladder: LadderSettings
-    budget: BudgetSettings
+    architectures: list[ArchitectureSettings] = Field(default_factory=list)  # the ladder's
+    ladder: Optional[LadderSettings] = None  # optional only in a recall-only study
+    budget: Optional[BudgetSettings] = None
     seeds: list[Annotated[int, Field(ge=0, lt=2**32)]] = Field(default_factory=lambda: [0], min_length=1)
     optimizer: OptimizerSettings = Field(default_factory=OptimizerSettings)
     tune: Optional[TuneSettings] = None
@@ -391,6 +470,7 @@ class StudySpec(_Strict):
     s3_endpoint: Optional[str] = None
     tracking_uri: Optional[str] = None
     fit: FitSettings = Field(default_factory=FitSettings)
+    recall: Optional[RecallSettings] = None  # the recall phase (MQAR-trained models), run before the ladder
 
     @field_validator("name")
     @classmethod
@@ -446,6 +526,7 @@ class StudySpec(_Strict):
 
     @model_validator(mode="after")
     def _segments_fit(self) -> "StudySpec":
+        self._ladder_or_recall()
         seq_len = self.data.seq_len
         for i, arch in enumerate(self.architectures):
             caching = parse_architecture(arch.name).caching
@@ -498,6 +579,19 @@ class StudySpec(_Strict):
                                  f"{room - 1}")
 
 
+    def _ladder_or_recall(self) -> None:
+        if self.ladder is None and self.recall is None:
+            raise ValueError("ladder: required field is missing; add ladder: {sizes: [...]} (with architectures and "
+                             "a budget), or a recall: block for a recall-only study")
+        if self.ladder is not None and not self.architectures:
+            raise ValueError("architectures: the ladder needs at least one architecture; list e.g. "
+                             "architectures: [{name: transformer}, {name: swla+grm, segment_lens: [64]}]")
+        if self.ladder is not None and self.budget is None:
+            raise ValueError("budget: required field is missing; add budget: {tokens_per_param: 20} for the ladder")
+        if self.ladder is None and (self.architectures or self.budget is not None):
+            raise ValueError("ladder: architectures and budget describe a ladder, but there is none; add ladder: "
+                             "{sizes: [...]} or remove them (the recall block lists its own architectures)")
+
     def _check_trainer(self) -> None:
         shapes = [("resources", self.resources)] + [(f"resources.by_size[{i}]", self.resources.merged(o))
                                                      for i, o in enumerate(self.resources.by_size)]
@@ -536,7 +630,8 @@ def _format_validation_error(error: ValidationError, source: str) -> UserInputEr
         return UserInputError(path, "unknown field", f"remove it or check its spelling ({source})")
     if first["type"] == "missing":
         return UserInputError(path, "required field is missing", f"add {path} to {source}")
-    if path == "" and message.startswith(("architectures[", "data.", "optimizer.", "trainer.", "resources")):
+    if path == "" and message.startswith(("architectures", "data.", "optimizer.", "trainer.", "resources", "ladder",
+                                          "budget")):
         field_name, _, rest = message.partition(": ")
         problem, _, fix = rest.partition("; ")
         return UserInputError(field_name, problem, fix or "see the study spec documentation in studies/")

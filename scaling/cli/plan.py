@@ -31,7 +31,9 @@ def plan(spec: str = typer.Argument(..., help="Study spec (YAML), e.g. studies/p
     from scaling.study.cost import check_fits, study_costs, total_line
     from scaling.study.plan import plan_ladder, plan_tune, tune_series
 
-    trials = plan_ladder(study)
+    from scaling.study.recall import plan_recall
+
+    trials = plan_recall(study) + plan_ladder(study)
     if study.tune is not None:
         trials = [plan_tune(study, a, s) for a, s in tune_series(study)] + trials
     costs = study_costs(study, trials, mfu, with_memory=memory)

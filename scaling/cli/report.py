@@ -21,6 +21,21 @@ def print_report_summary(console: Console, report, files) -> None:  # noqa: ANN0
     console.print()
     console.print("[bold]Verdict[/]")
     console.print(report.verdict, soft_wrap=True)
+    if report.recall:  # the recall phase's table (scaling.report.recall)
+        from scaling.report.recall import table_rows
+
+        headers, rows = table_rows(report)
+        recall = Table(title="recall after training on MQAR (accuracy [95% sampling interval], bytes per sequence)",
+                       title_justify="left")
+        for col in headers:
+            recall.add_column(col, justify="left" if col == "series" else "right")
+        for row in rows:
+            recall.add_row(*row)
+        console.print(recall)
+    from scaling.report.in_range import sentence
+
+    if sentence(report):
+        console.print(sentence(report), soft_wrap=True)
     large, _ = headline_targets(report)
     if large is not None:
         table = Table(title=f"predictions at {describe_target(report, large)}", title_justify="left")

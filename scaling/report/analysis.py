@@ -32,6 +32,7 @@ from scaling.fit.noise import CheckpointNoise, checkpoint_noise
 from scaling.fit.laws import Law, get_law
 from scaling.report.compute import TABLE_SIZES, SeriesFlops, context_costs
 from scaling.report.inputs import StudyResults, select_points, training_curves
+from scaling.report.recall import recall_only_report, recall_points, recall_settings
 from scaling.report.schema import Band, CrossoverRow, Point, Report, TargetRow, VersusRow
 from scaling.report.verdict import caveats_for, verdict_for
 from scaling.spec import FitSettings
@@ -408,6 +409,8 @@ def _n_targets(law: Law, options: ReportOptions) -> int:
 # ---------------------------------------------------------------------------- the report
 def build_report(results: StudyResults, options: ReportOptions, progress: Progress | None = None) -> Report:
     """Fit, backtest and compare a study's results; everything the pages show, as one `Report`."""
+    if results.spec.ladder is None:
+        return recall_only_report(results)  # nothing to fit: the recall section alone
     law = options.the_law
     points, dropped = select_points(results)
     models = series_models(results.spec)
@@ -482,7 +485,8 @@ def build_report(results: StudyResults, options: ReportOptions, progress: Progre
         comparison_dict["targets"] = [t for t in comparison_dict.get("targets", []) if t["target"] not in unpredictable]
     comparison_dict["differences"] = [d for d in comparison_dict.get("differences", []) if d["target"] not in floor_bound]
     bands = _bands(calibration, results, fit_points, models, options, flops_fns)
-    cost_size = min(options.target_sizes)
+    # the smallest target beyond the data (an in-range target, e.g. the largest trained size, is no cost reference)
+    cost_size = min([t for t in options.target_sizes if t > data_n[1]] or options.target_sizes)
     costs = context_costs(results.spec, {s: models[s] for s in usable if s in models}, cost_size)
 
     settings = {
@@ -506,6 +510,7 @@ def build_report(results: StudyResults, options: ReportOptions, progress: Progre
         "seed_noise_source": _seed_source(calibration),
         "checkpoint_noise": {s: n.to_dict() for s, n in noise.items()},
         "recall_chance": _recall_chance(results),
+        "recall_phase": recall_settings(results),
         "calibration": comparison_dict.get("settings", {}).get("calibration"),
         "family_level": comparison_dict.get("settings", {}).get("family_level"),
     }
@@ -519,6 +524,7 @@ def build_report(results: StudyResults, options: ReportOptions, progress: Progre
         settings=settings, verdict="", caveats=[], baseline=baseline, series=usable, points=points, dropped=dropped,
         fit=fit_dict, backtest=backtest, comparison=comparison_dict, targets=targets, versus=versus,
         crossovers=crossovers, bands=bands, training_curves=training_curves(results, fit_points), costs=costs,
+        recall=recall_points(results),
     )
     report.verdict = verdict_for(report)
     report.caveats = caveats_for(report)

@@ -77,6 +77,10 @@ def _figure(report: Report, name: str, blocks: list[Block], note: str = "") -> N
 
 def build_document(report: Report) -> list[Block]:
     """Every section of the report, in reading order."""
+    if not report.points and report.recall:
+        from scaling.report.recall import recall_only_document
+
+        return recall_only_document(report)
     s = report.settings
     blocks: list[Block] = [Heading(f"Scaling report: {report.study}", 1)]
     law_text = s.get("formula", "")
@@ -86,6 +90,8 @@ def build_document(report: Report) -> list[Block]:
         + f"; {s.get('bootstrap', 0)} bootstrap resamples of whole runs; 95% intervals calibrated by nested "
         "leave-top-rung-out backtests and averaged over functional forms (see Calibration). Compute: "
         f"{s.get('flops_source', '')}. Compute targets: {s.get('target_budget_rule', '')}. Baseline: {report.baseline}."))
+    blocks += _recall_phase(report)  # what the study resolved leads: recall, MC against its base, then the verdict
+    blocks += _in_range(report)
     blocks += [Heading("Verdict"), Paragraph(report.verdict)]
     blocks += _predictions(report)
     blocks += _calibration(report)
@@ -253,6 +259,18 @@ def _segments(report: Report) -> list[Block]:
     blocks.append(Table(["architecture", "series", "segment length C", "segments (L / C)"] + labels, rows,
                         "Final validation loss per size; segments = sequence length L / segment length C (N is kept for parameters)."))
     return blocks
+
+
+def _recall_phase(report: Report) -> list[Block]:
+    from scaling.report.recall import recall_section  # it builds these blocks, so it imports this module
+
+    return recall_section(report)
+
+
+def _in_range(report: Report) -> list[Block]:
+    from scaling.report.in_range import in_range_section  # it builds these blocks, so it imports this module
+
+    return in_range_section(report)
 
 
 def _recall(report: Report) -> list[Block]:

@@ -36,6 +36,8 @@ TAB10 = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
 KV_CACHE_LABEL = "Transformer KV cache (same width and depth)"
 
 FIGURE_TITLES: dict[str, str] = {
+    "recall_curves.png": "Recall after training on MQAR: accuracy against parameters and against state + cache bytes "
+                         "per sequence",
     "loss_vs_compute.png": "Validation loss against training compute: runs, fitted laws, and at each compute target "
                            "(dotted lines) the calibrated 95% intervals of the baseline and the headline contender",
     "loss_vs_params.png": "Validation loss against non-embedding parameters: runs, fitted laws, and at each target "
@@ -589,7 +591,15 @@ def residuals(report: Report) -> "Figure | None":
 
 # --- all together -----------------------------------------------------------------------------
 
+def recall_curves(report: Report) -> "Figure | None":
+    """The recall phase's accuracy against parameters and bytes (scaling.report.recall)."""
+    from scaling.report.recall import recall_figure
+
+    return recall_figure(report)
+
+
 FIGURE_MAKERS: dict[str, Callable[[Report], "Figure | None"]] = {
+    "recall_curves.png": recall_curves,
     "loss_vs_compute.png": loss_vs_compute,
     "loss_vs_params.png": loss_vs_params,
     "segment_effect.png": segment_effect,

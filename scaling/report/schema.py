@@ -143,6 +143,31 @@ class CrossoverRow:
 
 
 @dataclass
+class RecallPoint:
+    """One finished recall-phase trial (a model trained on MQAR itself): its accuracy on held-out
+    sequences, its size and its inference memory per sequence (exact byte model, bf16)."""
+
+    trial_id: str
+    series: str
+    arch: str
+    strategy: str
+    segment_len: str
+    n_segments: int
+    d_model: int
+    seq_len: int  # context length L
+    seed: int
+    params_nonembed: float
+    state_bytes: float
+    cache_bytes: float
+    mqar_acc: float
+    queries_scored: int = 0  # held-out queries the accuracy was measured on
+
+    @property
+    def sequence_bytes(self) -> float:
+        return self.state_bytes + self.cache_bytes
+
+
+@dataclass
 class Report:
     """The whole report. ``fit`` is a `FitResult` dict, ``backtest`` a dict with ``split``,
     ``error`` (why it could not run, or None) and per-series ``GroupBacktest`` dicts,
@@ -167,6 +192,7 @@ class Report:
     training_curves: list[TrainingCurve]
     costs: list[ContextCost]
     figures: list[str] = field(default_factory=list)  # names of the figures drawn (PNG files beside the report)
+    recall: list[RecallPoint] = field(default_factory=list)  # the recall phase's runs (scaling.report.recall)
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(asdict(self))
@@ -177,7 +203,8 @@ class Report:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Report":
         kinds = {"points": Point, "dropped": DroppedPoint, "targets": TargetRow, "versus": VersusRow,
-                 "crossovers": CrossoverRow, "bands": Band, "training_curves": TrainingCurve, "costs": ContextCost}
+                 "crossovers": CrossoverRow, "bands": Band, "training_curves": TrainingCurve, "costs": ContextCost,
+                 "recall": RecallPoint}
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         for name, kind in kinds.items():

@@ -128,7 +128,9 @@ def preflight(spec: StudySpec) -> str:
     """
     from scaling.study.plan import plan_ladder, plan_tune, tune_series
 
-    trials = plan_ladder(spec)
+    from scaling.study.recall import plan_recall
+
+    trials = plan_recall(spec) + plan_ladder(spec)
     if spec.tune is not None:
         trials = [plan_tune(spec, a, s) for a, s in tune_series(spec)] + trials
     costs = [trial_cost(spec, t, spec.trainer.assumed_mfu, with_memory=bool(t.resources and t.resources.gpus))

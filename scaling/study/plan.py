@@ -209,6 +209,8 @@ def plan_ladder(spec: StudySpec, tuned: dict[str, dict[str, float]] | None = Non
     `tuned` maps architecture name -> {"lr": ..., optional "warmup_fraction", "weight_decay",
     "proxy_width": d_model of the proxy}.
     """
+    if spec.ladder is None:  # a recall-only study
+        return []
     vocab = _vocab_size(spec)
     trials: list[PlannedTrial] = []
     for arch in spec.architectures:

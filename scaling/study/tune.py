@@ -536,35 +536,38 @@ def finished_trials(store: ResultStore) -> dict[str, str]:
 
 
 def run_ladder_phase(spec: StudySpec, store: ResultStore, outbox: MlflowOutbox,
-                     tuned: dict[str, dict[str, float]] | None) -> list[PlannedTrial]:
-    """The full grid, each trial trained to its budget; finished trials are never rerun."""
+                     tuned: dict[str, dict[str, float]] | None, phase: str = "ladder",
+                     planned: list[PlannedTrial] | None = None) -> list[PlannedTrial]:
+    """The full grid, each trial trained to its budget; finished trials are never rerun.
+
+    `phase`/`planned` run another grid the same way (the recall phase: scaling.study.recall)."""
     from ray import tune
 
-    planned = plan_ladder(spec, tuned)
+    planned = plan_ladder(spec, tuned) if planned is None else planned
     done = finished_trials(store)
     todo = [p for p in planned if done.get(p.trial_id) != p.config_hash]
-    outbox.phase_started("ladder")
+    outbox.phase_started(phase)
     if todo:
         for p in todo:  # each run exists (SCHEDULED) before Tune starts, once MLflow answers
-            outbox.trial(p.trial_id, "ladder", p.tags, p.config.to_dict())
+            outbox.trial(p.trial_id, phase, p.tags, p.config.to_dict())
             outbox.trial_status(p.trial_id, "SCHEDULED")
         # Every planned trial stays addressable: a restored Tune experiment can hold a trial that the
         # store already saw finish (the driver died between the two records); it re-reports and ends.
         table = {p.trial_id: {"planned": p, "run_id": ""} for p in planned}
         by_id = {p.trial_id: p for p in planned}
-        callback = StudyCallback("ladder", spec.storage, spec.name, spec.s3_endpoint, outbox.tracking_uri, by_id)
+        callback = StudyCallback(phase, spec.storage, spec.name, spec.s3_endpoint, outbox.tracking_uri, by_id)
         trainable = tune.with_resources(tune.with_parameters(study_trainable, trials=table,
                                                              train_storage=_train_storage(spec), study=spec.name),
                                         _resources(by_id))
-        restore = _restorable(spec, "ladder")
+        restore = _restorable(spec, phase)
         if restore is not None:
             tuner = tune.Tuner.restore(restore[0], trainable, resume_errored=True, storage_filesystem=restore[1])
         else:
             tuner = tune.Tuner(trainable, param_space={"trial_id": tune.grid_search([p.trial_id for p in todo])},
                                tune_config=tune.TuneConfig(max_concurrent_trials=spec.concurrency, reuse_actors=True),
-                               run_config=_run_config(spec, "ladder", callback))
-        _fit(tuner, "ladder", store, outbox, by_id, None, [p.trial_id for p in todo])
-    outbox.phase_finished("ladder")
+                               run_config=_run_config(spec, phase, callback))
+        _fit(tuner, phase, store, outbox, by_id, None, [p.trial_id for p in todo])
+    outbox.phase_finished(phase)
     return planned
 
 
@@ -690,7 +693,9 @@ def run_study(spec: StudySpec, address: str | None = None, spec_text: str | None
     console = console or Console()
     from scaling.study.cost import preflight
 
-    planned = plan_ladder(spec)
+    from scaling.study.recall import PHASE as RECALL, plan_recall
+
+    planned = plan_ladder(spec) or plan_recall(spec)  # a recall-only study has no ladder
     cost = preflight(spec)  # a trial that cannot fit its GPUs fails here, before anything is recorded
     check_inputs(planned[0].config)  # and so does bad data
     console.print(f"plan: {cost}", highlight=False, soft_wrap=True)
@@ -729,10 +734,16 @@ def run_study(spec: StudySpec, address: str | None = None, spec_text: str | None
     summary = StudySummary(spec.name, store.root, location.shown, None, None, 0.0, planned=len(planned), outbox=str(outbox.path))
     _INTERRUPTS.signum = None
     _INTERRUPTS.install()
-    unfinished = (["tune"] if spec.tune is not None else []) + ["ladder"]
+    recall_trials = plan_recall(spec)  # first: the recall curves lead the report
+    unfinished = ([RECALL] if recall_trials else []) + (["tune"] if spec.tune is not None else []) + ["ladder"]
     try:
         init_ray(address)
         _INTERRUPTS.install()
+        if recall_trials:
+            with StudyProgress(console, f"{spec.name}: recall phase",
+                               {p.trial_id: planned_steps(p) for p in recall_trials}):
+                run_ladder_phase(spec, store, outbox, None, phase=RECALL, planned=recall_trials)
+            unfinished.remove(RECALL)
         tuned = None
         if spec.tune is not None:
             steps = {plan_tune(spec, a, s).trial_id: 0 for a, s in tune_series(spec)}
@@ -741,9 +752,11 @@ def run_study(spec: StudySpec, address: str | None = None, spec_text: str | None
             unfinished.remove("tune")
         summary.tuned = tuned
         planned = plan_ladder(spec, tuned)
-        summary.planned = len(planned)
-        with StudyProgress(console, f"{spec.name}: ladder phase", {p.trial_id: planned_steps(p) for p in planned}):
-            run_ladder_phase(spec, store, outbox, tuned)
+        summary.planned = len(planned) + len(recall_trials)
+        if planned:  # a recall-only study has no ladder
+            with StudyProgress(console, f"{spec.name}: ladder phase",
+                               {p.trial_id: planned_steps(p) for p in planned}):
+                run_ladder_phase(spec, store, outbox, tuned)
         unfinished.remove("ladder")
         trials = store.read_trials()
         state.update(status="ladder-complete", trials=int(len(trials)))

@@ -82,7 +82,7 @@ def test_every_figure_is_a_png_of_plausible_size(full_figures):
 
 
 def test_figure_titles_caption_every_figure():
-    assert set(FIGURE_TITLES) == set(figures.FIGURE_MAKERS) == ALL_NAMES
+    assert set(FIGURE_TITLES) == set(figures.FIGURE_MAKERS) == ALL_NAMES | {"recall_curves.png"}  # drawn from a recall phase
     assert all(isinstance(c, str) and len(c) > 10 for c in FIGURE_TITLES.values())
 
 
