@@ -101,6 +101,7 @@ def two_nodes():
             worker.wait(timeout=30)
         _stop_cluster(head, token, head_dir)
         shutil.rmtree(worker_dir, ignore_errors=True)
+        worker_dir.parent.joinpath(f"{worker_dir.name}.log").unlink(missing_ok=True)
         assert not _our_processes(token, head_dir, head.pid), "Ray processes leaked"
 
 

@@ -22,6 +22,7 @@ import importlib.machinery
 import importlib.util
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -76,6 +77,7 @@ def stack():
             _kill_group(pid)
         subprocess.run([sys.executable, str(SERVE_LOCAL), "stop", "--dir", str(folder)], capture_output=True,
                        timeout=120)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _restart_mlflow(folder: Path, ports: dict[str, int]) -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.machinery
 import importlib.util
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -56,6 +57,7 @@ def pg_state():
     finally:
         if (folder / "postgres" / "postmaster.pid").exists():
             module.stop_postgres(folder, "postgres")
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _mcscale(*args: str, cwd: Path, env: dict[str, str]):
