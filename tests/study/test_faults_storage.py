@@ -73,9 +73,10 @@ def test_s3_outage_mid_study_and_an_unreachable_postgresql_tracking_store(tmp_pa
     bucket = s3_server.make_bucket()
     proxy = CuttableProxy(s3_server.host, s3_server.port)
     uri = f"postgresql+psycopg2://{serve_local.PG_USER}:{PG_PASSWORD}@127.0.0.1:{pg_port}/{serve_local.PG_DB}"
-    spec = fault_spec("fault-s3", f"s3://{bucket}/studies", s3_endpoint=proxy.endpoint, tracking_uri=uri)
+    spec = fault_spec("fault-s3", f"s3://{bucket}/studies", s3_endpoint=proxy.endpoint)
     store = ResultStore(spec["storage"], spec["name"], s3_server.endpoint)  # the test reads past the proxy
-    env = dict(os.environ, MCSCALE_STATE_DIR=str(tmp_path / "state"))
+    # The password travels by environment, as a spec may not carry one (it is stored with the study).
+    env = dict(os.environ, MCSCALE_STATE_DIR=str(tmp_path / "state"), MLFLOW_TRACKING_URI=uri)
     try:
         driver = Driver(tmp_path, "run", str(write_spec(tmp_path, spec)), "--no-report", env=env)
         wait_until(lambda: "completed" in set(store.read_trials()["status"]), "a finished trial", driver)
