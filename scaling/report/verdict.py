@@ -10,7 +10,7 @@ the architectures apart says exactly that.
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Any, Iterable
 
 from scaling.fit.degenerate import FLOOR_BOUND_SHARE, consolidate
 from scaling.fit.noise import MIN_LATE_POINTS
@@ -227,15 +227,38 @@ def in_range_sentence(report: Report) -> str:
         parts.append(text)
     if not parts:
         return ""
-    recall = (f" MQAR accuracy there is at chance for every series ({percent(min(mqar), ACCURACY_DIGITS)} to "
-              f"{percent(max(mqar), ACCURACY_DIGITS)}, chance {percent(chance, ACCURACY_DIGITS)}), so recall is not "
-              "learned at these sizes and cannot tell the series apart." if unlearned else "")
+    phase = _recall_phase_text(report)
+    if unlearned and phase:  # the recall phase, trained on MQAR itself, is what tells the series apart
+        recall = (f" The language-model runs' MQAR accuracy is at chance ({percent(max(mqar), ACCURACY_DIGITS)} at "
+                  f"most), so recall is measured by the recall phase instead:{phase}")
+    elif unlearned:
+        recall = (f" MQAR accuracy there is at chance for every series ({percent(min(mqar), ACCURACY_DIGITS)} to "
+                  f"{percent(max(mqar), ACCURACY_DIGITS)}, chance {percent(chance, ACCURACY_DIGITS)}), so recall is "
+                  "not learned at these sizes and cannot tell the series apart.")
+    else:
+        recall = f" Recall phase:{phase}" if phase else ""
     noise_text = (f"seed noise {percent(noise, 2)} of the loss, {_seed_source_text(report)}" if noise else
                   f"{seeds} seed per size and too few late evaluations per run to measure seed noise from checkpoints, "
                   "so differences this small may be noise" if seeds == 1 else "")
     return (f"Within the study's range, at the largest size every series trained ({top}), measured validation loss "
             f"minus {report.baseline}'s ({loss(base.val_loss)}): " + "; ".join(parts)
             + (f" ({noise_text})" if noise_text else "") + "." + recall)
+
+
+def _recall_phase_text(report: Report) -> str:
+    """Each series' best accuracy in the recall phase (models trained on MQAR itself) and its width,
+    against the phase's chance level; empty without a recall phase. The verdict states it so that
+    it never contradicts the recall section that leads the report."""
+    if not report.recall:
+        return ""
+    best: dict[str, Any] = {}
+    for point in report.recall:
+        if point.series not in best or point.mqar_acc > best[point.series].mqar_acc:
+            best[point.series] = point
+    chance = ((report.settings.get("recall_phase") or {}).get("chance") or {}).get("in_context")
+    parts = [f"{s} {percent(p.mqar_acc, ACCURACY_DIGITS)} (width {p.d_model})" for s, p in best.items()]
+    return (" best MQAR accuracy per series, " + "; ".join(parts)
+            + (f", against chance {percent(chance, ACCURACY_DIGITS)}." if chance is not None else "."))
 
 
 def _seed_source_text(report: Report) -> str:

@@ -143,3 +143,14 @@ def test_in_range_section_says_which_mc_series_beats_its_base_and_where_the_rest
     assert "first resolve it at 1.3B parameters" in text
     headings = [b.text for b in build_document(report) if isinstance(b, Heading)]
     assert headings.index("What the ladder resolved: Memory Caching against its base memory") < headings.index("Verdict")
+
+
+def test_the_verdict_states_the_recall_phase_and_never_calls_recall_unlearned_when_the_phase_learned_it():
+    from scaling.report.verdict import _recall_phase_text
+
+    report = _with_recall(sample_report(n_sizes=3))
+    text = _recall_phase_text(report)
+    # each series' best accuracy over widths and contexts, with its width, against the phase's chance level
+    assert "transformer 99.0% (width 32)" in text and "swla+grm@C16 74.0% (width 32)" in text
+    assert "swla 31.0% (width 32)" in text and "chance 34.0%" in text
+    assert _recall_phase_text(sample_report(n_sizes=3)) == ""  # no recall phase, nothing said
