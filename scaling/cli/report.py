@@ -32,10 +32,11 @@ def print_report_summary(console: Console, report, files) -> None:  # noqa: ANN0
         for row in rows:
             recall.add_row(*row)
         console.print(recall)
-    from scaling.report.in_range import sentence
+    from scaling.report.in_range import measured_sentence, sentence
 
-    if sentence(report):
-        console.print(sentence(report), soft_wrap=True)
+    for paragraph in (measured_sentence(report), sentence(report)):
+        if paragraph:
+            console.print(paragraph, soft_wrap=True)
     large, _ = headline_targets(report)
     if large is not None:
         table = Table(title=f"predictions at {describe_target(report, large)}", title_justify="left")

@@ -477,8 +477,10 @@ def build_report(results: StudyResults, options: ReportOptions, progress: Progre
     if found:
         findings += found
         reason = consolidate(found)[0]
-        targets = [TargetRow(t.target, t.series, t.params_nonembed, t.tokens, t.flops, math.nan, None, None, None, None,
-                             {}, reason) if t.target in unpredictable else t for t in targets]
+        # the point value is no result, but the calibrated width is: it stays, so the report can show how far from
+        # a prediction each far target is
+        targets = [TargetRow(t.target, t.series, t.params_nonembed, t.tokens, t.flops, math.nan, t.low, t.high,
+                             t.pred_low, t.pred_high, {}, reason) if t.target in unpredictable else t for t in targets]
         versus = [v for v in versus if v.target not in unpredictable]
         comparison_dict["differences"] = [d for d in comparison_dict.get("differences", [])
                                           if d["target"] not in unpredictable]

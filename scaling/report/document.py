@@ -107,6 +107,21 @@ def build_document(report: Report) -> list[Block]:
     return blocks
 
 
+def _far_widths(report: Report) -> list[Block]:
+    """Targets withheld as unpredictable still show their calibrated width: the extrapolation a user
+    asked for, and how far from a prediction it is (the factor between the interval's ends)."""
+    rows = [[t.target, t.series, _count(t.params_nonembed), interval(t.low, t.high), interval(t.pred_low, t.pred_high),
+             f"{t.pred_high / t.pred_low:,.0f}x"]
+            for t in report.targets if t.unidentified and t.pred_low and t.pred_high and t.pred_low > 0]
+    if not rows:
+        return []
+    return [_table(["target", "series", "N (params)", "95% interval (expected loss)", "95% interval (a new run)",
+                    "high / low"], rows,
+                   "The extrapolation beyond the data: calibrated 95% intervals at the withheld targets. An interval "
+                   "spanning more than a factor of 10 is not a prediction, so no point value or difference is given; "
+                   "its width is what these runs can say there.", optional=("N (params)",))]
+
+
 def _predictions(report: Report) -> list[Block]:
     versus = {(v.target, v.series): v for v in report.versus}
     rows = []
@@ -141,6 +156,7 @@ def _predictions(report: Report) -> list[Block]:
         reasons = "; ".join(dict.fromkeys(t.unidentified or "" for t in report.targets if t.unidentified))
         blocks.append(Paragraph(f"Withheld ({len(withheld)} target{'s' if len(withheld) > 1 else ''}: "
                                 f"{', '.join(withheld[:4])}{', ...' if len(withheld) > 4 else ''}): {reasons}."))
+        blocks += _far_widths(report)
     def crossing_interval(c: Any) -> str:
         if c.low is not None and c.high is not None:
             return interval(c.low, c.high, sci if "flops" in c.axis else _count)

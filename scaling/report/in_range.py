@@ -8,12 +8,24 @@ size it trained, before any extrapolation. The fitted, backtest-calibrated compa
 MC-versus-base pairs, at the in-range target (a `fit.target_sizes` entry no larger than the
 largest run, with `fit.x: params`) and at the far ones, and says plainly whether the calibrated
 interval excludes zero, and if not, the first target size at which it would.
+
+It leads with the measurement itself (`measured_differences`): at a size both series trained,
+their loss difference needs no law at all, and its uncertainty is seed noise alone - the fitted
+law's interval at that size also carries the ladder's lack of fit, which a measured point does
+not have. Seed noise comes from the fit's calibration (repeated seeds where the study has them,
+else the scatter of late checkpoints, `scaling.fit.noise`); because the checkpoint estimate can
+understate seed noise, each resolved difference states how many times larger the noise would
+have to be to undo it, and each unresolved one how many seeds per size would resolve it.
 """
 
 from __future__ import annotations
 
 import math
 from typing import Any
+
+from dataclasses import dataclass
+
+from scipy import stats
 
 from scaling.models.ladder import format_count
 from scaling.report.schema import Report, VersusRow
@@ -90,6 +102,154 @@ def measured_difference(report: Report, series: str, base: str) -> tuple[str, fl
     return top, mine[top][1] - theirs[top][1]
 
 
+#: Seeds per size beyond which "this many seeds would resolve it" is no longer advice worth giving.
+MAX_SEEDS_ADVISED = 64
+
+
+@dataclass(frozen=True)
+class MeasuredDifference:
+    """``series`` minus ``base`` measured at one size both trained (seed means, nats), with the
+    interval seed noise alone allows at the family-wise ``level`` (Bonferroni over the MC series)."""
+
+    series: str
+    base: str
+    size_label: str
+    params_series: float
+    params_base: float
+    difference: float
+    low: float | None
+    high: float | None
+    level: float
+    seeds: int  # runs per series at that size (the fewer of the two)
+    noise_source: str | None  # "replicates", "checkpoints" or None (not measured)
+    noise_share: float | None  # seed noise of one run, as a share of the loss (the larger of the two)
+
+    @property
+    def resolved(self) -> bool:
+        return self.low is not None and self.high is not None and (self.low > 0 or self.high < 0)
+
+    @property
+    def noise_tolerance(self) -> float | None:
+        """How many times larger seed noise could be with the difference still resolved."""
+        if self.low is None or self.high is None:
+            return None
+        half = (self.high - self.low) / 2.0
+        return abs(self.difference) / half if half > 0 else None
+
+    @property
+    def seeds_to_resolve(self) -> int | None:
+        """Seeds per series at this size whose mean would resolve a difference of this size
+        (the interval narrows as one over the square root of the seeds); None if resolved or unknown."""
+        tol = self.noise_tolerance
+        if tol is None or self.resolved or self.difference == 0:
+            return None
+        return max(self.seeds + 1, math.ceil(self.seeds / (tol * tol)))
+
+
+def _seed_noise(report: Report, series: str) -> tuple[float, int, str | None]:
+    """(seed variance of one run's log loss, its degrees of freedom, source) from the calibration."""
+    group = (((report.settings.get("calibration") or {}).get("groups") or {}).get(series) or {})
+    return float(group.get("seed_var") or 0.0), int(group.get("seed_dof") or 0), group.get("seed_source")
+
+
+def _at_top(report: Report, series: str, base: str) -> tuple[str, list[Any], list[Any]] | None:
+    labels = {p.size_label for p in report.points if p.series == series} & {p.size_label for p in report.points
+                                                                              if p.series == base}
+    if not labels:
+        return None
+    top = max(labels, key=lambda lab: max(p.params_nonembed for p in report.points if p.size_label == lab
+                                          and p.series == series))
+    return (top, [p for p in report.points if p.series == series and p.size_label == top],
+            [p for p in report.points if p.series == base and p.size_label == top])
+
+
+def measured_differences(report: Report, level: float = 0.95) -> list[MeasuredDifference]:
+    """Every fitted MC series minus its base memory at the largest size both trained, measured."""
+    strategy = {p.series: p.strategy for p in report.points}
+    pairs = [(s, base_of(s)) for s in report.series
+             if strategy.get(s, "none") != "none" and base_of(s) in report.series]
+    family = 1.0 - (1.0 - level) / max(1, len(pairs))
+    out = []
+    for series, base in pairs:
+        found = _at_top(report, series, base)
+        if found is None:
+            continue
+        top, mine, theirs = found
+        la = sum(p.val_loss for p in mine) / len(mine)
+        lb = sum(p.val_loss for p in theirs) / len(theirs)
+        (va, da, sa), (vb, db, sb) = _seed_noise(report, series), _seed_noise(report, base)
+        low = high = None
+        if va > 0 and vb > 0 and da > 0 and db > 0:
+            sd = math.sqrt(la * la * va / len(mine) + lb * lb * vb / len(theirs))  # nats, delta method
+            half = float(stats.t.ppf(0.5 + family / 2.0, min(da, db))) * sd
+            low, high = la - lb - half, la - lb + half
+        sources = {x for x in (sa, sb) if x}
+        source = None if low is None else ("replicates" if sources == {"replicates"} else
+                                           "checkpoints" if sources == {"checkpoints"} else "replicates and checkpoints")
+        out.append(MeasuredDifference(series, base, top, max(p.params_nonembed for p in mine),
+                                      max(p.params_nonembed for p in theirs), la - lb, low, high, family,
+                                      min(len(mine), len(theirs)), source,
+                                      math.sqrt(max(va, vb)) if low is not None else None))
+    return out
+
+
+def measured_text(m: MeasuredDifference) -> str:
+    """One measured comparison, in words: the difference, its interval and what it means."""
+    text = f"{m.series} minus {m.base} at {m.size_label}: {signed(m.difference)} nats"
+    if m.low is None:
+        return text + " (seed noise not measured, so not tested: repeat a seed or evaluate more often)"
+    text += f" ({interval(m.low, m.high, signed)})"
+    tol = m.noise_tolerance
+    if m.resolved:
+        verb = "trails" if m.difference > 0 else "beats"
+        text += f" - resolved: {m.series} {verb} {m.base}"
+        if tol is not None:
+            text += f", and stays resolved unless seed noise is more than {tol:.1f}x this estimate"
+    else:
+        need = m.seeds_to_resolve
+        text += " - not resolved"
+        if need is not None:
+            text += (f"; {need} seeds per series at {m.size_label} would resolve a difference this large"
+                     if need <= MAX_SEEDS_ADVISED else
+                     f"; a difference this small needs more than {MAX_SEEDS_ADVISED} seeds per series to resolve")
+    return text
+
+
+def verdict_clause(report: Report) -> str:
+    """The measured MC-vs-base comparisons, short, for the verdict's in-range sentence."""
+    parts = []
+    for m in measured_differences(report):
+        if m.low is None:
+            continue
+        state = (f"{'trails' if m.difference > 0 else 'beats'} {m.base} by {abs(m.difference):.3f} nats"
+                 if m.resolved else f"differs from {m.base} by {signed(m.difference)} nats, not resolved")
+        parts.append(f"{m.series} {state} ({interval(m.low, m.high, signed)})")
+    if not parts:
+        return ""
+    return (" Against the memory it wraps, measured at the largest size both trained (seed noise alone, family-wise "
+            "over the MC series): " + "; ".join(parts) + ".")
+
+
+def measured_sentence(report: Report) -> str:
+    """The measured comparisons as one sentence (empty without MC-vs-base pairs)."""
+    rows = measured_differences(report)
+    if not rows:
+        return ""
+    tested = [m for m in rows if m.low is not None]
+    if tested:
+        share = max(m.noise_share or 0.0 for m in tested)
+        source = {"replicates": "between repeated seeds",
+                  "checkpoints": "from the scatter of late checkpoints, a proxy that can understate it",
+                  "replicates and checkpoints": "between repeated seeds and, where a series has none, from late "
+                                                "checkpoints"}[tested[0].noise_source or "checkpoints"]
+        lead = (f"Measured, with no law involved (seed means at the largest size both trained; intervals from seed "
+                f"noise alone, {percent(share, 2)} of the loss per run {source}, at the family-wise "
+                f"{percent(tested[0].level, 2)} level over the {len(rows)} MC series): ")
+    else:
+        lead = "Measured (seed means at the largest size both trained): "
+    return lead + "; ".join(measured_text(m) for m in rows) + "."
+
+
 def in_range_rows(report: Report) -> list[tuple[VersusRow, bool, VersusRow | None]]:
     """Per MC series: (its row at the largest in-range target, resolved?, the first resolved row at any size)."""
     rows = mc_versus_base(report)
@@ -107,7 +267,7 @@ def in_range_rows(report: Report) -> list[tuple[VersusRow, bool, VersusRow | Non
 
 
 def sentence(report: Report) -> str:
-    """The section's paragraph (empty when the study has no in-range MC-vs-base comparison)."""
+    """The fitted comparison's paragraph (empty when the study has no in-range MC-vs-base target)."""
     rows = in_range_rows(report)
     if not rows:
         return ""
@@ -129,34 +289,51 @@ def sentence(report: Report) -> str:
         else:
             text += " - not resolved, nor at any larger target size"
             unresolved_anywhere += 1
-        measured = measured_difference(report, here.series, here.baseline)
-        if measured is not None:
-            text += f"; measured at {measured[0]}: {signed(measured[1])}"
         parts.append(text)
     level = next((v.family_level for v, _, _ in rows if v.family_level is not None), None)
     level_text = f"the family-wise {percent(level, 2)} level" if level is not None else "95%"
-    text = (f"Memory Caching against the memory it wraps, within the study's range (intervals at {level_text}, "
-            "calibrated by backtests): " + "; ".join(parts) + ".")
+    text = (f"Fitted, by the scaling law through every size (intervals at {level_text}, calibrated by backtests): "
+            + "; ".join(parts) + ".")
     if unresolved_anywhere:
-        text += (" Where nothing is resolved, the fitted laws cannot separate the measured differences from their own "
-                 "uncertainty on these runs; more seeds per size (to measure seed noise) and the runs under 'Which run "
-                 "next' narrow the intervals most.")
+        text += (" The fitted interval at a trained size is wider than the measured one: besides seed noise it carries "
+                 "the ladder's lack of fit (how far the runs scatter around the law) and the law's parameter "
+                 "uncertainty; a longer ladder, more seeds per size and the runs under 'Which run next' narrow it.")
     return text
 
 
 def in_range_section(report: Report) -> list[Any]:
     from scaling.report.document import Heading, Paragraph, Table
 
+    measured = measured_differences(report)
     rows = mc_versus_base(report)
-    text = sentence(report)
-    if not rows or not text:
+    fitted = sentence(report)
+    if not measured and not (rows and fitted):
         return []
-    table = Table(["series", "base", "size", "MC minus base", "95% interval", "family-wise interval", "P(MC lower)",
-                   "resolved"],
-                  [[v.series, v.baseline, format_count(_size(v.target) or 0.0), signed(v.difference),
-                    interval(v.low, v.high, signed), interval(v.family_low, v.family_high, signed),
-                    "" if v.p_better is None else percent(v.p_better), "yes" if resolved(v) else "no"] for v in rows],
-                  "Fitted loss of each MC series minus its base memory's at each size target (the power law in "
-                  "parameters), from the form-averaged, backtest-calibrated draws; sizes at or below the largest run "
-                  "are in range.")
-    return [Heading("What the ladder resolved: Memory Caching against its base memory"), Paragraph(text), table]
+    blocks: list[Any] = [Heading("What the ladder resolved: Memory Caching against its base memory")]
+    if measured:
+        blocks.append(Paragraph(measured_sentence(report)))
+        blocks.append(Table(
+            ["series", "base", "size", "params (MC / base)", "seeds", "MC minus base", "family-wise interval",
+             "resolved", "noise margin or seeds needed"],
+            [[m.series, m.base, m.size_label, f"{format_count(m.params_series)} / {format_count(m.params_base)}",
+              str(m.seeds), signed(m.difference), interval(m.low, m.high, signed),
+              "n/a" if m.low is None else "yes" if m.resolved else "no",
+              "" if m.low is None else (f"{m.noise_tolerance:.1f}x seed noise" if m.resolved and m.noise_tolerance
+                                        else f"{m.seeds_to_resolve} seeds" if m.seeds_to_resolve else "")]
+             for m in measured],
+            "Measured validation loss of each MC series minus its base memory's at the largest size both trained (seed "
+            "means; no law involved). Interval: seed noise alone, at the family-wise level over the MC series. Noise "
+            "margin: how many times larger seed noise would have to be to undo a resolved difference; seeds needed: "
+            "seeds per series at that size whose mean would resolve a difference this large."))
+    if rows and fitted:
+        blocks.append(Paragraph(fitted))
+        blocks.append(Table(
+            ["series", "base", "size", "MC minus base", "95% interval", "family-wise interval", "P(MC lower)",
+             "resolved"],
+            [[v.series, v.baseline, format_count(_size(v.target) or 0.0), signed(v.difference),
+              interval(v.low, v.high, signed), interval(v.family_low, v.family_high, signed),
+              "" if v.p_better is None else percent(v.p_better), "yes" if resolved(v) else "no"] for v in rows],
+            "Fitted loss of each MC series minus its base memory's at each size target (the power law in "
+            "parameters), from the form-averaged, backtest-calibrated draws; sizes at or below the largest run "
+            "are in range."))
+    return blocks

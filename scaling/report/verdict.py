@@ -160,7 +160,8 @@ def verdict_for(report: Report) -> str:
              f"{report.baseline} (calibrated 95% interval {interval(base.low, base.high) if base else 'n/a'})."]
     unpredictable = next((f for f in report.settings.get("unidentified", []) if f.get("refuses") == "unpredictable"), None)
     further = ("" if unpredictable is None else
-               f"Further out no prediction is given: {unpredictable['quantity']} {unpredictable['problem']}.")
+               f"Further out no prediction is given: {unpredictable['quantity']} {unpredictable['problem']}."
+               + _far_width_text(report))
     if large in (report.settings.get("floor_bound_targets") or []):
         # the headline prefers targets whose differences are results: here every one on its axis is floor-bound
         parts.append(f"Every series is predicted the same there, within {100 * FLOOR_BOUND_SHARE:g}% of the shared loss "
@@ -195,6 +196,19 @@ def verdict_for(report: Report) -> str:
     parts.append(further)
     parts.append(_backtest_sentence(report))
     return " ".join(p for p in parts if p)
+
+
+def _far_width_text(report: Report) -> str:
+    """The calibrated width of the extrapolation at the nearest withheld target, per series: what
+    the runs can say there, even though it is no prediction."""
+    far = [t for t in report.targets if t.unidentified and t.pred_low and t.pred_high and t.pred_low > 0]
+    if not far:
+        return ""
+    nearest = min(far, key=lambda t: t.params_nonembed or t.flops or math.inf).target
+    rows = [t for t in far if t.target == nearest]
+    return (f" Its calibrated width at {describe_target(report, nearest)}, a new run's 95% interval: "
+            + "; ".join(f"{t.series} {interval(t.pred_low, t.pred_high)} ({t.pred_high / t.pred_low:,.0f}x)"
+                        for t in rows) + ".")
 
 
 def in_range_sentence(report: Report) -> str:
@@ -240,9 +254,11 @@ def in_range_sentence(report: Report) -> str:
     noise_text = (f"seed noise {percent(noise, 2)} of the loss, {_seed_source_text(report)}" if noise else
                   f"{seeds} seed per size and too few late evaluations per run to measure seed noise from checkpoints, "
                   "so differences this small may be noise" if seeds == 1 else "")
+    from scaling.report.in_range import verdict_clause  # it formats with this module's helpers, so import late
+
     return (f"Within the study's range, at the largest size every series trained ({top}), measured validation loss "
             f"minus {report.baseline}'s ({loss(base.val_loss)}): " + "; ".join(parts)
-            + (f" ({noise_text})" if noise_text else "") + "." + recall)
+            + (f" ({noise_text})" if noise_text else "") + "." + verdict_clause(report) + recall)
 
 
 def _recall_phase_text(report: Report) -> str:
