@@ -21,6 +21,7 @@ Timings depend on load: note the load average printed with the table.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -49,14 +50,16 @@ def model_for(arch: str, d_model: int, head_dim: int, layers: int, seq_len: int,
 
 
 def one_run(job: dict) -> dict:
-    spec = MQARSpec(n_pairs=job["pairs"], n_queries=job["pairs"], key_vocab=job["kv"], value_vocab=job["kv"],
+    spec = MQARSpec(n_pairs=job["pairs"], n_queries=job.get("queries") or job["pairs"], key_vocab=job["kv"], value_vocab=job["kv"],
                     seq_len=job["seq_len"])
     model = model_for(job["arch"], job["d_model"], job["head_dim"], job["layers"], job["seq_len"],
                       spec.vocab_needed, job.get("segment_len"), job.get("chunk_len", 8))
+    if job.get("model_overrides"):
+        model = dataclasses.replace(model, **job["model_overrides"])
     config = TrialConfig(model=model, task="mqar", mqar=spec, tokens=job["steps"] * job["batch"] * job["seq_len"],
                          batch_tokens=job["batch"] * job["seq_len"], lr=job["lr"], weight_decay=job["wd"],
                          warmup_fraction=0.05, eval_every_steps=job.get("every") or job["steps"], mqar_eval_batch=256, threads=1,
-                         seed=job.get("seed", 0))
+                         seed=job.get("seed", 0), **job.get("overrides", {}))
     started = time.perf_counter()
     result = run_trial(config)
     nbytes = sequence_bytes(model)
@@ -72,21 +75,29 @@ def main() -> None:
     parser.add_argument("--head-dim", type=int, default=8)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--pairs", default="8")
+    parser.add_argument("--queries", type=int, default=0, help="queries per sequence (default: every pair)")
     parser.add_argument("--kv", default="8", help="key and value vocabulary sizes (each)")
     parser.add_argument("--seq-lens", default="32")
     parser.add_argument("--segment-lens", default="8", help="C for the +MC architectures")
     parser.add_argument("--chunk-len", type=int, default=8, help="scan chunk (an MLP memory's inner mini-batch)")
     parser.add_argument("--lrs", default="0.003")
     parser.add_argument("--wd", type=float, default=0.0)
+    parser.add_argument("--seeds", default="0", help="training seeds (data order and initialisation)")
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--every", type=int, default=0, help="also evaluate every N steps and print the curve")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a TrialConfig field, e.g. --set min_lr_ratio=1 --set beta2=0.99")
+    parser.add_argument("--model-set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a ModelConfig field, e.g. --model-set rope_theta=100")
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (one thread each)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 30 steps, two architectures")
     args = parser.parse_args()
     if args.quick:
         args.archs, args.steps = "transformer,swla", 30
 
+    overrides = {k: float(v) for k, v in (item.split("=", 1) for item in args.set)}
+    model_overrides = {k: float(v) for k, v in (item.split("=", 1) for item in args.model_set)}
     ints = lambda text: [int(x) for x in text.split(",")]  # noqa: E731
     jobs = []
     for arch in args.archs.split(","):
@@ -96,25 +107,27 @@ def main() -> None:
                 for width in ints(args.widths):
                     for pairs in ints(args.pairs):
                         for kv in ints(args.kv):
-                            for lr in [float(x) for x in args.lrs.split(",")]:
-                                jobs.append(dict(arch=arch, seq_len=seq_len, segment_len=c, d_model=width,
+                            for lr, seed in ((lr, seed) for lr in [float(x) for x in args.lrs.split(",")]
+                                             for seed in ints(args.seeds)):
+                                jobs.append(dict(seed=seed, queries=args.queries, arch=arch, seq_len=seq_len, segment_len=c, d_model=width,
                                                  head_dim=args.head_dim, layers=args.layers, pairs=pairs, kv=kv,
                                                  lr=lr, wd=args.wd, steps=args.steps, batch=args.batch,
-                                                 every=args.every, chunk_len=args.chunk_len))
+                                                 every=args.every, chunk_len=args.chunk_len, overrides=overrides, model_overrides=model_overrides))
     load_before = os.getloadavg()[0]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         rows = list(pool.map(one_run, jobs))
     load_after = os.getloadavg()[0]
     print(f"MQAR learnability: {args.steps} steps x {args.batch} sequences, {args.layers} layers, head_dim "
           f"{args.head_dim}, weight decay {args.wd}; load average {load_before:.2f} -> {load_after:.2f} "
-          f"({args.jobs} runs at a time, 1 thread each)")
+          f"({args.jobs} runs at a time, 1 thread each)" + (f"; overrides {overrides}" if overrides else "")
+          + (f"; model {model_overrides}" if model_overrides else ""))
     header = (f"{'arch':<14}{'L':>5}{'C':>5}{'d':>5}{'pairs':>6}{'kv':>5}{'lr':>8}{'params':>9}{'bytes/seq':>11}"
               f"{'acc':>7}{'chance':>8}{'1/kv':>6}{'sec':>6}")
     print(header)
     for r in rows:
         print(f"{r['arch']:<14}{r['seq_len']:>5}{r['segment_len'] or '-':>5}{r['d_model']:>5}{r['pairs']:>6}"
-              f"{r['kv']:>5}{r['lr']:>8.4g}{r['params']:>9,}{r['bytes']:>11,.0f}{r['acc']:>7.3f}"
-              f"{sum(1 / (r['pairs'] - i) for i in range(r['pairs'])) / r['pairs']:>8.3f}{1 / r['kv']:>6.3f}"
+              f"{r['kv']:>5}{r['lr']:>8.4g}{r['seed']:>5}{r['params']:>9,}{r['bytes']:>11,.0f}{r['acc']:>7.3f}"
+              f"{sum(1 / (r['pairs'] - i) for i in range(r['queries'] or r['pairs'])) / (r['queries'] or r['pairs']):>8.3f}{1 / r['kv']:>6.3f}"
               f"{r['seconds']:>6.0f}"
               + (f"  curve: {r['curve']}" if args.every else ""))
 

@@ -7,47 +7,19 @@ are written once here from a `Report`; `render.py` only turns blocks into Markdo
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from scaling.fit.degenerate import consolidate
 from scaling.formatting import byte_size, sci
 from scaling.models.ladder import format_count
+from scaling.report.blocks import Block, Bullets, FigureRef, Heading, Paragraph, Table
 from scaling.report.figures import FIGURE_TITLES
+from scaling.report.in_range import in_range_section
+from scaling.report.recall import recall_section
 from scaling.report.schema import Report
-from scaling.report.verdict import ACCURACY_DIGITS, interval, loss, percent, signed
+from scaling.report.wording import ACCURACY_DIGITS, interval, loss, percent, signed
 
 
-@dataclass
-class Heading:
-    text: str
-    level: int = 2
-
-
-@dataclass
-class Paragraph:
-    text: str
-
-
-@dataclass
-class Table:
-    headers: list[str]
-    rows: list[list[str]]
-    caption: str = ""
-
-
-@dataclass
-class FigureRef:
-    name: str  # file name of the PNG, e.g. loss_vs_compute.png
-    caption: str
-
-
-@dataclass
-class Bullets:
-    items: list[str] = field(default_factory=list)
-
-
-Block = Union[Heading, Paragraph, Table, FigureRef, Bullets]
 
 
 def _count(value: float | None) -> str:
@@ -278,14 +250,10 @@ def _segments(report: Report) -> list[Block]:
 
 
 def _recall_phase(report: Report) -> list[Block]:
-    from scaling.report.recall import recall_section  # it builds these blocks, so it imports this module
-
     return recall_section(report)
 
 
 def _in_range(report: Report) -> list[Block]:
-    from scaling.report.in_range import in_range_section  # it builds these blocks, so it imports this module
-
     return in_range_section(report)
 
 

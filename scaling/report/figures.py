@@ -21,18 +21,15 @@ import numpy as np
 
 from scaling.formatting import sci
 from scaling.models.ladder import format_count
+from scaling.report.canvas import DPI, FIGSIZE, TAB10, new_figure
+from scaling.report.recall import recall_figure
 from scaling.report.schema import COMPUTE_TARGET_PREFIXES, SIZE_TARGET_PREFIXES, Band, Point, Report
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-DPI = 110
-FIGSIZE = (8.0, 5.0)
 BASELINE_COLOUR = "#000000"
-#: matplotlib's tab10, spelled out so colours can be chosen without importing matplotlib
-TAB10 = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-         "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 KV_CACHE_LABEL = "Transformer KV cache (same width and depth)"
 
 FIGURE_TITLES: dict[str, str] = {
@@ -89,16 +86,6 @@ def _series_order(report: Report, present: Iterable[str]) -> list[str]:
     """Series in the report's order, then any others that appear in the data."""
     present = list(dict.fromkeys(present))
     return [s for s in report.series if s in present] + [s for s in present if s not in report.series]
-
-
-def _new_figure(width: float = FIGSIZE[0], height: float = FIGSIZE[1]) -> "Figure":
-    """A figure bound to its own Agg canvas, so nothing passes through pyplot's global state."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
 
 
 def _png(fig: "Figure") -> bytes:
@@ -322,7 +309,7 @@ def _loss_vs_axis(report: Report, axis: str, with_curves: bool, targets: list[tu
     points = [p for p in report.points if _positive(_point_x(p, axis)) and _finite(p.val_loss)]
     if not points and not bands:
         return None
-    fig = _new_figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     ax.set_xscale("log")
     if with_curves:
@@ -405,7 +392,7 @@ def segment_effect(report: Report) -> "Figure | None":
     archs = {a: ps for a, ps in _segment_archs(report.points).items() if _size_lines(ps)}
     if not archs:
         return None
-    fig = _new_figure(min(16.0, max(FIGSIZE[0], 4.5 * len(archs))), FIGSIZE[1])
+    fig = new_figure(min(16.0, max(FIGSIZE[0], 4.5 * len(archs))), FIGSIZE[1])
     axes = fig.subplots(1, len(archs), squeeze=False)[0]
     for ax, (arch, points) in zip(axes, archs.items()):
         lines = _size_lines(points)
@@ -463,7 +450,7 @@ def recall_vs_scale(report: Report) -> "Figure | None":
     ) if data]
     if not panels:
         return None
-    fig = _new_figure(FIGSIZE[0] if len(panels) == 1 else 11.0, FIGSIZE[1])
+    fig = new_figure(FIGSIZE[0] if len(panels) == 1 else 11.0, FIGSIZE[1])
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     chance = (report.settings.get("recall_chance") or {})
     markers = "osD^vP*X"
@@ -518,7 +505,7 @@ def cost_vs_context(report: Report) -> "Figure | None":
     memory = _cost_lines(report, _cost_total_bytes)
     if not flops and not memory:
         return None
-    fig = _new_figure(12.0, FIGSIZE[1])
+    fig = new_figure(12.0, FIGSIZE[1])
     left, right = fig.subplots(1, 2)
     for series, (x, y) in flops.items():
         left.plot(x, y, marker=".", color=colours[series], lw=_line_width(report, series), label=series)
@@ -575,7 +562,7 @@ def residuals(report: Report) -> "Figure | None":
     if not data:
         return None
     colours = series_colours(report)
-    fig = _new_figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     ax.axhline(0.0, color="#000000", lw=0.8)
     for series, (x, y) in data.items():
@@ -593,8 +580,6 @@ def residuals(report: Report) -> "Figure | None":
 
 def recall_curves(report: Report) -> "Figure | None":
     """The recall phase's accuracy against parameters and bytes (scaling.report.recall)."""
-    from scaling.report.recall import recall_figure
-
     return recall_figure(report)
 
 

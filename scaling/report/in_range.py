@@ -21,15 +21,15 @@ have to be to undo it, and each unresolved one how many seeds per size would res
 from __future__ import annotations
 
 import math
-from typing import Any
-
 from dataclasses import dataclass
+from typing import Any
 
 from scipy import stats
 
 from scaling.models.ladder import format_count
+from scaling.report.blocks import Heading, Paragraph, Table
 from scaling.report.schema import Report, VersusRow
-from scaling.report.verdict import interval, percent, resolved, signed
+from scaling.report.wording import interval, percent, resolved, signed
 
 _PREFIX = "params_nonembed="
 
@@ -302,8 +302,6 @@ def sentence(report: Report) -> str:
 
 
 def in_range_section(report: Report) -> list[Any]:
-    from scaling.report.document import Heading, Paragraph, Table
-
     measured = measured_differences(report)
     rows = mc_versus_base(report)
     fitted = sentence(report)

@@ -29,6 +29,8 @@ from scaling.formatting import byte_size
 from scaling.models.config import ModelConfig
 from scaling.models.flops import sequence_bytes
 from scaling.models.ladder import format_count
+from scaling.report.blocks import Bullets, FigureRef, Heading, Paragraph, Table
+from scaling.report.canvas import TAB10, new_figure
 from scaling.report.schema import RecallPoint, Report
 
 if TYPE_CHECKING:
@@ -149,7 +151,34 @@ def headline(report: Report) -> str:
     if chance is not None:
         text += (f" Chance is {chance:.1%} (guessing among the sequence's values not yet answered); accuracies carry "
                  "a 95% sampling interval of a few points (see the table), seed-to-seed spread is larger.")
+        text += plateau_sentence(means, chance)
     return text
+
+
+def plateau_sentence(means: dict[tuple[str, int, int], tuple[float, int, RecallPoint]], chance: float) -> str:
+    """Name the series that recall at one width and sit at chance at a wider one.
+
+    Why say it: a wider model of the same architecture can hold at least as many bindings, so a
+    wider model at chance did not fail for capacity - its training had not left the plateau where
+    it guesses among the unanswered values (the induction plateau of attention: it must first learn
+    to look at the previous token) when the step budget ran out. A reader who takes that point
+    for a capacity limit draws the wrong curve; more steps or more seeds settle which it is.
+    """
+    found = []
+    for series in dict.fromkeys(s for s, _, _ in means):
+        for L in sorted({L for s, L, _ in means if s == series}):
+            widths = sorted((w, acc, n) for (s, length, w), (acc, n, _) in means.items() if s == series and length == L)
+            learned = [w for w, acc, n in widths if wilson(acc, n)[0] > chance]
+            stuck = [w for w, acc, n in widths if wilson(acc, n)[0] <= chance <= wilson(acc, n)[1]
+                     and learned and w > min(learned)]
+            if stuck:
+                found.append(f"{series} at d={', '.join(map(str, stuck))} (it recalls at d={min(learned)}"
+                             + (f", context {L}" if len({k[1] for k in means}) > 1 else "") + ")")
+    if not found:
+        return ""
+    return (" At chance although a narrower model of the same architecture recalls: " + "; ".join(found)
+            + ". A wider model holds at least as much, so this is training that had not left the guessing plateau "
+            "within the step budget, not a capacity limit; more steps or seeds would tell.")
 
 
 def table_rows(report: Report) -> tuple[list[str], list[list[str]]]:
@@ -176,8 +205,6 @@ def table_rows(report: Report) -> tuple[list[str], list[list[str]]]:
 
 def recall_section(report: Report) -> list[Any]:
     """The blocks of the section (empty when the study has no recall phase)."""
-    from scaling.report.document import FigureRef, Heading, Paragraph, Table
-
     if not report.recall:
         return []
     info = report.settings.get("recall_phase") or {}
@@ -202,8 +229,6 @@ def recall_section(report: Report) -> list[Any]:
 def recall_figure(report: Report) -> "Figure | None":
     """Per context length (rows): accuracy against parameters (left) and against bytes per sequence
     (right), one line per series over its widths, chance dashed. 12.7 x 4 in per row: 1400 px wide."""
-    from scaling.report.figures import TAB10, _new_figure
-
     points = report.recall
     if not points:
         return None
@@ -220,7 +245,7 @@ def recall_figure(report: Report) -> "Figure | None":
     markers = "osD^vP*X<>"
     chance = ((report.settings.get("recall_phase") or {}).get("chance") or {}).get("in_context")
     means = _mean_by(points)
-    fig = _new_figure(12.7, 0.6 + 3.9 * len(lengths))
+    fig = new_figure(12.7, 0.6 + 3.9 * len(lengths))
     axes = fig.subplots(len(lengths), 2, squeeze=False)
     for row, L in enumerate(lengths):
         for col, (xlabel, xof) in enumerate((("non-embedding parameters", lambda p: p.params_nonembed),
@@ -286,7 +311,5 @@ def recall_only_report(results: "StudyResults") -> Report:
 
 
 def recall_only_document(report: Report) -> list[Any]:
-    from scaling.report.document import Bullets, Heading, Paragraph
-
     return ([Heading(f"Recall report: {report.study}", 1), Paragraph(f"Generated {report.generated_at}.")]
             + recall_section(report) + [Heading("Caveats"), Bullets(list(report.caveats))])

@@ -16,35 +16,12 @@ from scaling.fit.degenerate import FLOOR_BOUND_SHARE, consolidate
 from scaling.fit.noise import MIN_LATE_POINTS
 from scaling.formatting import sci
 from scaling.models.ladder import format_count
+from scaling.report.in_range import verdict_clause
 from scaling.report.schema import COMPUTE_TARGET_PREFIXES, SIZE_TARGET_PREFIXES, Report, TargetRow, VersusRow
+from scaling.report.wording import ACCURACY_DIGITS, interval, loss, percent, resolved, signed
 
 _STRATEGY_NAMES = {"grm": "GRM", "ssc": "SSC", "soup": "Memory Soup", "residual": "residual caching",
                    "none": "no caching"}
-
-
-#: decimals of a recall accuracy in percent, everywhere the report prints one (text, tables, figures)
-ACCURACY_DIGITS = 1
-
-
-def loss(value: float | None) -> str:
-    return "n/a" if value is None or not math.isfinite(value) else f"{value:.3f}"
-
-
-def interval(low: float | None, high: float | None, fmt=loss) -> str:  # noqa: ANN001
-    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
-        return "no interval (no bootstrap)"
-    return f"{fmt(low)} to {fmt(high)}"
-
-
-def signed(value: float | None) -> str:
-    """A loss difference: 3 decimals, or 2 significant digits when it is smaller than 0.001."""
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    return f"{value:+.3f}" if abs(value) >= 1e-3 or value == 0 else f"{value:+.1e}"
-
-
-def percent(value: float | None, digits: int = 0) -> str:
-    return "n/a" if value is None or not math.isfinite(value) else f"{100 * value:.{digits}f}%"
 
 
 # ---------------------------------------------------------------------------- targets
@@ -122,13 +99,6 @@ def best_per_strategy(report: Report, target: str) -> list[str]:
         if key not in best or row.loss < best[key].loss:
             best[key] = row
     return [r.series for r in sorted(best.values(), key=lambda r: r.loss)]
-
-
-def resolved(v: VersusRow) -> bool:
-    """The difference's calibrated interval at the family-wise level (every series x target
-    compared, Bonferroni) excludes zero; the plain 95% interval where no family level exists."""
-    low, high = (v.family_low, v.family_high) if v.family_low is not None else (v.low, v.high)
-    return low is not None and high is not None and (high < 0 or low > 0)
 
 
 # ---------------------------------------------------------------------------- verdict
@@ -254,7 +224,6 @@ def in_range_sentence(report: Report) -> str:
     noise_text = (f"seed noise {percent(noise, 2)} of the loss, {_seed_source_text(report)}" if noise else
                   f"{seeds} seed per size and too few late evaluations per run to measure seed noise from checkpoints, "
                   "so differences this small may be noise" if seeds == 1 else "")
-    from scaling.report.in_range import verdict_clause  # it formats with this module's helpers, so import late
 
     return (f"Within the study's range, at the largest size every series trained ({top}), measured validation loss "
             f"minus {report.baseline}'s ({loss(base.val_loss)}): " + "; ".join(parts)

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from scaling.study import tune as study_tune
-
 MAX_ROWS = 24
+
+# The live display the driver's bookkeeping reports to (None: no display). Held here, not in the
+# driver, so that the driver imports this module and this module imports nothing of the driver.
+_HOOK: Callable[[Any], None] | None = None
+
+
+def notify(book: Any) -> None:
+    """Called by the driver (scaling.study.tune) whenever its bookkeeping changes."""
+    if _HOOK is not None:
+        _HOOK(book)
 
 
 class StudyProgress:
@@ -29,12 +37,14 @@ class StudyProgress:
         self._last = 0.0
 
     def __enter__(self) -> "StudyProgress":
+        global _HOOK
         self.live.__enter__()
-        study_tune.set_progress_hook(self.update)
+        _HOOK = self.update
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        study_tune.set_progress_hook(None)
+        global _HOOK
+        _HOOK = None
         self.live.__exit__(*exc)
 
     def add_steps(self, extra: dict[str, int]) -> None:

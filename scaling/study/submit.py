@@ -738,9 +738,9 @@ def _job_main(argv: list[str]) -> None:
     folder = Path(tempfile.mkdtemp(prefix="mcscale-spec-"))
     spec_file = folder / name
     spec_file.write_bytes(base64.b64decode(encoded))
-    from scaling.cli.app import app
-
-    app(["run", str(spec_file), *argv], prog_name="mcscale")
+    # Become `mcscale run` (same pid, so the Jobs API's stop signal reaches the study driver) rather
+    # than import the command line: the CLI imports this module, and this one stays below it.
+    os.execv(sys.executable, [sys.executable, "-m", "scaling", "run", str(spec_file), *argv])
 
 
 if __name__ == "__main__":

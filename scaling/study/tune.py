@@ -38,6 +38,8 @@ from scaling.study.store import ResultStore, curve_rows, trial_row
 from scaling.study.identity import claim as claim_spec
 from scaling.study.mlflow_location import STATE_KEY as MLFLOW_STATE_KEY, artifact_env, resolve_location
 from scaling.study.outbox import MlflowOutbox, open_outbox
+from scaling.study import progress
+from scaling.study.progress import StudyProgress
 from scaling.study.tracking import StudyTracker, fail_fast_mlflow_calls, probe_tracking
 from scaling.errors import UserInputError
 from scaling.spec import StudySpec
@@ -148,14 +150,6 @@ class TrialView:
     step: int = 0
     total_steps: int = 0
     loss: float = float("nan")
-
-
-_PROGRESS_HOOK: Callable[["_Bookkeeper"], None] | None = None  # set by the driver's live display
-
-
-def set_progress_hook(hook: Callable[["_Bookkeeper"], None] | None) -> None:
-    global _PROGRESS_HOOK
-    _PROGRESS_HOOK = hook
 
 
 class StudyCallback(Callback):
@@ -346,8 +340,7 @@ class _Bookkeeper:
         return closed
 
     def _notify(self) -> None:
-        if _PROGRESS_HOOK is not None:
-            _PROGRESS_HOOK(self)
+        progress.notify(self)
 
 
 _TRIAL_METRIC_KEYS = {
@@ -687,7 +680,6 @@ def run_study(spec: StudySpec, address: str | None = None, spec_text: str | None
     from rich.console import Console
 
     from scaling.study.plan import planned_steps
-    from scaling.study.progress import StudyProgress
 
     started = time.perf_counter()
     console = console or Console()

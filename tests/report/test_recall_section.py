@@ -154,3 +154,20 @@ def test_the_verdict_states_the_recall_phase_and_never_calls_recall_unlearned_wh
     assert "transformer 99.0% (width 32)" in text and "swla+grm@C16 74.0% (width 32)" in text
     assert "swla 31.0% (width 32)" in text and "chance 34.0%" in text
     assert _recall_phase_text(sample_report(n_sizes=3)) == ""  # no recall phase, nothing said
+
+
+def test_a_wider_model_at_chance_is_called_a_training_plateau_not_a_capacity_limit():
+    from scaling.report.recall import headline
+
+    report = _with_recall(sample_report(n_sizes=3))
+    report.recall = [_point("transformer", 32, 128, 0.99), _point("transformer", 64, 128, 0.35),
+                     _point("swla", 32, 128, 0.34), _point("swla", 64, 128, 0.35),
+                     _point("swla+grm@C16", 32, 128, 0.34), _point("swla+grm@C16", 64, 128, 0.98)]
+    text = headline(report)
+    # the transformer recalls at 32 and sits at chance (34%) at 64: named, with the width that recalls
+    assert "At chance although a narrower model of the same architecture recalls: transformer at d=64 " \
+           "(it recalls at d=32)." in text
+    # swla never recalls and swla+grm recalls only at the wider width: neither is a plateau
+    assert text.count("recalls at d=") == 1
+    report.recall[1] = _point("transformer", 64, 128, 0.97)
+    assert "plateau" not in headline(report)
