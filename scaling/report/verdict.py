@@ -281,8 +281,16 @@ def _crossing_sentence(report: Report, series: str) -> str:
     frac = c.fraction_of_draws_crossing
     share = "" if frac is None else f" ({percent(frac)} of calibrated draws cross)"
     if c.at is not None and (frac is None or frac >= 0.5) and c.low is not None:
-        return (f"{series}'s curve crosses {report.baseline}'s at {fmt(c.at)} {axis} "
-                f"(95% interval {interval(c.low, c.high, fmt)}){share}.")
+        if frac is None:
+            return (f"{series}'s curve crosses {report.baseline}'s at {fmt(c.at)} {axis} "
+                    f"(95% interval {interval(c.low, c.high, fmt)}).")
+        # The interval is over the draws that cross, so with some draws not crossing it is a
+        # conditional one, and the averaged curves' crossing can fall outside it: say which.
+        text = (f"{series}'s curve crosses {report.baseline}'s at {fmt(c.at)} {axis} on the averaged curves; "
+                f"{percent(frac)} of calibrated draws cross, 95% of those between {fmt(c.low)} and {fmt(c.high)}")
+        if c.high is None or not c.low <= c.at <= c.high:
+            return text + (", which leaves out the averaged curves' crossing, so where they cross is not settled.")
+        return text + "."
     if c.at is not None:
         return (f"The averaged curves of {series} and {report.baseline} cross at {fmt(c.at)} {axis}, but only "
                 f"{percent(frac)} of calibrated draws cross at all, so the crossing is not a result.")

@@ -103,3 +103,21 @@ def test_far_targets_withheld_as_unpredictable_keep_their_calibrated_width():
     assert "transformer 0.010 to 5.000 (500x)" in text and "swla 0.020 to 5.000 (250x)" in text
     tables = [b for b in build_document(report) if isinstance(b, Table) and "high / low" in b.headers]
     assert len(tables) == 1 and len(tables[0].rows) == len(report.series)
+
+
+def test_a_crossing_outside_the_interval_of_the_draws_that_cross_is_called_unsettled():
+    from scaling.report.schema import CrossoverRow
+    from scaling.report.verdict import _crossing_sentence
+
+    report = sample_report(n_sizes=3)
+    series = next(s for s in report.series if s != report.baseline)
+    # as measured in the quickstart: the averaged curves cross at 1.21M, the 69% of draws that cross
+    # do so between 3.34K and 1.1M
+    report.crossovers = [CrossoverRow(series, report.baseline, "params_nonembed", 1.21e6, 3.34e3, 1.1e6, 0.69,
+                                      "curves cross")]
+    text = _crossing_sentence(report, series)
+    assert "at 1.21M parameters on the averaged curves; 69% of calibrated draws cross" in text
+    assert "95% of those between 3.34K and 1.1M, which leaves out the averaged curves' crossing" in text
+    report.crossovers[0].at = 5.0e5
+    text = _crossing_sentence(report, series)
+    assert text.endswith("95% of those between 3.34K and 1.1M.") and "not settled" not in text
