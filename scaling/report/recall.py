@@ -155,6 +155,11 @@ def headline(report: Report) -> str:
     return text
 
 
+#: a model "recalls" when its accuracy (95% lower bound) covers at least this share of the way from
+#: chance to perfect - a point or two above chance is a model that learned the guessing rule better
+RECALLS_SHARE = 0.5
+
+
 def plateau_sentence(means: dict[tuple[str, int, int], tuple[float, int, RecallPoint]], chance: float) -> str:
     """Name the series that recall at one width and sit at chance at a wider one.
 
@@ -168,7 +173,7 @@ def plateau_sentence(means: dict[tuple[str, int, int], tuple[float, int, RecallP
     for series in dict.fromkeys(s for s, _, _ in means):
         for L in sorted({L for s, L, _ in means if s == series}):
             widths = sorted((w, acc, n) for (s, length, w), (acc, n, _) in means.items() if s == series and length == L)
-            learned = [w for w, acc, n in widths if wilson(acc, n)[0] > chance]
+            learned = [w for w, acc, n in widths if wilson(acc, n)[0] > chance + RECALLS_SHARE * (1.0 - chance)]
             stuck = [w for w, acc, n in widths if wilson(acc, n)[0] <= chance <= wilson(acc, n)[1]
                      and learned and w > min(learned)]
             if stuck:

@@ -169,5 +169,8 @@ def test_a_wider_model_at_chance_is_called_a_training_plateau_not_a_capacity_lim
            "(it recalls at d=32)." in text
     # swla never recalls and swla+grm recalls only at the wider width: neither is a plateau
     assert text.count("recalls at d=") == 1
+    # a few points above chance is not recalling: titans at 37% beside 35.8% is not named
+    report.recall += [_point("titans", 32, 128, 0.37), _point("titans", 64, 128, 0.358)]
+    assert "titans" not in headline(report).split("At chance although")[1]
     report.recall[1] = _point("transformer", 64, 128, 0.97)
     assert "plateau" not in headline(report)
