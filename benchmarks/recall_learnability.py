@@ -50,22 +50,26 @@ def model_for(arch: str, d_model: int, head_dim: int, layers: int, seq_len: int,
 
 
 def one_run(job: dict) -> dict:
-    spec = MQARSpec(n_pairs=job["pairs"], n_queries=job.get("queries") or job["pairs"], key_vocab=job["kv"], value_vocab=job["kv"],
-                    seq_len=job["seq_len"])
+    spec = MQARSpec(n_pairs=job["pairs"], n_queries=job["queries"] or job["pairs"], key_vocab=job["kv"],
+                    value_vocab=job["kv"], seq_len=job["seq_len"])
     model = model_for(job["arch"], job["d_model"], job["head_dim"], job["layers"], job["seq_len"],
                       spec.vocab_needed, job.get("segment_len"), job.get("chunk_len", 8))
-    if job.get("model_overrides"):
-        model = dataclasses.replace(model, **job["model_overrides"])
+    model = dataclasses.replace(model, **job["model_overrides"])
     config = TrialConfig(model=model, task="mqar", mqar=spec, tokens=job["steps"] * job["batch"] * job["seq_len"],
                          batch_tokens=job["batch"] * job["seq_len"], lr=job["lr"], weight_decay=job["wd"],
                          warmup_fraction=0.05, eval_every_steps=job.get("every") or job["steps"], mqar_eval_batch=256, threads=1,
-                         seed=job.get("seed", 0), **job.get("overrides", {}))
+                         seed=job["seed"], **job["overrides"])
     started = time.perf_counter()
     result = run_trial(config)
     nbytes = sequence_bytes(model)
     curve = " ".join(f"{h['mqar_acc']:.2f}" for h in result.history if "mqar_acc" in h)
     return dict(job, acc=result.metrics["mqar_acc"], curve=curve, params=count_params(model)["params_nonembed"],
                 bytes=nbytes.total_bytes, seconds=time.perf_counter() - started)
+
+
+def chance(pairs: int, queries: int) -> float:
+    """Guessing among the values not yet answered (scaling.study.recall.chance_levels, in_context)."""
+    return sum(1 / (pairs - i) for i in range(queries)) / queries
 
 
 def main() -> None:
@@ -107,12 +111,14 @@ def main() -> None:
                 for width in ints(args.widths):
                     for pairs in ints(args.pairs):
                         for kv in ints(args.kv):
-                            for lr, seed in ((lr, seed) for lr in [float(x) for x in args.lrs.split(",")]
-                                             for seed in ints(args.seeds)):
-                                jobs.append(dict(seed=seed, queries=args.queries, arch=arch, seq_len=seq_len, segment_len=c, d_model=width,
-                                                 head_dim=args.head_dim, layers=args.layers, pairs=pairs, kv=kv,
-                                                 lr=lr, wd=args.wd, steps=args.steps, batch=args.batch,
-                                                 every=args.every, chunk_len=args.chunk_len, overrides=overrides, model_overrides=model_overrides))
+                            for lr in [float(x) for x in args.lrs.split(",")]:
+                                for seed in ints(args.seeds):
+                                    jobs.append(dict(
+                                        arch=arch, seq_len=seq_len, segment_len=c, d_model=width,
+                                        head_dim=args.head_dim, layers=args.layers, pairs=pairs, queries=args.queries,
+                                        kv=kv, lr=lr, seed=seed, wd=args.wd, steps=args.steps, batch=args.batch,
+                                        every=args.every, chunk_len=args.chunk_len, overrides=overrides,
+                                        model_overrides=model_overrides))
     load_before = os.getloadavg()[0]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         rows = list(pool.map(one_run, jobs))
@@ -127,7 +133,7 @@ def main() -> None:
     for r in rows:
         print(f"{r['arch']:<14}{r['seq_len']:>5}{r['segment_len'] or '-':>5}{r['d_model']:>5}{r['pairs']:>6}"
               f"{r['kv']:>5}{r['lr']:>8.4g}{r['seed']:>5}{r['params']:>9,}{r['bytes']:>11,.0f}{r['acc']:>7.3f}"
-              f"{sum(1 / (r['pairs'] - i) for i in range(r['queries'] or r['pairs'])) / (r['queries'] or r['pairs']):>8.3f}{1 / r['kv']:>6.3f}"
+              f"{chance(r['pairs'], r['queries'] or r['pairs']):>8.3f}{1 / r['kv']:>6.3f}"
               f"{r['seconds']:>6.0f}"
               + (f"  curve: {r['curve']}" if args.every else ""))
 

@@ -17,7 +17,7 @@ commands = typer.Typer()  # merged into the `mcscale` app by scaling.cli.app
 def print_report_summary(console: Console, report, files) -> None:  # noqa: ANN001 - Report, ReportFiles
     """The verdict, the predictions at the largest target and where the files are."""
     from scaling.report.verdict import describe_target, headline_targets
-    from scaling.report.wording import interval, loss, percent, signed
+    from scaling.formatting import interval, loss, percent, signed
 
     console.print()
     console.print("[bold]Verdict[/]")

@@ -10,16 +10,13 @@ import math
 from typing import Any
 
 from scaling.fit.degenerate import consolidate
-from scaling.formatting import byte_size, sci
+from scaling.formatting import ACCURACY_DIGITS, byte_size, interval, loss, percent, sci, signed
 from scaling.models.ladder import format_count
 from scaling.report.blocks import Block, Bullets, FigureRef, Heading, Paragraph, Table
 from scaling.report.figures import FIGURE_TITLES
 from scaling.report.in_range import in_range_section
 from scaling.report.recall import recall_section
 from scaling.report.schema import Report
-from scaling.report.wording import ACCURACY_DIGITS, interval, loss, percent, signed
-
-
 
 
 def _count(value: float | None) -> str:
@@ -62,8 +59,8 @@ def build_document(report: Report) -> list[Block]:
         + f"; {s.get('bootstrap', 0)} bootstrap resamples of whole runs; 95% intervals calibrated by nested "
         "leave-top-rung-out backtests and averaged over functional forms (see Calibration). Compute: "
         f"{s.get('flops_source', '')}. Compute targets: {s.get('target_budget_rule', '')}. Baseline: {report.baseline}."))
-    blocks += _recall_phase(report)  # what the study resolved leads: recall, MC against its base, then the verdict
-    blocks += _in_range(report)
+    blocks += recall_section(report)  # what the study resolved leads: recall, MC against its base, then the verdict
+    blocks += in_range_section(report)
     blocks += [Heading("Verdict"), Paragraph(report.verdict)]
     blocks += _predictions(report)
     blocks += _calibration(report)
@@ -247,14 +244,6 @@ def _segments(report: Report) -> list[Block]:
     blocks.append(Table(["architecture", "series", "segment length C", "segments (L / C)"] + labels, rows,
                         "Final validation loss per size; segments = sequence length L / segment length C (N is kept for parameters)."))
     return blocks
-
-
-def _recall_phase(report: Report) -> list[Block]:
-    return recall_section(report)
-
-
-def _in_range(report: Report) -> list[Block]:
-    return in_range_section(report)
 
 
 def _recall(report: Report) -> list[Block]:

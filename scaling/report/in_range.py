@@ -26,10 +26,10 @@ from typing import Any
 
 from scipy import stats
 
+from scaling.formatting import interval, percent, signed
 from scaling.models.ladder import format_count
 from scaling.report.blocks import Heading, Paragraph, Table
-from scaling.report.schema import Report, VersusRow
-from scaling.report.wording import interval, percent, resolved, signed
+from scaling.report.schema import Report, VersusRow, resolved
 
 _PREFIX = "params_nonembed="
 

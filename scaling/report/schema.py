@@ -127,6 +127,13 @@ class VersusRow:
     family_level: float | None = None
 
 
+def resolved(v: VersusRow) -> bool:
+    """The difference's calibrated interval at the family-wise level (every series x target
+    compared, Bonferroni) excludes zero; the plain 95% interval where no family level exists."""
+    low, high = (v.family_low, v.family_high) if v.family_low is not None else (v.low, v.high)
+    return low is not None and high is not None and (high < 0 or low > 0)
+
+
 @dataclass
 class CrossoverRow:
     """Where ``series``' curve crosses the baseline's along ``axis``."""

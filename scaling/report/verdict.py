@@ -14,11 +14,11 @@ from typing import Any, Iterable
 
 from scaling.fit.degenerate import FLOOR_BOUND_SHARE, consolidate
 from scaling.fit.noise import MIN_LATE_POINTS
-from scaling.formatting import sci
+from scaling.formatting import ACCURACY_DIGITS, interval, loss, percent, sci, signed
 from scaling.models.ladder import format_count
 from scaling.report.in_range import verdict_clause
-from scaling.report.schema import COMPUTE_TARGET_PREFIXES, SIZE_TARGET_PREFIXES, Report, TargetRow, VersusRow
-from scaling.report.wording import ACCURACY_DIGITS, interval, loss, percent, resolved, signed
+from scaling.report.schema import (COMPUTE_TARGET_PREFIXES, SIZE_TARGET_PREFIXES, Report, TargetRow, VersusRow,
+                                   resolved)
 
 _STRATEGY_NAMES = {"grm": "GRM", "ssc": "SSC", "soup": "Memory Soup", "residual": "residual caching",
                    "none": "no caching"}
@@ -288,7 +288,7 @@ def _crossing_sentence(report: Report, series: str) -> str:
         # conditional one, and the averaged curves' crossing can fall outside it: say which.
         text = (f"{series}'s curve crosses {report.baseline}'s at {fmt(c.at)} {axis} on the averaged curves; "
                 f"{percent(frac)} of calibrated draws cross, 95% of those between {fmt(c.low)} and {fmt(c.high)}")
-        if c.high is None or not c.low <= c.at <= c.high:
+        if not c.low <= c.at <= c.high:
             return text + (", which leaves out the averaged curves' crossing, so where they cross is not settled.")
         return text + "."
     if c.at is not None:

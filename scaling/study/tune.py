@@ -38,8 +38,7 @@ from scaling.study.store import ResultStore, curve_rows, trial_row
 from scaling.study.identity import claim as claim_spec
 from scaling.study.mlflow_location import STATE_KEY as MLFLOW_STATE_KEY, artifact_env, resolve_location
 from scaling.study.outbox import MlflowOutbox, open_outbox
-from scaling.study import progress
-from scaling.study.progress import StudyProgress
+from scaling.study.progress import StudyProgress, notify as notify_progress
 from scaling.study.tracking import StudyTracker, fail_fast_mlflow_calls, probe_tracking
 from scaling.errors import UserInputError
 from scaling.spec import StudySpec
@@ -340,7 +339,7 @@ class _Bookkeeper:
         return closed
 
     def _notify(self) -> None:
-        progress.notify(self)
+        notify_progress(self)
 
 
 _TRIAL_METRIC_KEYS = {
