@@ -143,6 +143,9 @@ class ArchitectureSettings(_Strict):
     top_k: int = Field(default=2, ge=1)
     segment_mode: Literal["checkpoint", "independent"] = "checkpoint"
     memory_expansion: int = Field(default=4, ge=1)
+    # The online-memory gate bias of GRM / Soup / SSC (scaling.models.config.online_gate_rule): left
+    # out, log(3 x the caches a token's gate covers); 0 is the paper's plain softmax.
+    online_gate_init: Optional[float] = Field(default=None, allow_inf_nan=False)
 
     @field_validator("name")
     @classmethod

@@ -21,7 +21,7 @@ from scaling.models.ladder import DEFAULT_HEAD_DIM, format_count, honoured_shape
 #: library field -> the `mcscale train` option that sets it (so messages name what the user typed)
 TRAIN_OPTIONS = {
     "seq_len": "--seq-len", "segment_len": "--segment-len", "segmentation": "--segmentation",
-    "segment_mode": "--segment-mode", "top_k": "--top-k", "d_model": "--head-dim", "n_heads": "--head-dim",
+    "segment_mode": "--segment-mode", "top_k": "--top-k", "online_gate_init": "--online-gate-init", "d_model": "--head-dim", "n_heads": "--head-dim",
     "head_dim": "--head-dim", "tokens": "--tokens", "tokens_per_param": "--tokens-per-param",
     "batch_tokens": "--batch-tokens", "lr": "--lr", "eval_every_steps": "--eval-every", "task": "--task",
     "mqar": "--mqar-pairs", "needle_lengths": "--needle-lengths", "device": "--device", "precision": "--precision",
@@ -72,6 +72,9 @@ def train(
     segmentation: str = typer.Option("constant", help="constant or log."),
     segment_mode: str = typer.Option("checkpoint", help="checkpoint or independent."),
     top_k: int = typer.Option(2, help="SSC: cached segments per token."),
+    online_gate_init: Optional[float] = typer.Option(None, help="GRM/Soup/SSC: initial logit of the online memory's "
+                                                     "gate (default: log(3 x caches a token reads); 0: the "
+                                                     "paper's plain softmax)."),
     head_dim: int = typer.Option(DEFAULT_HEAD_DIM, help="Head dimension of the size ladder."),
     data: str = typer.Option("builtin", help="Corpus: builtin, a path, glob or s3:// URI (text, JSONL, Parquet, "
                              ".bin/.npy token shards)."),
@@ -118,13 +121,13 @@ def train(
 
 
 _TRIAL_ARGS = ("arch", "size", "seq_len", "tokens", "tokens_per_param", "batch_tokens", "lr", "segment_len",
-               "segmentation", "segment_mode", "top_k", "head_dim", "data", "data_format", "text_field", "tokenizer",
+               "segmentation", "segment_mode", "top_k", "online_gate_init", "head_dim", "data", "data_format", "text_field", "tokenizer",
                "s3_endpoint", "task", "mqar_pairs", "needle_lengths", "eval_every", "seed", "checkpoint_dir",
                "threads", "device", "precision", "micro_batch_tokens", "compile_model", "activation_checkpointing")
 
 
 def _trial(arch, size, seq_len, tokens, tokens_per_param, batch_tokens, lr, segment_len, segmentation,  # noqa: ANN001
-           segment_mode, top_k, head_dim, data, data_format, text_field, tokenizer, s3_endpoint, task, mqar_pairs,
+           segment_mode, top_k, online_gate_init, head_dim, data, data_format, text_field, tokenizer, s3_endpoint, task, mqar_pairs,
            needle_lengths, eval_every, seed, checkpoint_dir, threads, device, precision, micro_batch_tokens,
            compile_model, activation_checkpointing):
     """The command line as (architecture, ladder rung, TrialConfig); every fault a UserInputError."""
@@ -135,7 +138,8 @@ def _trial(arch, size, seq_len, tokens, tokens_per_param, batch_tokens, lr, segm
     architecture = parse_architecture(arch, field="--arch")
     caching = {}
     if architecture.caching != "none":
-        caching = dict(segment_len=segment_len, segmentation=segmentation, segment_mode=segment_mode, top_k=top_k)
+        caching = dict(segment_len=segment_len, segmentation=segmentation, segment_mode=segment_mode, top_k=top_k,
+                       online_gate_init=online_gate_init)
     vocab = 256
     if tokenizer != "bytes":
         from scaling.data.tokenizers import load_tokenizer

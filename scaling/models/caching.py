@@ -201,8 +201,15 @@ def ssc_reads(memory: torch.nn.Module, states: State, q: torch.Tensor, online_lo
 
 
 def memory_caching(memory: torch.nn.Module, inp: MemoryInputs, summary_keys: torch.Tensor,
-                   u: torch.Tensor | None, plan: SegmentPlan, strategy: str, top_k: int) -> torch.Tensor:
-    """Per-head mixer output (B, H, L, d_v) of `memory` under caching `strategy`."""
+                   u: torch.Tensor | None, plan: SegmentPlan, strategy: str, top_k: int,
+                   online_bias: torch.Tensor | None = None,
+                   gate_sink: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """Per-head mixer output (B, H, L, d_v) of `memory` under caching `strategy`.
+
+    `online_bias` (H,): a logit added to the online memory's gate (the online-gate bias, PAPER.md);
+    None is the paper's plain softmax. `gate_sink`: when a list, the online memory's gate weight of
+    every token (B, H, L), detached, is appended to it (the evaluation's gate-mass diagnostic).
+    """
     states, ctx = memory.scan(inp, plan)
     bounds = plan.bounds
     if strategy == "none":
@@ -214,10 +221,16 @@ def memory_caching(memory: torch.nn.Module, inp: MemoryInputs, summary_keys: tor
     assert u is not None, "gated strategies need the gate projection u"
     cached_summary, online_summary = segment_summaries(summary_keys, bounds)
     online_logit, cached_logits = gate_logits(u, cached_summary, online_summary, bounds)
+    if online_bias is not None:
+        online_logit = online_logit + online_bias.to(online_logit.dtype)[None, :, None]
     if strategy == "ssc":
         online_gate, reads = ssc_reads(memory, states, inp.q, online_logit, cached_logits, top_k, bounds)
+        if gate_sink is not None:
+            gate_sink.append(online_gate.detach())
         return online_gate[..., None] * online_read(memory, ctx, inp.q) + reads
     gates = torch.cat([online_logit[..., None], cached_logits], dim=-1).softmax(-1).to(inp.q.dtype)
+    if gate_sink is not None:
+        gate_sink.append(gates[..., 0].detach())
     if strategy == "grm":
         return gates[..., :1] * online_read(memory, ctx, inp.q) + cached_reads(
             memory, states, inp.q, gates[..., 1:], bounds)

@@ -57,6 +57,9 @@ class ModelConfig:
     segmentation: str = "constant"
     segment_mode: str = "checkpoint"
     top_k: int = 2
+    # Logit added to the online memory's gate (GRM, Soup, SSC); None -> `online_gate_rule`, 0 -> the
+    # paper's plain softmax (no bias parameter at all). PAPER.md, "Online-memory gate bias".
+    online_gate_init: float | None = None
     seq_len: int = 512
     chunk_len: int = 64
     mlp_hidden: int = 0  # SwiGLU hidden width; 0 -> ~8/3 d_model rounded up to a multiple of 32
@@ -101,6 +104,11 @@ class ModelConfig:
         if self.top_k < 1:
             raise UserInputError("top_k", f"top_k must be >= 1, got {self.top_k}",
                                  "set top_k to the number of cached segments SSC may select (e.g. 2)")
+        if self.online_gate_init is not None and not (isinstance(self.online_gate_init, (int, float))
+                                                      and math.isfinite(self.online_gate_init)):
+            raise UserInputError("online_gate_init", f"must be a finite number, got {self.online_gate_init!r}",
+                                 "leave it out for the documented rule (log of 3x the caches a token reads), "
+                                 "or give 0 for the paper's plain softmax")
         if self.segment_len is not None and self.segment_len < 1:
             raise UserInputError("segment_len", f"segment_len must be >= 1, got {self.segment_len}",
                                  "give a positive segment length C")
@@ -148,6 +156,24 @@ class ModelConfig:
             return self.chunk_len
         return math.gcd(self.chunk_len, self.segment_len_tokens)
 
+    @property
+    def gated_caches_max(self) -> int:
+        """The most cached memories one token's gate covers at `seq_len`: N - 1 segments, or for SSC
+        at most top_k of them (0 without a gated strategy)."""
+        if self.caching not in ("grm", "soup", "ssc"):
+            return 0
+        cached = self.n_segments() - 1
+        return min(self.top_k, cached) if self.caching == "ssc" else cached
+
+    @property
+    def online_gate_bias(self) -> float:
+        """The online gate's initial logit: `online_gate_init`, or `online_gate_rule` when unset."""
+        if self.caching not in ("grm", "soup", "ssc"):
+            return 0.0
+        if self.online_gate_init is not None:
+            return float(self.online_gate_init)
+        return online_gate_rule(self.gated_caches_max)
+
     def segment_bounds(self, seq_len: int | None = None) -> list[int]:
         """Token boundaries [0, b1, ..., L] of the segments of a sequence of `seq_len` tokens."""
         return segment_bounds(self.seq_len if seq_len is None else seq_len, self)
@@ -172,6 +198,21 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+#: The online memory's share of the read at initialisation that `online_gate_rule` guarantees to
+#: every token: with all cached logits ~0 (gate_proj starts near 0), a token reading n caches gives
+#: its online memory e^b / (e^b + n) >= 3/4 when e^b = 3 n_max. Measured (issue 21, quickstart 48K,
+#: C = 32, n_max = 7): a bias of 3 (= log 21) closed the 0.22-nat gap to the base memory.
+ONLINE_SHARE_AT_INIT = 0.75
+
+
+def online_gate_rule(n_caches_max: int) -> float:
+    """The documented default online-gate bias: log(3 n_max), so every token starts with at least
+    `ONLINE_SHARE_AT_INIT` of its read from its own live memory (0 when no token reads a cache)."""
+    if n_caches_max <= 0:
+        return 0.0
+    return math.log(ONLINE_SHARE_AT_INIT / (1.0 - ONLINE_SHARE_AT_INIT) * n_caches_max)
 
 
 def log_segment_lengths(seq_len: int, finest: int) -> list[int]:

@@ -63,6 +63,8 @@ def mixer_params(cfg: ModelConfig) -> int:
     count += n_gates * h * (dm + 1)  # gate projection with bias
     if cfg.caching in ("grm", "soup", "ssc"):
         count += dm * dm  # u_t = x_t W_u
+        if cfg.online_gate_bias:
+            count += h  # the online-memory gate bias, one logit per head
     if cfg.memory == "mlp":
         count += 2 * h * d * (cfg.memory_expansion * d)  # learned initial memory weights
         count += h * d  # per-head gain of the deep memory's LayerNorm branch

@@ -38,17 +38,39 @@ class LanguageModel(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
+        # One draw from the global RNG seeds the whole initialisation, before any module is built:
+        # construction consumes a different amount of randomness per architecture (MC adds gate_proj).
+        init_seed = int(torch.randint(0, 2**62, (), device="cpu").item())
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.final_norm = RMSNorm(cfg.d_model)
-        self.reset_parameters()
+        self.reset_parameters(init_seed)
 
-    def reset_parameters(self) -> None:
-        """GPT-2 style: N(0, 0.02), residual output projections scaled by 1/sqrt(2 n_layers)."""
-        for name, p in self.named_parameters():
-            if p.dim() == 2 and "gates" not in name:
-                std = 0.02 / math.sqrt(2 * self.cfg.n_layers) if name.endswith(("out.weight", "w_down.weight")) else 0.02
-                nn.init.normal_(p, mean=0.0, std=std)
+    def reset_parameters(self, seed: int) -> None:
+        """GPT-2 style: N(0, 0.02), residual output projections scaled by 1/sqrt(2 n_layers); the
+        data-dependent gates keep nn.Linear's uniform init, an MLP memory's initial weights
+        N(0, 1/fan_in).
+
+        Paired by construction: the parameters a base memory shares with its Memory Caching variant
+        are drawn first, in the same order, from one generator, and the MC-only ones (gate_proj)
+        last - so swla and swla+grm built under the same seed start from identical shared weights,
+        and a paired comparison measures the caching, not a different draw.
+        """
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        named = list(self.named_parameters())
+        ordered = [(n, p) for n, p in named if "gate_proj" not in n] + [(n, p) for n, p in named if "gate_proj" in n]
+        for name, p in ordered:
+            if p.device.type == "meta":
+                continue
+            with torch.no_grad():
+                if "gates" in name:
+                    if p.dim() == 2:
+                        nn.init.kaiming_uniform_(p, a=math.sqrt(5), generator=generator)
+                elif p.dim() == 2:
+                    std = 0.02 / math.sqrt(2 * self.cfg.n_layers) if name.endswith(("out.weight", "w_down.weight")) else 0.02
+                    nn.init.normal_(p, mean=0.0, std=std, generator=generator)
+                elif name.endswith(("w1_init", "w2_init")):
+                    nn.init.normal_(p, mean=0.0, std=p.shape[-1] ** -0.5, generator=generator)
 
     def forward(self, tokens: torch.Tensor, reference: bool = False) -> torch.Tensor:
         """tokens (B, L) -> logits (B, L, vocab). `reference=True` uses the token-by-token mixers."""

@@ -65,7 +65,8 @@ def _mlp_step(memory: MLPMemory, state: Weights, chunk_start: Weights, inp: Memo
 
 
 def reference_caching(memory: torch.nn.Module, inp: MemoryInputs, summary_keys: torch.Tensor,
-                      u: torch.Tensor | None, plan: SegmentPlan, strategy: str, top_k: int) -> torch.Tensor:
+                      u: torch.Tensor | None, plan: SegmentPlan, strategy: str, top_k: int,
+                      online_bias: torch.Tensor | None = None) -> torch.Tensor:
     b, h, length = inp.q.shape[:3]
     init = memory.initial_state(b, h, inp.q)
     bounds = plan.bounds
@@ -97,7 +98,7 @@ def reference_caching(memory: torch.nn.Module, inp: MemoryInputs, summary_keys: 
             continue
         assert u is not None
         online_summary = summary_keys[:, :, bounds[seg]: t + 1].mean(2)
-        logits = [(u[:, :, t] * online_summary).sum(-1)]
+        logits = [(u[:, :, t] * online_summary).sum(-1) + (0.0 if online_bias is None else online_bias[None, :])]
         for i in range(len(cached)):
             summary = summary_keys[:, :, bounds[i]: bounds[i + 1]].mean(2)
             logits.append((u[:, :, t] * summary).sum(-1))

@@ -95,7 +95,7 @@ def _model_base(spec: StudySpec, arch: ArchitectureSettings, segment: int | str 
                                   seq_len=spec.data.seq_len, chunk_len=scan_chunk_tokens(spec.data.seq_len),
                                   memory_expansion=arch.memory_expansion, **parsed.config_fields())
     if parsed.caching != "none":
-        fields.update(top_k=arch.top_k, segment_mode=arch.segment_mode)
+        fields.update(top_k=arch.top_k, segment_mode=arch.segment_mode, online_gate_init=arch.online_gate_init)
         if segment == "log":
             fields.update(segmentation="log", segment_len=arch.log_base)
         else:

@@ -62,7 +62,7 @@ def recall_model(recall: RecallSettings, arch: ArchitectureSettings, segment: in
                                   chunk_len=min(recall.chunk_len, seq_len), memory_expansion=arch.memory_expansion,
                                   **parsed.config_fields())
     if parsed.caching != "none":
-        fields.update(top_k=arch.top_k, segment_mode=arch.segment_mode)
+        fields.update(top_k=arch.top_k, segment_mode=arch.segment_mode, online_gate_init=arch.online_gate_init)
         if segment == "log":
             fields.update(segmentation="log", segment_len=arch.log_base)
         else:

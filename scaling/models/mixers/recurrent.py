@@ -64,6 +64,13 @@ class RecurrentMixer(nn.Module):
                 self.gates.bias.copy_(bias.repeat_interleave(cfg.n_heads))
         self.gate_proj = (nn.Linear(cfg.d_model, cfg.d_model, bias=False)
                           if cfg.caching in STRATEGIES_WITH_GATES else None)
+        # The online-memory gate bias (PAPER.md, a deliberate deviation): one learnable logit per head
+        # added to the online memory's gate, so MC starts from its base memory instead of giving a
+        # token in segment s only 1/(s+1) of its read. 1-D, so AdamW applies no weight decay to it.
+        bias = cfg.online_gate_bias
+        self.online_gate_bias = nn.Parameter(torch.full((cfg.n_heads,), bias)) if self.gate_proj is not None and bias else None
+        #: A list while the evaluation records gate mass (`scaling.models.diagnostics`); None otherwise.
+        self.online_gate_sink: list[torch.Tensor] | None = None
         if cfg.memory == "matrix":
             self.memory: nn.Module = MatrixMemory(cfg.head_dim)
         else:
@@ -120,7 +127,8 @@ class RecurrentMixer(nn.Module):
         length = x.shape[1]
         plan = segment_plan(self.cfg, length)
         inputs, keys, u = self.features(F.pad(x, (0, 0, 0, plan.seq_len - length)))
-        y = memory_caching(self.memory, inputs, keys, u, plan, self.cfg.caching, self.cfg.top_k)
+        y = memory_caching(self.memory, inputs, keys, u, plan, self.cfg.caching, self.cfg.top_k,
+                           online_bias=self.online_gate_bias, gate_sink=self.online_gate_sink)
         return self.finish(y[:, :, :length])
 
     def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -130,5 +138,6 @@ class RecurrentMixer(nn.Module):
         inputs, keys, u = self.features(x)
         bounds = tuple(self.cfg.segment_bounds(x.shape[1]))  # the real length: no padding here
         plan = SegmentPlan(x.shape[1], self.cfg.scan_chunk_len, bounds, self.cfg.segment_mode == "independent")
-        y = reference_caching(self.memory, inputs, keys, u, plan, self.cfg.caching, self.cfg.top_k)
+        y = reference_caching(self.memory, inputs, keys, u, plan, self.cfg.caching, self.cfg.top_k,
+                              online_bias=self.online_gate_bias)
         return self.finish(y)
