@@ -32,6 +32,7 @@ from scaling.fit.noise import CheckpointNoise, checkpoint_noise
 from scaling.fit.laws import Law, get_law
 from scaling.report.compute import TABLE_SIZES, SeriesFlops, context_costs
 from scaling.report.inputs import StudyResults, select_points, training_curves
+from scaling.report.positions import position_profiles
 from scaling.report.recall import recall_only_report, recall_points, recall_settings
 from scaling.report.schema import Band, CrossoverRow, Point, Report, TargetRow, VersusRow
 from scaling.report.verdict import caveats_for, verdict_for
@@ -526,7 +527,7 @@ def build_report(results: StudyResults, options: ReportOptions, progress: Progre
         settings=settings, verdict="", caveats=[], baseline=baseline, series=usable, points=points, dropped=dropped,
         fit=fit_dict, backtest=backtest, comparison=comparison_dict, targets=targets, versus=versus,
         crossovers=crossovers, bands=bands, training_curves=training_curves(results, fit_points), costs=costs,
-        recall=recall_points(results),
+        recall=recall_points(results), positions=position_profiles(results, points),
     )
     report.verdict = verdict_for(report)
     report.caveats = caveats_for(report)

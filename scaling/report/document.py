@@ -15,6 +15,7 @@ from scaling.models.ladder import format_count
 from scaling.report.blocks import Block, Bullets, FigureRef, Heading, Paragraph, Table
 from scaling.report.figures import FIGURE_TITLES
 from scaling.report.in_range import in_range_section
+from scaling.report.positions import positions_section
 from scaling.report.recall import recall_section
 from scaling.report.schema import Report
 
@@ -66,6 +67,7 @@ def build_document(report: Report) -> list[Block]:
     blocks += _calibration(report)
     blocks += _curves(report)
     blocks += _segments(report)
+    blocks += positions_section(report)
     blocks += _recall(report)
     blocks += _costs(report)
     blocks += _backtest(report)

@@ -22,6 +22,7 @@ import numpy as np
 from scaling.formatting import sci
 from scaling.models.ladder import format_count
 from scaling.report.canvas import DPI, FIGSIZE, TAB10, new_figure
+from scaling.report.positions import GAP_FIGURE, GAP_TITLE, GATE_FIGURE, GATE_TITLE, position_gaps
 from scaling.report.recall import recall_figure
 from scaling.report.schema import COMPUTE_TARGET_PREFIXES, SIZE_TARGET_PREFIXES, Band, Point, Report
 
@@ -43,6 +44,8 @@ FIGURE_TITLES: dict[str, str] = {
     "recall_vs_scale.png": "Recall against model size: MQAR accuracy and mean needle-in-a-haystack accuracy",
     "cost_vs_context.png": "Inference cost against context length: forward FLOPs per token and memory per sequence",
     "residuals.png": "Fit residuals: how far each run lies from its series' fitted law",
+    GAP_FIGURE: GAP_TITLE,
+    GATE_FIGURE: GATE_TITLE,
 }
 
 
@@ -576,6 +579,63 @@ def residuals(report: Report) -> "Figure | None":
     return fig
 
 
+# --- where Memory Caching helps (scaling.report.positions) ------------------------------------
+
+
+def mc_position_gap(report: Report) -> "Figure | None":
+    """MC minus its base memory's validation loss per position bucket, one line per MC series, with
+    a zero line and a dotted mark where each series' first segment ends (before it: no cache read)."""
+    gaps = position_gaps(report)
+    if not gaps:
+        return None
+    colours = series_colours(report)
+    fig = new_figure()
+    ax = fig.add_subplot()
+    ax.axhline(0.0, color="#000000", lw=0.9, zorder=1)
+    for g in gaps:
+        colour = colours.get(g.series, TAB10[0])
+        ax.plot(g.mid_tokens, g.difference, color=colour, marker="o", ms=4.5, lw=1.6,
+                label=f"{g.series} - {g.base} ({g.size_label})", zorder=3)
+        if g.first_segment_end < g.seq_len:
+            ax.axvline(g.first_segment_end - 0.5, color=colour, ls=":", lw=1.1, zorder=2)
+    ax.plot([], [], color="#555555", ls=":", lw=1.1, label="first segment ends (before: no cache to read)")
+    ax.set_xlim(0, max(g.seq_len for g in gaps))
+    ax.set_xlabel("position in the sequence (tokens; each point is a bucket's middle)")
+    ax.set_ylabel("MC minus base validation loss (nats/token)")
+    ax.set_title("Where Memory Caching helps: the loss difference by position")
+    ax.grid(True, alpha=0.3)
+    _outside_legend(ax)
+    return fig
+
+
+def online_gate_mass(report: Report) -> "Figure | None":
+    """The online memory's mean gate weight per segment index, one line per gated MC series (mean over
+    layers and seeds), its value at initialisation dotted; y from 0 to 1."""
+    gaps = [g for g in position_gaps(report) if g.online_gate]
+    if not gaps:
+        return None
+    colours = series_colours(report)
+    fig = new_figure()
+    ax = fig.add_subplot()
+    for g in gaps:
+        colour = colours.get(g.series, TAB10[0])
+        segments = list(range(len(g.online_gate)))
+        ax.plot(segments, g.online_gate, color=colour, marker="o", ms=4.5, lw=1.6, label=g.series, clip_on=False,
+                zorder=3)
+        if g.online_gate_init:
+            ax.plot(segments, g.online_gate_init, color=colour, ls=":", lw=1.1, zorder=2)
+    if any(g.online_gate_init for g in gaps):
+        ax.plot([], [], color="#555555", ls=":", lw=1.1, label="at initialisation")
+    ax.set_ylim(0.0, 1.0)
+    ax.set_xlabel("segment index (segment s reads the caches of segments 0 to s-1)")
+    ax.set_ylabel("gate weight on the online memory")
+    ax.set_title("How much of the read stays with the online memory")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(True, alpha=0.3)
+    _outside_legend(ax)
+    return fig
+
+
 # --- all together -----------------------------------------------------------------------------
 
 def recall_curves(report: Report) -> "Figure | None":
@@ -591,6 +651,8 @@ FIGURE_MAKERS: dict[str, Callable[[Report], "Figure | None"]] = {
     "recall_vs_scale.png": recall_vs_scale,
     "cost_vs_context.png": cost_vs_context,
     "residuals.png": residuals,
+    GAP_FIGURE: mc_position_gap,
+    GATE_FIGURE: online_gate_mass,
 }
 
 

@@ -175,6 +175,27 @@ class RecallPoint:
 
 
 @dataclass
+class PositionProfile:
+    """One finished ladder trial's final evaluation by position (scaling.train.evaluate): its validation
+    loss per equal position bucket and, for a gated Memory Caching model, the gate weight its tokens
+    give their online memory per segment (mean over the gated layers). Read by the section "Where
+    Memory Caching helps" (scaling.report.positions), which compares an MC series with its base
+    memory bucket by bucket."""
+
+    trial_id: str
+    series: str
+    strategy: str  # caching strategy: none, residual, grm, soup, ssc
+    size_label: str
+    params_nonembed: float
+    seed: int
+    seq_len: int  # input positions of the validation windows
+    val_loss_pos: list[float]  # nats/token per bucket; bucket i holds the positions p with p * buckets // seq_len == i
+    segment_bounds: list[int]  # token boundaries [0, ..., seq_len] of the model's segments ([0, seq_len]: none)
+    online_gate_seg: list[float] = field(default_factory=list)  # per segment index; [] without gates
+    online_gate_init_seg: list[float] = field(default_factory=list)  # the same at initialisation (the bias rule)
+
+
+@dataclass
 class Report:
     """The whole report. ``fit`` is a `FitResult` dict, ``backtest`` a dict with ``split``,
     ``error`` (why it could not run, or None) and per-series ``GroupBacktest`` dicts,
@@ -200,6 +221,7 @@ class Report:
     costs: list[ContextCost]
     figures: list[str] = field(default_factory=list)  # names of the figures drawn (PNG files beside the report)
     recall: list[RecallPoint] = field(default_factory=list)  # the recall phase's runs (scaling.report.recall)
+    positions: list[PositionProfile] = field(default_factory=list)  # loss by position, gate mass (positions.py)
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(asdict(self))
@@ -211,7 +233,7 @@ class Report:
     def from_dict(cls, data: Mapping[str, Any]) -> "Report":
         kinds = {"points": Point, "dropped": DroppedPoint, "targets": TargetRow, "versus": VersusRow,
                  "crossovers": CrossoverRow, "bands": Band, "training_curves": TrainingCurve, "costs": ContextCost,
-                 "recall": RecallPoint}
+                 "recall": RecallPoint, "positions": PositionProfile}
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         for name, kind in kinds.items():

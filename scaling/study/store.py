@@ -10,8 +10,13 @@ Layout of one study::
 
 One file per trial makes every write idempotent: a resumed or re-run trial overwrites its own file and
 never appends a duplicate row. Every trial file carries the same standard columns (NaN / null where a
-value is missing) plus one `needle_acc_<L>` column per needle length of the study's config, so the
-folders read as one table with plain `pandas.read_parquet("<root>/trials")` or `pyarrow.dataset`.
+value is missing) plus one `needle_acc_<L>` column per needle length of the study's config and the
+evaluation's diagnostics (`val_loss_pos<i>` per position bucket, `online_gate_*` for gated Memory
+Caching models; see `scaling.train.evaluate`), so the folders read as one table with plain
+`pandas.read_parquet("<root>/trials")` or `pyarrow.dataset`. The diagnostic columns differ between
+architectures (a Transformer has no gates), and those plain readers take their columns from the first
+file: `read_trials` (or a dataset opened with `pyarrow.unify_schemas` of the files' schemas) gives them
+all, NaN where a trial lacks one.
 Local writes go through a hidden temp file and an atomic rename (readers skip names starting with "."
 or "_", as pyarrow.dataset does); S3 puts are atomic by themselves.
 
@@ -58,6 +63,10 @@ TRIAL_COLUMNS: dict[str, str] = {
 CURVE_COLUMNS: dict[str, str] = {"trial_id": "string", "step": "int64", "tokens": "int64", "flops": "float64",
                                  "metric": "string", "value": "float64"}
 NEEDLE_PREFIX = "needle_acc_"
+#: The evaluation's diagnostics whose number varies per trial (scaling.train.evaluate): the loss per
+#: position bucket and the online gate mass per gated layer and/or segment. Final values are trial
+#: columns, every eval's values curve rows, like any other metric.
+DIAGNOSTIC_METRIC = re.compile(r"^(?:val_loss_pos\d+|online_gate_(?:l\d+(?:_seg\d+)?|seg\d+))$")
 
 # tag name -> row column (tags carry everything as strings)
 _TAG_COLUMNS = {"architecture": "arch", "series": "series", "mixer": "mixer", "memory": "memory",
@@ -173,6 +182,24 @@ def _coerce(column: str, kind: str, value: Any) -> Any:
     return _as_str(value)
 
 
+def _natural_key(name: str) -> tuple:
+    """val_loss_pos2 before val_loss_pos10, online_gate_l2_seg9 before online_gate_l2_seg10."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
+
+
+def is_extra_metric(name: Any) -> bool:
+    """A per-trial metric beyond the standard columns: a needle accuracy or an evaluation diagnostic."""
+    return isinstance(name, str) and ((name.startswith(NEEDLE_PREFIX) and name[len(NEEDLE_PREFIX):].isdigit())
+                                      or DIAGNOSTIC_METRIC.match(name) is not None)
+
+
+def _diagnostic_columns(names: Any) -> list[str]:
+    """The diagnostic metric names among `names`: the position losses, then the gate masses, each in
+    natural order."""
+    return sorted((n for n in names if isinstance(n, str) and DIAGNOSTIC_METRIC.match(n)),
+                  key=lambda n: (not n.startswith("val_loss_pos"), _natural_key(n)))
+
+
 def _needle_lengths(config: dict, metrics: dict) -> list[int]:
     lengths = set()
     for length in (config or {}).get("needle_lengths") or ():
@@ -188,7 +215,8 @@ def trial_row(trial_id: str, phase: str, tags: dict[str, str], metrics: dict, co
     """One trial's result row: its descriptors (typed), settings, final metrics and whole config as JSON.
 
     Every standard column is present (None / NaN where unknown); one `needle_acc_<L>` column per needle
-    length of the config (and any needle key the metrics carry). `train_loss_steps` is never stored.
+    length of the config (and any needle key the metrics carry), and one per evaluation diagnostic the
+    metrics carry (`DIAGNOSTIC_METRIC`). `train_loss_steps` is never stored.
     """
     tags, metrics, config = dict(tags or {}), dict(metrics or {}), dict(config or {})
     model = config.get("model") if isinstance(config.get("model"), dict) else {}
@@ -214,6 +242,8 @@ def trial_row(trial_id: str, phase: str, tags: dict[str, str], metrics: dict, co
     out = {name: _coerce(name, kind, row[name]) for name, kind in TRIAL_COLUMNS.items()}
     for length in _needle_lengths(config, metrics):
         out[f"{NEEDLE_PREFIX}{length}"] = _as_float(metrics.get(f"{NEEDLE_PREFIX}{length}"))
+    for name in _diagnostic_columns(metrics):
+        out[name] = _as_float(metrics[name])
     return out
 
 
@@ -361,9 +391,10 @@ class ResultStore:
             row["study"] = self.study
         needles = sorted((k for k in row if isinstance(k, str) and k.startswith(NEEDLE_PREFIX)
                           and k[len(NEEDLE_PREFIX):].isdigit()), key=_needle_sort_key)
+        extras = needles + _diagnostic_columns(row)
         clean = {name: _coerce(name, kind, row.get(name)) for name, kind in TRIAL_COLUMNS.items()}
-        clean.update({name: _as_float(row.get(name)) for name in needles})
-        table = pa.Table.from_pylist([clean], schema=_trial_schema(needles))
+        clean.update({name: _as_float(row.get(name)) for name in extras})
+        table = pa.Table.from_pylist([clean], schema=_trial_schema(extras))
         self._write(self._path(TRIALS_DIR, f"{trial_id}.parquet"), _parquet_bytes(table))
 
     def write_curves(self, trial_id: str, rows: list[dict]) -> None:
@@ -416,17 +447,19 @@ class ResultStore:
                                  f"types ({exc})", "move out files written by another program or version") from None
 
     def read_trials(self):
-        """All trial rows as a pandas DataFrame (standard columns first, then needle columns), sorted by trial_id."""
+        """All trial rows as a pandas DataFrame (standard columns first, then needle columns, then the
+        evaluation diagnostics), sorted by trial_id."""
         table = self._read_folder(TRIALS_DIR, _trial_schema(), "trial result")
         frame = table.to_pandas()
         needles = sorted((c for c in frame.columns if c.startswith(NEEDLE_PREFIX)
                           and c[len(NEEDLE_PREFIX):].isdigit()), key=_needle_sort_key)
+        diagnostics = _diagnostic_columns(frame.columns)
         standard = list(TRIAL_COLUMNS)
         for name in standard:
             if name not in frame.columns:
                 frame[name] = None
-        others = [c for c in frame.columns if c not in standard and c not in needles]
-        frame = frame[standard + needles + others]
+        others = [c for c in frame.columns if c not in standard and c not in needles and c not in diagnostics]
+        frame = frame[standard + needles + diagnostics + others]
         return frame.sort_values("trial_id", kind="stable").reset_index(drop=True)
 
     def read_curves(self):

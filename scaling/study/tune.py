@@ -34,7 +34,7 @@ from ray.tune import Callback
 from scaling.study.metrics import export_trial_metrics, export_trial_states
 from scaling.study.mlflow_location import real_uri, remember
 from scaling.study.plan import PlannedTrial, config_hash, plan_ladder, plan_tune, tune_series
-from scaling.study.store import ResultStore, curve_rows, trial_row
+from scaling.study.store import ResultStore, curve_rows, is_extra_metric, trial_row
 from scaling.study.identity import claim as claim_spec
 from scaling.study.mlflow_location import STATE_KEY as MLFLOW_STATE_KEY, artifact_env, resolve_location
 from scaling.study.outbox import MlflowOutbox, open_outbox
@@ -263,7 +263,7 @@ class _Bookkeeper:
     def on_result(self, trial: Any, result: dict[str, Any]) -> None:
         key = self._key(trial, result)
         planned = self._planned(key, trial)
-        metrics = {k: v for k, v in result.items() if k in _TRIAL_METRIC_KEYS or k.startswith("needle_acc_")}
+        metrics = recorded_metrics(result)
         history = self.history.setdefault(key, [])
         history[:] = [h for h in history if h.get("step") != metrics.get("step")] + [metrics]
         self.last[key] = metrics
@@ -340,6 +340,13 @@ class _Bookkeeper:
 
     def _notify(self) -> None:
         notify_progress(self)
+
+
+def recorded_metrics(result: dict[str, Any]) -> dict[str, Any]:
+    """What the driver records of a Tune result (trial row, curves, MLflow): the trial's standard
+    metrics, needle accuracies and the evaluation's diagnostics (scaling.study.store.is_extra_metric);
+    not Tune's own bookkeeping keys."""
+    return {k: v for k, v in result.items() if k in _TRIAL_METRIC_KEYS or is_extra_metric(k)}
 
 
 _TRIAL_METRIC_KEYS = {

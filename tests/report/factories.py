@@ -22,6 +22,7 @@ from scaling.report.schema import (
     CrossoverRow,
     DroppedPoint,
     Point,
+    PositionProfile,
     Report,
     TargetRow,
     TrainingCurve,
@@ -103,6 +104,35 @@ def _points(series: list[_Series], n_sizes: int, recall: bool) -> list[Point]:
                 mqar_acc=mqar, needle_acc=needle,
             ))
     return points
+
+
+#: the position profiles' known numbers (`positions=True`): 8 buckets of 32 tokens of a 256-token window; an
+#: MC series is EARLY_GAP above its base before its first segment ends and LATE_GAP[series] below after it
+POSITION_SEQ_LEN, POSITION_BUCKETS = 256, 8
+EARLY_GAP = 0.01
+LATE_GAP = {"swla+grm@C32": -0.03, "swla+grm@C64": -0.02}
+
+
+def online_gates(segment_len: int) -> tuple[list[float], list[float]]:
+    """(trained, at init) gate weight on the online memory per segment of a 256-token window: trained
+    0.93 in segment 1 falling by 0.03 a segment; at init e^b / (e^b + s) with e^b = 3 (N - 1)."""
+    n = POSITION_SEQ_LEN // segment_len
+    share = 3.0 * (n - 1)
+    return ([1.0] + [0.93 - 0.03 * (s - 1) for s in range(1, n)], [share / (share + s) for s in range(n)])
+
+
+def position_profile(point: Point, seed: int = 0, early: float = EARLY_GAP, late: float | None = None) -> PositionProfile:
+    """The known position profile of one run: 3.0 - 0.05 i in bucket i, plus an MC series' gap to its base."""
+    width = POSITION_SEQ_LEN // POSITION_BUCKETS
+    segment = int(point.segment_len) if point.segment_len.isdigit() else POSITION_SEQ_LEN
+    late = LATE_GAP.get(point.series, 0.0) if late is None else late
+    gap = [0.0 if point.strategy == "none" else (early if i * width < segment else late) for i in range(POSITION_BUCKETS)]
+    gates, init = online_gates(segment) if point.strategy == "grm" else ([], [])
+    return PositionProfile(
+        trial_id=point.trial_id if seed == 0 else point.trial_id.replace("-s0", f"-s{seed}"), series=point.series,
+        strategy=point.strategy, size_label=point.size_label, params_nonembed=point.params_nonembed, seed=seed,
+        seq_len=POSITION_SEQ_LEN, val_loss_pos=[3.0 - 0.05 * i + d for i, d in enumerate(gap)],
+        segment_bounds=list(range(0, POSITION_SEQ_LEN + 1, segment)), online_gate_seg=gates, online_gate_init_seg=init)
 
 
 def _band(s: _Series, axis: str, x: np.ndarray, with_bootstrap: bool) -> Band:
@@ -221,9 +251,10 @@ def _fit(series: list[_Series], points: list[Point], with_bootstrap: bool) -> di
 
 
 def sample_report(n_sizes: int = 4, with_bootstrap: bool = True, segment_sweep: bool = True,
-                  recall: bool = True, costs: bool = True) -> Report:
+                  recall: bool = True, costs: bool = True, positions: bool = False) -> Report:
     """A complete, plausible report: 3 series (4 with ``segment_sweep``: swla+grm at C=32 and C=64),
-    ``n_sizes`` ladder sizes from 8K non-embedding parameters, doubling."""
+    ``n_sizes`` ladder sizes from 8K non-embedding parameters, doubling; with ``positions`` every run
+    has its known position profile (`position_profile`)."""
     series = _series(segment_sweep)
     baseline = "transformer"
     points = _points(series, n_sizes, recall)
@@ -251,6 +282,7 @@ def sample_report(n_sizes: int = 4, with_bootstrap: bool = True, segment_sweep: 
         bands=_bands(series, points, with_bootstrap),
         training_curves=_training_curves(points),
         costs=_costs(series) if costs else [],
+        positions=[position_profile(p) for p in points] if positions else [],
     )
 
 

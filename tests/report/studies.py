@@ -17,7 +17,7 @@ import yaml
 
 from scaling.models.flops import training_flops_per_token
 from scaling.spec import parse_spec
-from scaling.study.plan import plan_ladder
+from scaling.study.plan import PlannedTrial, plan_ladder
 from scaling.study.store import ResultStore, trial_row
 
 E_TRUE = 1.9
@@ -53,13 +53,15 @@ def write_study(storage: Path | str, name: str, *, sizes: list[str] | None = Non
                 loss: Callable[[str, float, float, float], float] = power_loss,
                 tokens_factor: Callable[[int], float] | None = None,
                 status: Callable[[str], str] | None = None, curve_steps: tuple[int, ...] = (40, 80, 100),
-                curve_noise: float = 0.0, **extra) -> ResultStore:
+                curve_noise: float = 0.0, extra_metrics: Callable[[PlannedTrial], dict] | None = None,
+                **extra) -> ResultStore:
     """Write spec.yaml, one trial row and a val_loss curve per planned trial; returns the store.
 
     ``tokens_factor(i)`` scales the i-th trial's tokens (to vary D at fixed N for chinchilla fits);
     ``status(trial_id)`` may mark trials diverged/running. The curve is evaluated at
     ``curve_steps`` (of 100), smooth towards the final loss, each evaluation off it by a log
     factor ``curve_noise * N(0, 1)`` (the checkpoint scatter `scaling.fit.noise` measures).
+    ``extra_metrics(planned)`` adds final metrics to a trial's row (e.g. the evaluation's diagnostics).
     """
     raw = spec_dict(name, str(storage), sizes, **extra)
     spec = parse_spec(raw)
@@ -79,6 +81,8 @@ def write_study(storage: Path | str, name: str, *, sizes: list[str] | None = Non
         metrics = {"status": state, "step": 100, "total_steps": 100, "tokens": int(tokens), "flops": flops,
                    "flops_per_token": per_token, "params_nonembed": int(params), "val_loss": value,
                    "mqar_acc": min(1.0, 0.05 * math.log2(params / 4000)), "needle_acc_256": 0.5}
+        if extra_metrics is not None:
+            metrics.update(extra_metrics(planned))
         if state == "diverged":
             metrics.update(diverged_step=37, val_loss=float("nan"))
         store.write_trial(planned.trial_id, trial_row(planned.trial_id, "ladder", planned.tags, metrics, cfg.to_dict()))

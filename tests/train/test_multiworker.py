@@ -31,6 +31,8 @@ from scaling.train.multiworker import WorkerResources, run_multiworker_trial
 # 0.024 nats over 40 steps (measured), so the curve is compared within 0.05 nats (~1.5%).
 EXACT_TOLERANCE = 1e-5
 CURVE_TOLERANCE = 0.05
+# the evaluation's diagnostics of the swla+grm model (4 segments of 16 tokens, 2 gated layers)
+DIAGNOSTICS = ("val_loss_pos0", "val_loss_pos7", "online_gate_seg3", "online_gate_l1_seg2", "online_gate_l0")
 
 
 def _config(**overrides) -> TrialConfig:
@@ -103,6 +105,10 @@ def test_two_workers_with_half_the_batch_each_match_one_worker(ray_session, sing
     for exact, whole in zip(micro.history, full.history):
         assert evals[exact["step"]] == pytest.approx(exact["val_loss"], abs=EXACT_TOLERANCE)
         assert evals[whole["step"]] == pytest.approx(whole["val_loss"], abs=CURVE_TOLERANCE)
+    # the evaluation finds the gated mixers of the model DDP wraps: the same diagnostics as one worker
+    last = frame.iloc[-1]
+    for key in DIAGNOSTICS:
+        assert last[key] == pytest.approx(micro.metrics[key], abs=EXACT_TOLERANCE), key
 
 
 def _reported_steps(tune_folder: Path) -> list[int]:
@@ -166,3 +172,5 @@ def test_fully_sharded_workers_train_like_one_worker(ray_session, single_worker,
     for step in full_losses:
         assert losses[step] == pytest.approx(full_losses[step], abs=CURVE_TOLERANCE), step
     assert frame["val_loss"].iloc[-1] == pytest.approx(micro.metrics["val_loss"], abs=CURVE_TOLERANCE)
+    for key in DIAGNOSTICS:  # recorded through the fully sharded model as well
+        assert frame[key].iloc[-1] == pytest.approx(micro.metrics[key], abs=CURVE_TOLERANCE), key
