@@ -46,7 +46,7 @@ class TrialConfig:
     # Validation loss per position: the windows' seq_len input positions cut into this many equal
     # buckets (position p in bucket p * buckets // seq_len), the same for every architecture, so an MC
     # model and its base compare bucket by bucket (`val_loss_pos{i}`, scaling.train.evaluate).
-    eval_position_buckets: int = 8
+    eval_position_buckets: int = 8  # at most seq_len are used (one position each below 8 tokens)
     mqar: MQARSpec | None = None
     mqar_eval_batch: int = 64
     needle_lengths: tuple[int, ...] = ()
@@ -85,10 +85,6 @@ class TrialConfig:
         for name in ("lr", "eval_every_steps", "eval_windows", "eval_position_buckets", "grad_clip"):
             if getattr(self, name) <= 0:
                 raise UserInputError(name, f"must be positive, got {getattr(self, name)}", f"set {name} > 0")
-        if self.eval_position_buckets > self.model.seq_len:
-            raise UserInputError("eval_position_buckets", f"{self.eval_position_buckets} buckets do not fit in "
-                                 f"{self.model.seq_len} positions: a bucket would be empty",
-                                 f"use at most {self.model.seq_len} buckets (e.g. 8)")
         if not 0 <= self.warmup_fraction < 1 or not 0 <= self.min_lr_ratio <= 1:
             raise UserInputError("warmup_fraction", "warmup_fraction must be in [0, 1) and min_lr_ratio in [0, 1]",
                                  "use e.g. 0.05 and 0.1")

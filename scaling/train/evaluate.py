@@ -131,7 +131,7 @@ def _validation(model: torch.nn.Module, cfg: TrialConfig, corpus: TokenCorpus, d
     total_nats = float(nats_per_position.sum())
     out = {"val_loss": total_nats / (n_windows * seq_len),
            "val_bpb": total_nats / math.log(2) / max(1, n_bytes)}
-    out.update(_position_losses(nats_per_position, n_windows, cfg.eval_position_buckets))
+    out.update(_position_losses(nats_per_position, n_windows, min(cfg.eval_position_buckets, seq_len)))
     if mass_sums:
         out.update(_gate_metrics(mass_sums, n_windows, bounds))
     return out

@@ -173,3 +173,11 @@ def test_gates_are_recorded_only_during_evaluation_and_every_eval_reports_them()
     for report in result.history:
         assert {"val_loss_pos0", "val_loss_pos7", "online_gate_seg3", "online_gate_l1_seg2"} <= set(report)
     assert result.history[-1]["online_gate_seg3"] != result.history[0]["online_gate_seg3"]  # it trains
+
+
+def test_a_sequence_shorter_than_the_buckets_gets_one_bucket_per_position():
+    cfg = _config(_model("attention", "none", seq_len=4, chunk_len=4), batch_tokens=16, tokens=64)
+    metrics = _evaluate(cfg)
+    buckets = sorted(k for k in metrics if k.startswith("val_loss_pos"))
+    assert buckets == [f"val_loss_pos{i}" for i in range(4)]
+    assert sum(metrics[k] for k in buckets) / 4 == pytest.approx(metrics["val_loss"], rel=1e-9)

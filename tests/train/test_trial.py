@@ -102,7 +102,6 @@ def test_torch_threads_follow_the_trial_cpus():
     (dict(batch_tokens=16), "batch_tokens"),
     (dict(task="mqar"), "mqar"),
     (dict(eval_position_buckets=0), "eval_position_buckets"),
-    (dict(eval_position_buckets=65), "eval_position_buckets"),  # more buckets than the 64 positions
 ])
 def test_bad_trial_settings_name_the_field(fields, bad):
     base = dict(model=tiny("attention"), corpus=CORPUS, tokens=1000)
