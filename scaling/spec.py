@@ -8,18 +8,21 @@ ValidationError and YAML syntax errors into `UserInputError` (exit 2 at the CLI)
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 from urllib.parse import urlparse
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from scaling.errors import UserInputError
 from scaling.models.architectures import parse_architecture
-from scaling.models.ladder import format_count, parse_size
+# The ladder's blocks live in scaling.spec_ladder; imported here so `from scaling.spec import X` keeps working.
+from scaling.spec_ladder import BudgetSettings, LadderSettings, ShapeOverride  # noqa: F401 - re-exported
+from scaling.spec_ladder import StrictBlock as _Strict
+from scaling.spec_ladder import check_seeds_at, seeds_at_value
+from scaling.spec_ladder import size_value as _size
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _NESTED_FIELD = re.compile(r"^((?:[a-z_]+)?(?:\[\d+\])?(?:\.[a-z_]+(?:\[\d+\])?)*): (.*)$", re.S)
@@ -37,27 +40,6 @@ def _refuse_secret(value: Optional[str]) -> Optional[str]:
                          "or use $MLFLOW_TRACKING_USERNAME / $MLFLOW_TRACKING_PASSWORD for a server, $PGPASSWORD "
                          "or ~/.pgpass for PostgreSQL, and the AWS credential variables for S3")
     return value
-
-
-class _Strict(BaseModel):
-    # allow_inf_nan=False: `.inf` or `.nan` in YAML is never a learning rate, a budget or a size
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-def _size(value: Any) -> float:
-    if isinstance(value, bool) or value is None:
-        raise ValueError(f"{value!r} is not a size; write sizes like 100K, 10M, 1.3B or 7e9")
-    if isinstance(value, (int, float)):
-        if not math.isfinite(value) or value <= 0:
-            raise ValueError(f"size {value!r} must be a positive, finite parameter count")
-        return float(value)
-    try:
-        size = parse_size(str(value))
-    except UserInputError as exc:
-        raise ValueError(exc.problem) from None
-    if not math.isfinite(size):
-        raise ValueError(f"size {value!r} must be a positive, finite parameter count")
-    return size
 
 
 _MLFLOW_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "file", "databricks", "databricks-uc",
@@ -161,68 +143,6 @@ class ArchitectureSettings(_Strict):
         if len(set(lens)) != len(lens):
             raise ValueError("segment lengths repeat; list each once")
         return lens
-
-
-class ShapeOverride(_Strict):
-    """An explicit shape for one ladder size (e.g. the paper's 760M: 24 layers x 1536)."""
-
-    size: float
-    n_layers: int = Field(ge=1)
-    d_model: int = Field(ge=8)
-
-    @field_validator("size", mode="before")
-    @classmethod
-    def _size(cls, value: Any) -> float:
-        return _size(value)
-
-
-class LadderSettings(_Strict):
-    sizes: list[float] = Field(min_length=1)
-    head_dim: int = Field(default=64, ge=4)
-    aspect: float = Field(default=64.0, gt=0)
-    aspect_weight: float = Field(default=0.05, ge=0)
-    shapes: list[ShapeOverride] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _shapes_match_sizes(self) -> "LadderSettings":
-        for i, shape in enumerate(self.shapes):
-            if shape.size not in self.sizes:
-                raise ValueError(f"shapes[{i}].size: {shape.size:g} is not one of ladder.sizes; list it in sizes too")
-            if shape.d_model % self.head_dim:
-                raise ValueError(f"shapes[{i}].d_model: {shape.d_model} is not a multiple of head_dim {self.head_dim}")
-        return self
-
-    @field_validator("sizes", mode="before")
-    @classmethod
-    def _sizes(cls, sizes: Any) -> list[float]:
-        if not isinstance(sizes, list):
-            raise ValueError("give a list of non-embedding parameter targets, e.g. [1M, 3M, 10M]")
-        out = []
-        for i, value in enumerate(sizes):
-            try:
-                out.append(_size(value))
-            except ValueError as exc:
-                raise ValueError(f"[{i}]: {exc}") from None
-        repeated = sorted({s for s in out if out.count(s) > 1})
-        if repeated:
-            raise ValueError(f"size {format_count(repeated[0])} is listed twice; list each size once")
-        return out
-
-
-class BudgetSettings(_Strict):
-    tokens: Optional[float] = None
-    tokens_per_param: Optional[float] = Field(default=None, gt=0)
-
-    @field_validator("tokens", mode="before")
-    @classmethod
-    def _tokens(cls, value: Any) -> Optional[float]:
-        return None if value is None else _size(value)
-
-    @model_validator(mode="after")
-    def _one(self) -> "BudgetSettings":
-        if (self.tokens is None) == (self.tokens_per_param is None):
-            raise ValueError("give exactly one of tokens and tokens_per_param (e.g. tokens_per_param: 20)")
-        return self
 
 
 class OptimizerSettings(_Strict):
@@ -464,6 +384,8 @@ class StudySpec(_Strict):
     ladder: Optional[LadderSettings] = None  # optional only in a recall-only study
     budget: Optional[BudgetSettings] = None
     seeds: list[Annotated[int, Field(ge=0, lt=2**32)]] = Field(default_factory=lambda: [0], min_length=1)
+    # Extra seeds of chosen ladder rungs: {size: [seeds]}; such a rung trains `seeds` and these (each once).
+    seeds_at: dict[float, list[int]] = Field(default_factory=dict)
     optimizer: OptimizerSettings = Field(default_factory=OptimizerSettings)
     tune: Optional[TuneSettings] = None
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
@@ -527,9 +449,15 @@ class StudySpec(_Strict):
             raise ValueError("seeds repeat: list each seed once")
         return seeds
 
+    @field_validator("seeds_at", mode="before")
+    @classmethod
+    def _seeds_at(cls, value: Any) -> dict[float, list[int]]:
+        return seeds_at_value(value)
+
     @model_validator(mode="after")
     def _segments_fit(self) -> "StudySpec":
         self._ladder_or_recall()
+        check_seeds_at(self.seeds_at, self.ladder)
         seq_len = self.data.seq_len
         for i, arch in enumerate(self.architectures):
             caching = parse_architecture(arch.name).caching
@@ -634,7 +562,7 @@ def _format_validation_error(error: ValidationError, source: str) -> UserInputEr
     if first["type"] == "missing":
         return UserInputError(path, "required field is missing", f"add {path} to {source}")
     if path == "" and message.startswith(("architectures", "data.", "optimizer.", "trainer.", "resources", "ladder",
-                                          "budget")):
+                                          "budget", "seeds_at")):
         field_name, _, rest = message.partition(": ")
         problem, _, fix = rest.partition("; ")
         return UserInputError(field_name, problem, fix or "see the study spec documentation in studies/")

@@ -15,6 +15,17 @@ from scaling.spec import load_spec
 commands = typer.Typer()  # merged into the `mcscale` app by scaling.cli.app
 
 
+def rung_size(label: str, params_nonembed: int) -> str:
+    """'48K (47.6K)': the rung's name and the non-embedding parameters of the model it builds.
+
+    Why both: series of one rung are compared as if equal in size; the ladder keeps them within
+    10% of the target where its grid allows, and the plan shows where it could not.
+    """
+    from scaling.models.ladder import format_count
+
+    return f"{label} ({format_count(params_nonembed)})"
+
+
 @commands.command("plan")
 @user_errors_exit_2
 def plan(spec: str = typer.Argument(..., help="Study spec (YAML), e.g. studies/paper-ladder.yaml."),
@@ -27,7 +38,6 @@ def plan(spec: str = typer.Argument(..., help="Study spec (YAML), e.g. studies/p
     if mfu is not None and not 0 < mfu <= 1:
         raise UserInputError("--mfu", f"must be in (0, 1], got {mfu}", "pass e.g. --mfu 0.35")
     study = load_spec(spec)
-    from scaling.models.ladder import format_count
     from scaling.study.cost import check_fits, study_costs, total_line
     from scaling.study.plan import plan_ladder, plan_tune, tune_series
 
@@ -39,13 +49,13 @@ def plan(spec: str = typer.Argument(..., help="Study spec (YAML), e.g. studies/p
     costs = study_costs(study, trials, mfu, with_memory=memory)
     console = output_console()
     table = Table(title=f"plan of {study.name}")
-    for column in ("trial", "params", "shape", "tokens", "train FLOPs", "GPUs", "micro", "ckpt", "mem/GPU",
+    for column in ("trial", "size (actual)", "shape", "tokens", "train FLOPs", "GPUs", "micro", "ckpt", "mem/GPU",
                    "GPU mem", "fits", "GPU-hours"):
         table.add_column(column, justify="left" if column in ("trial", "shape") else "right")
     for c in costs:
         cfg, res = c.trial.config, c.trial.resources
         table.add_row(
-            c.trial.trial_id + (f" (x{c.count})" if c.count > 1 else ""), format_count(c.params_nonembed),
+            c.trial.trial_id + (f" (x{c.count})" if c.count > 1 else ""), rung_size(c.trial.size_label, c.params_nonembed),
             f"{cfg.model.n_layers}x{cfg.model.d_model}", sci(c.tokens), sci(c.training_flops),
             f"{res.gpus:g}" + (f" ({cfg.workers}w)" if cfg.workers > 1 else "") if res else "0",
             str(cfg.micro_batch_size()), "on" if cfg.activation_checkpointing else "-",

@@ -1,15 +1,21 @@
 """Size ladder: from a target non-embedding parameter count to a model shape, and exact counts.
 
 Rule (documented so ladders are reproducible): the head dimension is fixed for a ladder
-(default 64) and d_model is a multiple of it; among all (d_model, n_layers >= 2) we pick the
-pair minimising
+(default 64) and d_model is a multiple of it; each (d_model, n_layers >= 2) scores
 
     |ln(params_nonembed / target)| + 0.05 * |ln((d_model / n_layers) / aspect)|
 
 with aspect = 64 and the 0.05 weight by default (both settable per ladder; tiny ladders, where
-one step of d_model changes parameters by 2x, want a larger weight to keep sensible shapes) (GPT-3's 125M and 760M shapes have d_model / n_layers = 64). The
-parameter term dominates, so the chosen shape lands within a few percent of the target at
-every size where the grid allows, and ties go to the conventional aspect ratio.
+one step of d_model changes parameters by 2x, want a larger weight to keep sensible shapes) (GPT-3's
+125M and 760M shapes have d_model / n_layers = 64). The shape picked is the best-scoring one among
+the shapes within `EQUAL_SIZE_BAND` (10%) of the target; only when the grid has none there does the
+best-scoring shape overall win.
+
+Why the band: the series of one rung are compared at equal size (issue 21, "A fair comparison").
+The score alone traded size for aspect per architecture, so with coarse grids (head dim 8) one rung
+built SWLA at +41% and SWLA + GRM at -5% of its target; the band makes every series of a rung land
+within 10% of the target wherever the grid allows, and a rung already inside the band keeps the shape
+the score alone picks (the best score overall is then inside the band), so fine ladders do not move.
 Parameter counts are analytic and exact (tests hold them equal to sum(p.numel())).
 """
 
@@ -30,6 +36,8 @@ SIZE_TOLERANCE = 1.5
 MAX_WIDTH = 65536  # the widest d_model the shape search tries
 DEFAULT_ASPECT = 64.0
 ASPECT_WEIGHT = 0.05
+#: Every series of a rung is built within this fraction of the rung's target where the grid allows.
+EQUAL_SIZE_BAND = 0.10
 _SUFFIX = {"": 1.0, "K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
 
 
@@ -94,33 +102,58 @@ def _past_best_aspect(width: int, most_layers: int, aspect: float, aspect_weight
     return aspect_weight > 0 and ratio > aspect and aspect_weight * math.log(ratio / aspect) > best_score
 
 
+def _score(params: int, width: int, layers: int, target: float, aspect: float, aspect_weight: float) -> float:
+    return abs(math.log(params / target)) + aspect_weight * abs(math.log((width / layers) / aspect))
+
+
+def _band_layers(width: int, per_layer: int, target: float, layers_guess: int, aspect: float) -> set[int]:
+    """The layer counts at `width` that can score best among the shapes within the band: the score is
+    V-shaped in ln(layers) around the parameter match and around the aspect match, so over the band's
+    layers its minimum sits at one of those kinks or at an end of the band."""
+    low = max(2, math.ceil((target * (1 - EQUAL_SIZE_BAND) - width) / per_layer))
+    high = math.floor((target * (1 + EQUAL_SIZE_BAND) - width) / per_layer)
+    if high < low:
+        return set()
+    kinks = {layers_guess - 1, layers_guess, layers_guess + 1, math.floor(width / aspect), math.ceil(width / aspect)}
+    return {low, high} | {n for n in kinks if low <= n <= high}
+
+
 def shape_for_params(target_params_nonembed: float, base: ModelConfig, head_dim: int = DEFAULT_HEAD_DIM,
                      aspect: float = DEFAULT_ASPECT, aspect_weight: float = ASPECT_WEIGHT) -> LadderRung:
-    """The ladder shape for `target_params_nonembed`, keeping every non-shape field of `base`."""
+    """The ladder shape for `target_params_nonembed`, keeping every non-shape field of `base`: the best
+    score within `EQUAL_SIZE_BAND` of the target, else (a grid too coarse there) the best score overall."""
     if target_params_nonembed <= 0:
         raise UserInputError("sizes", f"target size {target_params_nonembed} is not positive", "use a positive size")
-    best: tuple[float, ModelConfig, dict[str, int]] | None = None
+    target = target_params_nonembed
+    best_any: tuple[float, int, int] | None = None  # (score, width, layers): today's rule, the fallback
+    best_band: tuple[float, int, int] | None = None  # the same score over the shapes within the band
     width = head_dim
     while True:
         probe = base.replace(d_model=width, n_heads=width // head_dim, n_layers=1, mlp_hidden=0)
         one = count_params(probe)["params_nonembed"]
-        if one > 4 * target_params_nonembed and best is not None:
-            break
-        layers_guess = max(2, round((target_params_nonembed - width) / max(one - width, 1)))
-        if best is not None and _past_best_aspect(width, layers_guess + 1, aspect, aspect_weight, best[0]):
+        per_layer = max(one - width, 1)  # params_nonembed = layers * per_layer + width (the final norm)
+        if one > 4 * target and best_any is not None:
+            break  # two layers here (and at every wider width) are over 8x the target: none in the band
+        layers_guess = max(2, round((target - width) / per_layer))
+        band = _band_layers(width, per_layer, target, layers_guess, aspect)
+        if best_band is not None and _past_best_aspect(width, max(band | {layers_guess + 1}), aspect, aspect_weight,
+                                                       best_band[0]):
             break  # wider shapes only stretch the aspect further: none can beat the best (saves ~0.4 s at 70B)
         for layers in {max(2, layers_guess - 1), layers_guess, layers_guess + 1}:
-            cfg = probe.replace(n_layers=layers)
-            counts = count_params(cfg)
-            score = abs(math.log(counts["params_nonembed"] / target_params_nonembed)) + aspect_weight * abs(
-                math.log((width / layers) / aspect))
-            if best is None or score < best[0]:
-                best = (score, cfg, counts)
+            score = _score(layers * per_layer + width, width, layers, target, aspect, aspect_weight)
+            if best_any is None or score < best_any[0]:
+                best_any = (score, width, layers)
+        for layers in sorted(band):
+            score = _score(layers * per_layer + width, width, layers, target, aspect, aspect_weight)
+            if best_band is None or score < best_band[0]:
+                best_band = (score, width, layers)
         width += head_dim
         if width > MAX_WIDTH:
             break
-    assert best is not None
-    _, cfg, counts = best
+    assert best_any is not None
+    _, width, layers = best_band if best_band is not None else best_any
+    cfg = base.replace(d_model=width, n_heads=width // head_dim, n_layers=layers, mlp_hidden=0)
+    counts = count_params(cfg)
     return LadderRung(target_params_nonembed, cfg, counts["params_nonembed"], counts["params_total"])
 
 

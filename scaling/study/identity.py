@@ -12,8 +12,8 @@ claims to describe them drifted apart. Now, when a study is started (`mcscale ru
   unless the user names a new study (another `name`) or passes ``--extend``.
 
 ``--extend`` (what it allows): the new spec may only *add* trials - architectures, segment
-lengths, ladder sizes, seeds - and change what does not touch results (`description`,
-`concurrency`, `fit`). Every trial the study already recorded must be planned again with the same
+lengths, ladder sizes, seeds, a rung's extra seeds (`seeds_at`) - and change what does not touch
+results (`description`, `concurrency`, `fit`). Every trial the study already recorded must be planned again with the same
 config hash (identical training settings); anything else (another seq_len, budget, optimiser,
 tune block, tracking URI, a removed size...) is refused, because changed settings of an existing
 trial must never reuse its old result. An accepted extension replaces spec.yaml (keeping the
@@ -30,7 +30,7 @@ from scaling.spec import StudySpec
 
 LOCATION_FIELDS = ("storage", "s3_endpoint")  # where the study was found; not part of its content
 EXTEND_FREE = ("description", "concurrency", "fit")  # may change under --extend: no trial depends on them
-EXTEND_GROWS = ("architectures", "ladder.sizes", "seeds")  # may gain entries under --extend
+EXTEND_GROWS = ("architectures", "ladder.sizes", "seeds", "seeds_at")  # may gain entries under --extend
 SPEC_FILE = "spec.yaml"
 
 
@@ -71,6 +71,9 @@ def describe(diffs: list[tuple[str, Any, Any]], limit: int = 8) -> str:
 
 def _grows(path: str, old: Any, new: Any) -> bool:
     """Whether `new` keeps every entry of `old` (in order-insensitive terms) and adds some."""
+    if path == "seeds_at":  # {size: [seeds]}: a rung may gain seeds, and rungs may be added
+        return (isinstance(old, dict) and isinstance(new, dict)
+                and all(size in new and all(s in new[size] for s in seeds) for size, seeds in old.items()))
     if not isinstance(old, list) or not isinstance(new, list):
         return False
     if path == "architectures":  # an architecture may also gain segment lengths

@@ -25,6 +25,7 @@ from scaling.models.architectures import parse_architecture
 from scaling.models.config import ModelConfig
 from scaling.models.ladder import format_count, honoured_shape, shape_for_params
 from scaling.spec import ArchitectureSettings, StudySpec
+from scaling.spec_ladder import seeds_for
 from scaling.study.execution import TrialResources, execution_fields, trial_resources
 from scaling.train import TrialConfig
 
@@ -206,6 +207,8 @@ def _rung(spec: StudySpec, size: float, base: ModelConfig, field: str | None = N
 def plan_ladder(spec: StudySpec, tuned: dict[str, dict[str, float]] | None = None) -> list[PlannedTrial]:
     """The grid architecture x segment length x size x seed, with tuned settings carried across sizes.
 
+    A rung listed in `seeds_at` trains `seeds` and its extra seeds (each once); the others `seeds`.
+
     `tuned` maps architecture name -> {"lr": ..., optional "warmup_fraction", "weight_decay",
     "proxy_width": d_model of the proxy}.
     """
@@ -235,7 +238,7 @@ def plan_ladder(spec: StudySpec, tuned: dict[str, dict[str, float]] | None = Non
                     ratio = best.get("proxy_width", rung.config.d_model) / rung.config.d_model
                     lr = best["lr"] * ratio ** spec.optimizer.lr_width_exponent
                     overrides = {k: best[k] for k in ("warmup_fraction", "weight_decay") if k in best}
-                for seed in spec.seeds:
+                for seed in seeds_for(size, spec.seeds, spec.seeds_at):
                     config = _trial_config(spec, rung.config, seed, lr, spec.budget.tokens,
                                            spec.budget.tokens_per_param, overrides)
                     trials.append(_planned("ladder", name, segment, format_count(size), size, seed, config,

@@ -234,6 +234,13 @@ CASES: list[Case] = [
     spec_case("seeds a word", {"seeds": ["a"]}, "seeds"),
     spec_case("seed negative", {"seeds": [-1]}, "seeds"),
     spec_case("seeds a number", {"seeds": 3}, "seeds"),
+    spec_case("seeds_at size not in the ladder", {"seeds_at": {"64K": [0, 1]}}, "seeds_at"),
+    spec_case("seeds_at size unreadable", {"seeds_at": {"32Q": [0, 1]}}, "seeds_at"),
+    spec_case("seeds_at size listed twice", {"seeds_at": {"32K": [1], 32000: [2]}}, "seeds_at"),
+    spec_case("seeds_at seed negative", {"seeds_at": {"32K": [-1]}}, "seeds_at"),
+    spec_case("seeds_at seeds repeat", {"seeds_at": {"32K": [1, 2, 1]}}, "seeds_at"),
+    spec_case("seeds_at seeds not a list", {"seeds_at": {"32K": 3}}, "seeds_at"),
+    spec_case("seeds_at a list", {"seeds_at": [0, 1]}, "seeds_at"),
     # ---------------------------------------------------------------- spec: optimizer
     spec_case("lr zero", {"optimizer.lr": 0}, "optimizer.lr"),
     spec_case("lr negative", {"optimizer.lr": -0.1}, "optimizer.lr"),
