@@ -51,7 +51,7 @@ from scaling.errors import UserInputError
 from scaling.fit.data import FitData, validate_for_law
 from scaling.fit.estimate import FitOptions, Progress, fit
 from scaling.fit.laws import SINGLE_INPUT_LAWS, Law, get_law
-from scaling.fit.noise import CheckpointNoise
+from scaling.fit.noise import SEED_TO_CHECKPOINT_SD_RATIO, CheckpointNoise
 from scaling.fit.result import FitResult, to_jsonable
 
 #: Candidate forms per requested law: the law itself first, then the alternatives averaged in.
@@ -155,9 +155,12 @@ class GroupCalibration:
     nested_correlation: float = 0.0
     n_splits: int = 0
     #: where seed noise was measured: "replicates" (repeated seeds), "checkpoints" (the scatter of
-    #: late evaluations around a smooth curve, `scaling.fit.noise`), or None (not measured: it is
-    #: then inside lack of fit)
+    #: late evaluations around a smooth curve, `scaling.fit.noise`, scaled by ``seed_proxy_ratio``),
+    #: or None (not measured: it is then inside lack of fit)
     seed_source: str | None = None
+    #: with "checkpoints": the seed-to-checkpoint sd ratio the scatter was scaled by (so a report
+    #: read back later states the factor that was applied, not today's constant)
+    seed_proxy_ratio: float | None = None
 
 
 def combine_drift(measured: float | None, n_splits: int, prior: float = None) -> float:  # type: ignore[assignment]
@@ -458,9 +461,11 @@ def _group_calibration(data: FitData, model: ModelAverage,
         sub = data.of_group(g)
         seed_var, seed_dof = replicate_variance(sub)
         seed_source = "replicates" if seed_dof else None
+        ratio = None
         ckpt = checkpoint_noise.get(g)
         if not seed_dof and ckpt is not None and ckpt.dof > 0:
-            seed_var, seed_dof, seed_source = ckpt.variance, ckpt.dof, "checkpoints"
+            # the raw scatter understates seed noise (issue 21): the calibrated proxy is what every consumer reads
+            seed_var, seed_dof, seed_source, ratio = ckpt.seed_variance, ckpt.dof, "checkpoints", SEED_TO_CHECKPOINT_SD_RATIO
         resid = []
         for f, wt in zip(forms, w):
             assert f.result is not None
@@ -479,7 +484,8 @@ def _group_calibration(data: FitData, model: ModelAverage,
             excess = np.array([max(r * r - in_sample, 0.0) / (share * share) for _, r, share in errs])
             measured = float(math.sqrt(excess.sum() / d2.sum()))
         out[g] = GroupCalibration(
-            seed_var=seed_var, seed_dof=seed_dof, seed_source=seed_source, lack_of_fit_var=lof, drift_per_decade=combine_drift(measured, n_splits),
+            seed_var=seed_var, seed_dof=seed_dof, seed_source=seed_source, seed_proxy_ratio=ratio,
+            lack_of_fit_var=lof, drift_per_decade=combine_drift(measured, n_splits),
             drift_measured=measured, n_nested=len(errs), nu=float(min(30.0, 3.0 + 2.0 * n_splits)),
             log10_scale_max=float(np.log10(scale[data.group == g].max())), n_splits=n_splits,
         )

@@ -110,12 +110,14 @@ def select_points(results: StudyResults) -> tuple[list[Point], list[DroppedPoint
             continue
         needles = {c[len(NEEDLE_PREFIX):]: float(row[c]) for c in needle_cols if _number(row.get(c)) is not None}
         n_seg = _number(row.get("n_segments"))
+        seed = _number(row.get("seed"))
         points.append(Point(
             trial_id=str(row["trial_id"]), series=series, arch=str(row.get("arch") or series),
             strategy=str(row.get("strategy") or "none"), segment_len=str(row.get("segment_len") or "-"),
             n_segments=int(n_seg) if n_seg is not None else 1, size_label=str(row.get("size_label") or "-"),
             params_nonembed=float(row["params_nonembed"]), tokens=float(row["tokens"]), flops=float(row["flops"]),
             val_loss=float(row["val_loss"]), mqar_acc=_number(row.get("mqar_acc")), needle_acc=needles,
+            seed=int(seed) if seed is not None else None,
         ))
     if not points:
         reasons = sorted({d.reason for d in dropped})

@@ -52,6 +52,9 @@ class Point:
     val_loss: float
     mqar_acc: float | None = None
     needle_acc: dict[str, float] = field(default_factory=dict)  # context length (as text) -> accuracy
+    #: the trial's seed: several points of one series and size label with different seeds are
+    #: repeated seeds, whose spread is the seed noise of that rung (None: not recorded)
+    seed: int | None = None
 
 
 @dataclass

@@ -16,7 +16,7 @@ from scaling.fit.degenerate import FLOOR_BOUND_SHARE, consolidate
 from scaling.fit.noise import MIN_LATE_POINTS
 from scaling.formatting import ACCURACY_DIGITS, interval, loss, percent, sci, signed
 from scaling.models.ladder import format_count
-from scaling.report.in_range import verdict_clause
+from scaling.report.in_range import SIZE_TOLERANCE, match_sizes, verdict_clause
 from scaling.report.schema import (COMPUTE_TARGET_PREFIXES, SIZE_TARGET_PREFIXES, Report, TargetRow, VersusRow,
                                    resolved)
 
@@ -183,7 +183,8 @@ def _far_width_text(report: Report) -> str:
 
 def in_range_sentence(report: Report) -> str:
     """What the study's own range says, before any extrapolation: at the largest size every
-    series trained, each contender's measured loss (and recall) against the baseline's."""
+    series trained, each contender's measured loss against the baseline's at equal non-embedding
+    parameters (`scaling.report.in_range.match_sizes`: a rung's series differ in size), and recall."""
     fitted = [p for p in report.points if p.series in report.series]
     labels = [lab for lab in dict.fromkeys(p.size_label for p in sorted(fitted, key=lambda p: p.params_nonembed))
               if all(any(p.series == s and p.size_label == lab for p in fitted) for s in report.series)]
@@ -194,6 +195,11 @@ def in_range_sentence(report: Report) -> str:
     base = at.get(report.baseline)
     if base is None:
         return ""
+    # each series up to its size at the top rung: the comparison stays at the rung every series trained
+    ceiling = {s: max(p.params_nonembed for p in fitted if p.series == s and p.size_label == top)
+               for s in report.series}
+    upto = {s: [p for p in fitted if p.series == s and p.params_nonembed <= ceiling[s]] for s in report.series}
+    base_runs = [p.val_loss for p in upto[report.baseline] if p.size_label == top]
     seeds = max(sum(1 for p in fitted if p.series == s and p.size_label == top) for s in report.series)
     noise = report.settings.get("seed_noise_log")
     parts = []
@@ -205,10 +211,23 @@ def in_range_sentence(report: Report) -> str:
         if s == report.baseline or s not in at:
             continue
         p = at[s]
-        text = f"{s} {signed(p.val_loss - base.val_loss)}"
+        match = match_sizes(upto[s], upto[report.baseline])
+        details = []
+        if match is None or match.difference is None:
+            text = f"{s} not comparable at equal size (no size inside both trained ranges)"
+        elif match.direct:
+            text = f"{s} {signed(match.difference)}"
+            details.append(f"{format_count(match.params_a)} vs {format_count(match.params_b)} parameters, within "
+                           f"{percent(SIZE_TOLERANCE)}")
+        else:
+            assert match.at is not None and match.a is not None and match.b is not None
+            text = f"{s} {signed(match.difference)} at {format_count(match.at)} parameters"
+            details.append("both measured" if match.method == "measured" else
+                           f"{s} {match.a.describe()}, {report.baseline} {match.b.describe()}")
         if p.mqar_acc is not None and base.mqar_acc is not None and not unlearned:
-            text += f" (MQAR {percent(p.mqar_acc, ACCURACY_DIGITS)} vs {percent(base.mqar_acc, ACCURACY_DIGITS)})"
-        parts.append(text)
+            details.append(f"MQAR at {top} {percent(p.mqar_acc, ACCURACY_DIGITS)} vs "
+                           f"{percent(base.mqar_acc, ACCURACY_DIGITS)}")
+        parts.append(text + (f" ({'; '.join(details)})" if details else ""))
     if not parts:
         return ""
     phase = _recall_phase_text(report)
@@ -225,8 +244,11 @@ def in_range_sentence(report: Report) -> str:
                   f"{seeds} seed per size and too few late evaluations per run to measure seed noise from checkpoints, "
                   "so differences this small may be noise" if seeds == 1 else "")
 
-    return (f"Within the study's range, at the largest size every series trained ({top}), measured validation loss "
-            f"minus {report.baseline}'s ({loss(base.val_loss)}): " + "; ".join(parts)
+    return (f"Within the study's range, at the largest size every series trained ({top}; {report.baseline} "
+            f"{loss(sum(base_runs) / len(base_runs))} at {format_count(ceiling[report.baseline])} parameters), measured "
+            f"validation loss minus {report.baseline}'s at equal non-embedding parameters (seed means; interpolated "
+            "in log parameters between a series' bracketing rungs where the sizes differ by more than "
+            f"{percent(SIZE_TOLERANCE)}): " + "; ".join(parts)
             + (f" ({noise_text})" if noise_text else "") + "." + verdict_clause(report) + recall)
 
 
@@ -248,12 +270,17 @@ def _recall_phase_text(report: Report) -> str:
 
 def _seed_source_text(report: Report) -> str:
     source = report.settings.get("seed_noise_source") or ""
+    groups = ((report.settings.get("calibration") or {}).get("groups") or {}).values()
+    ratio = next((g.get("seed_proxy_ratio") for g in groups
+                  if g.get("seed_source") == "checkpoints" and g.get("seed_proxy_ratio") is not None), None)
+    proxy = ("from the scatter of each run's late evaluations around a smooth curve (scaling.fit.noise)"
+             + (f" times {ratio:g}, a proxy calibrated against repeated seeds (SEED_TO_CHECKPOINT_SD_RATIO)"
+                if ratio is not None else ""))
     if "replicates" in source and "checkpoints" in source:
-        return "measured between repeated seeds and, where a series has none, from late checkpoints"
+        return f"measured between repeated seeds and, where a series has none, estimated {proxy}"
     if "replicates" in source:
         return "measured between repeated seeds"
-    return ("estimated from the scatter of each run's late evaluations around a smooth curve (one seed per "
-            "configuration; scaling.fit.noise)")
+    return f"estimated {proxy}; one seed per configuration"
 
 
 def _resolution(report: Report, target: str, contenders: Iterable[str]) -> str:

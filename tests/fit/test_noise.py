@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from scaling.fit import CHINCHILLA, FitOptions, calibrate, make_fit_data
-from scaling.fit.noise import MIN_LATE_POINTS, CheckpointNoise, checkpoint_noise, late_residuals
+from scaling.fit.noise import (MIN_LATE_POINTS, SEED_TO_CHECKPOINT_SD_RATIO, CheckpointNoise, checkpoint_noise,
+                               late_residuals)
 
 
 def _curve(total_steps: int, final: float, sigma: float, rng: np.random.Generator, every: int = 10):
@@ -55,15 +56,20 @@ def _grid(replicates: bool):
     return make_fit_data({"params_nonembed": n, "tokens": d}, loss, group=np.full(n.size, "a"), unit=np.array(unit))
 
 
-def test_checkpoint_noise_is_the_seed_component_and_replicates_win_over_it():
+def test_checkpoint_noise_scaled_by_the_seed_ratio_is_the_seed_component_and_replicates_win_over_it():
     opts = FitOptions(bootstrap=0)
-    ckpt = {"a": CheckpointNoise(variance=0.004 ** 2, dof=40, n_runs=21, n_skipped=0)}
+    # a raw checkpoint scatter that, scaled to seed noise, is 0.4% (below the grid's 1% in-sample scatter)
+    raw = 0.004 / SEED_TO_CHECKPOINT_SD_RATIO
+    ckpt = {"a": CheckpointNoise(variance=raw ** 2, dof=40, n_runs=21, n_skipped=0)}
+    assert ckpt["a"].seed_variance == pytest.approx((raw * SEED_TO_CHECKPOINT_SD_RATIO) ** 2)
     plain = calibrate(_grid(False), CHINCHILLA, options=opts, forms=("chinchilla",)).groups["a"]
     with_ckpt = calibrate(_grid(False), CHINCHILLA, options=opts, forms=("chinchilla",), checkpoint_noise=ckpt).groups["a"]
-    assert plain.seed_source is None and plain.seed_var == 0.0
+    assert plain.seed_source is None and plain.seed_var == 0.0 and plain.seed_proxy_ratio is None
+    # the calibration carries the calibrated proxy, not the raw scatter, and says by what factor
     assert with_ckpt.seed_source == "checkpoints" and with_ckpt.seed_var == pytest.approx(0.004 ** 2)
+    assert with_ckpt.seed_proxy_ratio == SEED_TO_CHECKPOINT_SD_RATIO
     # the in-sample scatter is split, not grown: lack of fit gives up what seed noise takes
     assert with_ckpt.lack_of_fit_var + with_ckpt.seed_var == pytest.approx(plain.lack_of_fit_var, rel=1e-9)
     reps = calibrate(_grid(True), CHINCHILLA, options=opts, forms=("chinchilla",), checkpoint_noise=ckpt).groups["a"]
-    assert reps.seed_source == "replicates" and reps.seed_dof == 21
+    assert reps.seed_source == "replicates" and reps.seed_dof == 21 and reps.seed_proxy_ratio is None
     assert np.sqrt(reps.seed_var) == pytest.approx(0.002, rel=0.4)
