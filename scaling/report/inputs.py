@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from scaling.errors import UserInputError
-from scaling.report.schema import DroppedPoint, Point, TrainingCurve
+from scaling.report.schema import DroppedPoint, Point, TrainingCurve, finite_number
 from scaling.spec import FitSettings, StudySpec, parse_spec_text
 from scaling.study.store import NEEDLE_PREFIX, ResultStore
 from scaling.train.learned import not_learned_reason
@@ -51,14 +51,6 @@ def load_study(store: ResultStore) -> StudyResults:
     return StudyResults(store.study, store.root, spec, trials, store.read_curves())
 
 
-def _number(value: Any) -> float | None:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
-
-
 def _vocab_of(row: Any, default: int | None) -> int | None:
     """The trial's model vocabulary, from its recorded config (else the spec's)."""
     try:
@@ -72,20 +64,20 @@ def _drop_reason(row: Any, vocab_size: int | None = None) -> str | None:
     """Why a trial cannot be a fit point, or None when it can."""
     status = str(row.get("status") or "unknown")
     if status == "diverged":
-        step = _number(row.get("diverged_step"))
+        step = finite_number(row.get("diverged_step"))
         return "diverged" + (f" at step {int(step)}" if step is not None else "")
     if status != "completed":
         return f"not finished (status {status})"
     # a run that finished its budget but learned nothing (judged again here, so results recorded
     # before the trial marked it are caught too; the trial's own mark counts as well)
     reason = not_learned_reason(row.get("val_loss"), _vocab_of(row, vocab_size))
-    if reason is None and _number(row.get("learned")) == 0:
+    if reason is None and finite_number(row.get("learned")) == 0:
         reason = "learned nothing: the trial marked itself as not beating the uniform predictor"
     if reason is not None:
         return reason
     for column, what in (("val_loss", "validation loss"), ("params_nonembed", "parameter count"),
                          ("tokens", "token count"), ("flops", "FLOP count")):
-        value = _number(row.get(column))
+        value = finite_number(row.get(column))
         if value is None or value <= 0:
             return f"no positive {what} recorded ({column} = {row.get(column)!r})"
     return None
@@ -108,15 +100,15 @@ def select_points(results: StudyResults) -> tuple[list[Point], list[DroppedPoint
         if reason is not None:
             dropped.append(DroppedPoint(str(row["trial_id"]), series, str(row.get("size_label") or "-"), reason))
             continue
-        needles = {c[len(NEEDLE_PREFIX):]: float(row[c]) for c in needle_cols if _number(row.get(c)) is not None}
-        n_seg = _number(row.get("n_segments"))
-        seed = _number(row.get("seed"))
+        needles = {c[len(NEEDLE_PREFIX):]: float(row[c]) for c in needle_cols if finite_number(row.get(c)) is not None}
+        n_seg = finite_number(row.get("n_segments"))
+        seed = finite_number(row.get("seed"))
         points.append(Point(
             trial_id=str(row["trial_id"]), series=series, arch=str(row.get("arch") or series),
             strategy=str(row.get("strategy") or "none"), segment_len=str(row.get("segment_len") or "-"),
             n_segments=int(n_seg) if n_seg is not None else 1, size_label=str(row.get("size_label") or "-"),
             params_nonembed=float(row["params_nonembed"]), tokens=float(row["tokens"]), flops=float(row["flops"]),
-            val_loss=float(row["val_loss"]), mqar_acc=_number(row.get("mqar_acc")), needle_acc=needles,
+            val_loss=float(row["val_loss"]), mqar_acc=finite_number(row.get("mqar_acc")), needle_acc=needles,
             seed=int(seed) if seed is not None else None,
         ))
     if not points:

@@ -26,7 +26,7 @@ from scaling.formatting import signed
 from scaling.models.config import ModelConfig
 from scaling.report.blocks import FigureRef, Heading, Paragraph, Table
 from scaling.report.in_range import base_of
-from scaling.report.schema import Point, PositionProfile, Report
+from scaling.report.schema import Point, PositionProfile, Report, finite_number
 
 if TYPE_CHECKING:
     from scaling.report.inputs import StudyResults
@@ -41,17 +41,9 @@ POSITION_PREFIX, GATE_PREFIX = "val_loss_pos", "online_gate_seg"
 
 
 # ---------------------------------------------------------------------------- data
-def _number(value: Any) -> float | None:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
-
-
 def _series_of(values: Any, prefix: str, count: int) -> list[float] | None:
     """[row[prefix0], ..., row[prefix{count-1}]] when every one is a finite number, else None."""
-    out = [_number(values.get(f"{prefix}{i}")) for i in range(count)]
+    out = [finite_number(values.get(f"{prefix}{i}")) for i in range(count)]
     return None if any(v is None for v in out) else out  # type: ignore[return-value]
 
 
@@ -87,7 +79,7 @@ def position_profiles(results: "StudyResults", points: list[Point]) -> list[Posi
             continue
         bounds = model.segment_bounds(model.seq_len)
         gates = _series_of(row, GATE_PREFIX, len(bounds) - 1) if model.caching in ("grm", "soup", "ssc") else None
-        seed = _number(row.get("seed"))
+        seed = finite_number(row.get("seed"))
         out.append(PositionProfile(
             trial_id=point.trial_id, series=point.series, strategy=point.strategy, size_label=point.size_label,
             params_nonembed=point.params_nonembed, seed=int(seed) if seed is not None else 0, seq_len=model.seq_len,

@@ -31,7 +31,7 @@ from scaling.models.flops import sequence_bytes
 from scaling.models.ladder import format_count
 from scaling.report.blocks import Bullets, FigureRef, Heading, Paragraph, Table
 from scaling.report.canvas import TAB10, new_figure
-from scaling.report.schema import RecallPoint, Report
+from scaling.report.schema import RecallPoint, Report, finite_number
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -46,14 +46,6 @@ _Z95 = 1.959964
 
 
 # ---------------------------------------------------------------------------- data
-def _number(value: Any) -> float | None:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
-
-
 def recall_points(results: "StudyResults") -> list[RecallPoint]:
     """The recall phase's completed trials, with their bytes recomputed from the stored model config
     (the same byte model the plan tagged them with)."""
@@ -63,7 +55,7 @@ def recall_points(results: "StudyResults") -> list[RecallPoint]:
     rows = trials[(trials["phase"] == PHASE) & (trials["status"] == "completed")]
     out: list[RecallPoint] = []
     for _, row in rows.iterrows():
-        acc = _number(row.get("mqar_acc"))
+        acc = finite_number(row.get("mqar_acc"))
         try:
             config = json.loads(row.get("config_json") or "{}")
             model = ModelConfig(**config["model"])
@@ -72,13 +64,13 @@ def recall_points(results: "StudyResults") -> list[RecallPoint]:
         if acc is None:
             continue
         nbytes = sequence_bytes(model)
-        n_seg = _number(row.get("n_segments"))
+        n_seg = finite_number(row.get("n_segments"))
         out.append(RecallPoint(
             trial_id=str(row["trial_id"]), series=str(row.get("series") or row.get("arch")),
             arch=str(row.get("arch") or row.get("series")), strategy=str(row.get("strategy") or "none"),
             segment_len=str(row.get("segment_len") or "-"), n_segments=int(n_seg) if n_seg is not None else 1,
-            d_model=model.d_model, seq_len=model.seq_len, seed=int(_number(row.get("seed")) or 0),
-            params_nonembed=float(_number(row.get("params_nonembed")) or 0.0), state_bytes=nbytes.state_bytes,
+            d_model=model.d_model, seq_len=model.seq_len, seed=int(finite_number(row.get("seed")) or 0),
+            params_nonembed=float(finite_number(row.get("params_nonembed")) or 0.0), state_bytes=nbytes.state_bytes,
             cache_bytes=nbytes.cache_bytes, mqar_acc=acc,
             queries_scored=int(config.get("mqar_eval_batch", 0)) * int((config.get("mqar") or {}).get("n_queries", 0))))
     return sorted(out, key=lambda p: (p.seq_len, p.series, p.d_model, p.seed))

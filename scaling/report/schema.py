@@ -19,6 +19,15 @@ from typing import Any, Mapping
 from scaling.fit.result import to_jsonable
 
 
+def finite_number(value: Any) -> float | None:
+    """`value` as a finite float, or None (a missing, non-numeric, NaN or infinite cell of a results table)."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
 #: how `scaling.fit.compare` names targets: at a compute budget ("C=..." for chinchilla, "flops=..." for a
 #: power law in compute) and at a size ("N=..." for chinchilla, "params_nonembed=..." for a power law in params)
 COMPUTE_TARGET_PREFIXES = ("C=", "flops=")
