@@ -42,9 +42,10 @@ from functools import lru_cache
 import torch
 
 from kernels import gated_cached_read, mlp_cached_read, ssc_cached_read
+from scaling.models.config import GATED_STRATEGIES
 from scaling.models.memory import MatrixMemory, MemoryInputs, SegmentPlan, State
 
-STRATEGIES_WITH_GATES = ("grm", "soup", "ssc")
+STRATEGIES_WITH_GATES = GATED_STRATEGIES
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,8 @@ MEMORY_KINDS: dict[str, tuple[str, ...]] = {
     "titans": ("mlp",),
 }
 CACHING_STRATEGIES: tuple[str, ...] = ("none", "residual", "grm", "soup", "ssc")
+#: The strategies that mix their reads with softmax gates (and so carry gate_proj and the online-gate bias).
+GATED_STRATEGIES: tuple[str, ...] = ("grm", "soup", "ssc")
 SEGMENTATIONS: tuple[str, ...] = ("constant", "log")
 SEGMENT_MODES: tuple[str, ...] = ("checkpoint", "independent")
 
@@ -160,7 +162,7 @@ class ModelConfig:
     def gated_caches_max(self) -> int:
         """The most cached memories one token's gate covers at `seq_len`: N - 1 segments, or for SSC
         at most top_k of them (0 without a gated strategy)."""
-        if self.caching not in ("grm", "soup", "ssc"):
+        if self.caching not in GATED_STRATEGIES:
             return 0
         cached = self.n_segments() - 1
         return min(self.top_k, cached) if self.caching == "ssc" else cached
@@ -168,7 +170,7 @@ class ModelConfig:
     @property
     def online_gate_bias(self) -> float:
         """The online gate's initial logit: `online_gate_init`, or `online_gate_rule` when unset."""
-        if self.caching not in ("grm", "soup", "ssc"):
+        if self.caching not in GATED_STRATEGIES:
             return 0.0
         if self.online_gate_init is not None:
             return float(self.online_gate_init)

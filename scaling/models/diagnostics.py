@@ -53,13 +53,14 @@ def online_gate_mass(records: dict[int, list[torch.Tensor]], bounds: Sequence[in
     for layer, tensors in records.items():
         if not tensors:
             continue
-        per_segment = torch.zeros(len(bounds) - 1, dtype=torch.float64)
-        counts = torch.zeros(len(bounds) - 1, dtype=torch.float64)
+        n_segments = len(bounds) - 1
+        per_segment = torch.zeros(n_segments, dtype=torch.float64)
+        counts = torch.zeros(n_segments, dtype=torch.float64)
         for gate in tensors:
-            g = gate.float()[..., : length if length is not None else gate.shape[-1]]
-            for s, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
-                piece = g[..., a: min(b, g.shape[-1])]
-                per_segment[s] += float(piece.sum())
-                counts[s] += piece.numel()
+            g = gate[..., : length if length is not None else gate.shape[-1]].double()
+            by_position = g.reshape(-1, g.shape[-1]).sum(0).cpu()  # one transfer per forward pass
+            segment = torch.bucketize(torch.arange(by_position.numel()), torch.tensor(bounds[1:-1]), right=True)
+            per_segment.index_add_(0, segment, by_position)
+            counts.index_add_(0, segment, torch.full_like(by_position, g.numel() / g.shape[-1]))
         out[layer] = [float(x / n) if n else float("nan") for x, n in zip(per_segment, counts)]
     return out

@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 
 from scaling.errors import UserInputError
-from scaling.models.config import ModelConfig
+from scaling.models.config import GATED_STRATEGIES, ModelConfig
 from scaling.models.gates import GATES
 
 DEFAULT_HEAD_DIM = 64
@@ -69,7 +69,7 @@ def mixer_params(cfg: ModelConfig) -> int:
     n_gates = len(GATES[(cfg.mixer, cfg.memory)])
     count = 3 * dm * dm + dm * dm + d  # qkv, output projection, per-head output norm
     count += n_gates * h * (dm + 1)  # gate projection with bias
-    if cfg.caching in ("grm", "soup", "ssc"):
+    if cfg.caching in GATED_STRATEGIES:
         count += dm * dm  # u_t = x_t W_u
         if cfg.online_gate_bias:
             count += h  # the online-memory gate bias, one logit per head

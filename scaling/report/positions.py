@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from scaling.formatting import signed
-from scaling.models.config import ModelConfig
+from scaling.models.config import GATED_STRATEGIES, ModelConfig
 from scaling.report.blocks import FigureRef, Heading, Paragraph, Table
 from scaling.report.in_range import base_of
 from scaling.report.schema import Point, PositionProfile, Report, finite_number
@@ -78,7 +78,7 @@ def position_profiles(results: "StudyResults", points: list[Point]) -> list[Posi
         if losses is None:
             continue
         bounds = model.segment_bounds(model.seq_len)
-        gates = _series_of(row, GATE_PREFIX, len(bounds) - 1) if model.caching in ("grm", "soup", "ssc") else None
+        gates = _series_of(row, GATE_PREFIX, len(bounds) - 1) if model.caching in GATED_STRATEGIES else None
         seed = finite_number(row.get("seed"))
         out.append(PositionProfile(
             trial_id=point.trial_id, series=point.series, strategy=point.strategy, size_label=point.size_label,
