@@ -68,6 +68,32 @@ def tile_layout(bounds: tuple[int, ...]) -> TileLayout:
     return TileLayout(tile, length // tile, tuple(seg_of_token))
 
 
+@dataclass(frozen=True)
+class LayoutTensors:
+    """One segment layout's index tensors on one device, built once and reused by every layer and
+    step: a `torch.tensor(python_list, device=cuda)` per use is a blocking host-to-device copy
+    (~7 per layer per forward before these were cached; `scaling.train.host_syncs` counts them)."""
+
+    segment_of_token: torch.Tensor  # (L,) int64
+    segment_of_tile: torch.Tensor  # (n_tiles,) int64
+    segment_start: torch.Tensor  # (N,) int64 first token of each segment
+    segment_len: torch.Tensor  # (N,) int64
+    visible: torch.Tensor  # (L, N) bool: cached segment i is readable at token t (i < seg(t))
+
+
+@lru_cache(maxsize=256)
+def layout_tensors(bounds: tuple[int, ...], device: torch.device) -> LayoutTensors:
+    layout = tile_layout(bounds)
+    # Built outside inference mode even when first asked for by an evaluation under
+    # `torch.inference_mode()`: inference tensors cannot be saved for a later training backward.
+    with torch.inference_mode(False):
+        seg = torch.tensor(layout.segment_of_token, dtype=torch.long, device=device)
+        starts = torch.tensor(bounds[:-1], dtype=torch.long, device=device)
+        lengths = torch.tensor(bounds[1:], dtype=torch.long, device=device) - starts
+        visible = torch.arange(len(bounds) - 1, device=device)[None, :] < seg[:, None]
+        return LayoutTensors(seg, seg[:: layout.tile_len].clone(), starts, lengths, visible)
+
+
 def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
     """Autocast off (fp32 sums under bf16 training); the meta device, which the memory estimate
     runs on, has no autocast to turn off."""
@@ -91,15 +117,13 @@ def segment_summaries(keys: torch.Tensor, bounds: tuple[int, ...]) -> tuple[torc
         tiles = keys.to(acc).reshape(b, h, layout.n_tiles, layout.tile_len, d)
         within = tiles.cumsum(3)  # running sum inside each tile
         tile_sum = within[:, :, :, -1]  # (B, H, n_tiles, d)
-        tile_seg = torch.tensor(layout.segment_of_token[:: layout.tile_len], device=keys.device)
+        index = layout_tensors(bounds, keys.device)
         n_seg = len(bounds) - 1
-        sums = tile_sum.new_zeros(b, h, n_seg, d).index_add(2, tile_seg, tile_sum)
-        starts = torch.tensor(bounds[:-1], device=keys.device)
-        lengths = (torch.tensor(bounds[1:], device=keys.device) - starts).to(acc)
-        cached = sums / lengths[:, None]
+        sums = tile_sum.new_zeros(b, h, n_seg, d).index_add(2, index.segment_of_tile, tile_sum)
+        cached = sums / index.segment_len.to(acc)[:, None]
         earlier = _earlier_tiles_of_segment(tile_sum, bounds, layout)  # (B, H, n_tiles, d)
-        seg = torch.tensor(layout.segment_of_token, device=keys.device)
-        count = (torch.arange(length, device=keys.device) - starts[seg] + 1).to(acc)
+        starts = index.segment_start[index.segment_of_token]
+        count = (torch.arange(length, device=keys.device) - starts + 1).to(acc)
         online = (within + earlier[:, :, :, None]).reshape(b, h, length, d) / count[:, None]
     return cached, online
 
@@ -124,8 +148,7 @@ def gate_logits(u: torch.Tensor, cached_summary: torch.Tensor, online_summary: t
     u = u.to(cached_summary.dtype)
     online = (u * online_summary).sum(-1)
     cached = torch.matmul(u, cached_summary.transpose(-1, -2))
-    seg = torch.tensor(tile_layout(bounds).segment_of_token, device=u.device)
-    visible = torch.arange(cached.shape[-1], device=u.device)[None, :] < seg[:, None]  # (L, N)
+    visible = layout_tensors(bounds, u.device).visible  # (L, N)
     return online, cached.masked_fill(~visible, float("-inf"))
 
 
@@ -164,7 +187,7 @@ def summed_cached_read(states: State, q: torch.Tensor, bounds: tuple[int, ...]) 
     if len(bounds) <= 2:
         return torch.zeros_like(q)
     summed = segment_states.cumsum(2)  # summed[:, :, i] = S_0 + ... + S_i
-    seg = torch.tensor(tile_layout(bounds).segment_of_token, device=q.device, dtype=torch.long)
+    seg = layout_tensors(bounds, q.device).segment_of_token
     index = (seg - 1).view(1, 1, -1, 1).expand(*q.shape[:3], 1)  # -1 in segment 0: reads nothing
     return ssc_cached_read(q, summed, index, q.new_ones(*q.shape[:3], 1), bounds)
 

@@ -33,11 +33,14 @@ time, and tests hold the two equal.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from kernels.matrix_scan import scan_backend, segmented_scan
 
 State = tuple[torch.Tensor, ...]
 
@@ -84,6 +87,13 @@ class SegmentPlan:
         return len(lengths) == 1
 
 
+@lru_cache(maxsize=256)
+def _index_tensor(values: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """A device index built once per layout: a Python-list index is a blocking host copy per use."""
+    with torch.inference_mode(False):  # reusable by training even when built during an evaluation
+        return torch.tensor(values, dtype=torch.long, device=device)
+
+
 def _chunk(x: torch.Tensor, chunk_len: int) -> torch.Tensor:
     """(B, H, L, ...) -> (B, H, L/chunk, chunk, ...)."""
     b, h, length = x.shape[:3]
@@ -126,6 +136,17 @@ class MatrixMemory(nn.Module):
         return (ref.new_zeros(batch, n_heads, self.head_dim, self.head_dim),)
 
     def scan(self, inp: MemoryInputs, plan: SegmentPlan) -> tuple[State, dict[str, Any]]:
+        fla_fn = scan_backend(inp.q.device)
+        if fla_fn is not None:  # CUDA: flash-linear-attention's chunk kernels (kernels/matrix_scan)
+            reads, segment_states = segmented_scan(inp.q, inp.k, inp.v, inp.write_gate, inp.log_retention,
+                                                   plan.bounds, plan.independent, fla_fn)
+            return (segment_states,), {"plan": plan, "q": inp.q, "reads": reads}
+        return self.reference_scan(inp, plan)
+
+    def reference_scan(self, inp: MemoryInputs, plan: SegmentPlan) -> tuple[State, dict[str, Any]]:
+        """The PyTorch chunked scan (CPU and meta device): intra-chunk terms as masked attention,
+        the state carried across chunks by a loop whose every step costs the same, forward and
+        backward (per-chunk inputs are `unbind`-ed once instead of sliced per step)."""
         c = plan.chunk_len
         b, h, length, w, d_k = inp.k.shape
         d_v = inp.v.shape[-1]
@@ -142,19 +163,23 @@ class MatrixMemory(nn.Module):
         starts, ends = [], []
         zero = inp.k.new_zeros(b, h, d_v, d_k)
         state = zero
-        for ci in range(plan.n_chunks):
-            start = zero if resets[ci] else state
-            state = chunk_decay[:, :, ci, None, None] * start + chunk_update[:, :, ci]
+        for reset, decay, update in zip(resets, chunk_decay.unbind(2), chunk_update.unbind(2)):
+            start = zero if reset else state
+            state = decay[:, :, None, None] * start + update
             starts.append(start)
             ends.append(state)
         start_states = torch.stack(starts, dim=2)
-        end_states = torch.stack(ends, dim=2)
-        segment_states = end_states[:, :, plan.segment_last_chunks()]
+        segment_states = torch.stack([ends[i] for i in plan.segment_last_chunks()], dim=2)
         ctx = {"plan": plan, "g": g, "keys": keys, "values": values, "g_keys": g_keys, "start": start_states}
         return (segment_states,), ctx
 
     def online_layer(self, ctx: dict[str, Any], z: torch.Tensor, layer: int) -> torch.Tensor:
         """S_t z_t for every token t, with S_t the live state after writing token t."""
+        if "reads" in ctx:  # the fla scan read the queries in the same pass
+            if z is not ctx["q"]:
+                raise RuntimeError("the fla matrix scan reads the memory with its own queries only; "
+                                   "apply the online memory to other inputs through reference_scan")
+            return ctx["reads"]
         plan: SegmentPlan = ctx["plan"]
         c = plan.chunk_len
         zc = _chunk(z, c)  # (B,H,nc,c,dk)
@@ -309,12 +334,13 @@ class MLPMemory(nn.Module):
         starts: list[State] = []
         ends: list[State] = []
         ctxs: list[dict[str, torch.Tensor]] = []
-        for step in range(steps):
+        # Each input `unbind`-ed once: slicing per step would allocate a full-size gradient per step.
+        per_step = [t.unbind(3) if t is not None else [None] * steps for t in (kg, vg, lrg, retg, momg)]
+        for step, (k_s, v_s, lr_s, ret_s, mom_s) in enumerate(zip(*per_step)):
             if resets[step]:  # with groups > 1 every group's chunk `step` resets together
                 state = init
             starts.append(state)
-            state, ctx = self._chunk_step(state, kg[:, :, :, step], vg[:, :, :, step], lrg[:, :, :, step],
-                                          retg[:, :, :, step], None if momg is None else momg[:, :, :, step])
+            state, ctx = self._chunk_step(state, k_s, v_s, lr_s, ret_s, mom_s)
             ends.append(state)
             ctxs.append(ctx)
 
@@ -325,8 +351,8 @@ class MLPMemory(nn.Module):
         n_state = len(init)
         start_states = tuple(ungroup([s[i] for s in starts]) for i in range(n_state))
         end_states = tuple(ungroup([s[i] for s in ends]) for i in range(n_state))
-        last = plan.segment_last_chunks()
-        segment_states = (end_states[0][:, :, last], end_states[1][:, :, last])
+        last = _index_tensor(tuple(plan.segment_last_chunks()), inp.q.device)
+        segment_states = (end_states[0].index_select(2, last), end_states[1].index_select(2, last))
         merged = {key: ungroup([cx[key] for cx in ctxs]) for key in ctxs[0]}
         merged["start"] = start_states
         merged["plan"] = plan

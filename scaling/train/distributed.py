@@ -74,12 +74,13 @@ class WorkerGroup:
         dist.all_reduce(out, op=dist.ReduceOp.SUM)
         return out
 
-    def clip_grad_norm(self, model: torch.nn.Module, max_norm: float) -> float:
-        """Clip to `max_norm` over the whole (possibly sharded) model; returns the norm before clipping."""
+    def clip_grad_norm(self, model: torch.nn.Module, max_norm: float) -> torch.Tensor:
+        """Clip to `max_norm` over the whole (possibly sharded) model; returns the norm before
+        clipping as a device tensor (reading it on the host would wait for the GPU every step)."""
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
         if hasattr(norm, "full_tensor"):  # a DTensor under FSDP
             norm = norm.full_tensor()
-        return float(norm)
+        return norm
 
     # -- checkpoints --------------------------------------------------------------------------
     def full_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:

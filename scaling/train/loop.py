@@ -42,6 +42,8 @@ from scaling.train.throughput import mfu, peak_flops
 Reporter = Callable[[dict[str, Any], Optional[str]], None]
 StepCallback = Callable[[dict[str, float]], None]
 IGNORE_INDEX = -100
+#: Steps between host reads of the losses (each read waits for the GPU to drain its queue).
+HOST_SYNC_EVERY_STEPS = 10
 
 
 class _Trainer:
@@ -99,6 +101,24 @@ def _step_loss(trainer: _Trainer, config: TrialConfig, inputs: torch.Tensor, tar
             (loss_sum * scale.to(loss_sum.dtype)).backward()
         total += loss_sum.detach().to(torch.float64)
     return group.all_reduce_sum(total) / valid.clamp_min(1.0)
+
+
+def train_step(trainer: _Trainer, optimizer: torch.optim.Optimizer, config: TrialConfig, inputs: torch.Tensor,
+               targets: torch.Tensor, device: torch.device, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step; returns (global mean loss, gradient norm before clipping) as device tensors.
+
+    Nothing here reads a value back to the host (`scaling.train.host_syncs` holds it to zero ops
+    that would block on CUDA): the loop reads the losses of several steps at once, every
+    `HOST_SYNC_EVERY_STEPS` and at evaluations. A non-finite step is therefore found up to that
+    many steps late; the trial still ends as diverged at the first non-finite step.
+    """
+    for param_group in optimizer.param_groups:
+        param_group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    loss = _step_loss(trainer, config, inputs, targets, device)
+    grad_norm = trainer.group.clip_grad_norm(trainer.model, config.grad_clip)
+    optimizer.step()
+    return loss, grad_norm
 
 
 def run_trial(config: TrialConfig, reporter: Reporter | None = None, on_step: StepCallback | None = None,
@@ -197,42 +217,48 @@ def run_trial(config: TrialConfig, reporter: Reporter | None = None, on_step: St
     model.train()
     last_loss = float("nan")
     prefetch = BatchPrefetcher(lambda s: worker_batch(config, corpus, s, group.rank), device, total_steps)
+    unread: list[tuple[int, torch.Tensor]] = []  # (step, [loss, grad norm] on the device) not yet read
+    interval_start = time.perf_counter()
     while step < total_steps:
-        t0 = time.perf_counter()
-        for param_group in optimizer.param_groups:
-            param_group["lr"] = lr_at(step, total_steps, config)
         inputs, targets = prefetch.get(step)
-        optimizer.zero_grad(set_to_none=True)
-        loss = _step_loss(trainer, config, inputs, targets, device)
-        if not torch.isfinite(loss):
-            metrics = snapshot(STATUS_DIVERGED, {"diverged_step": step, "train_loss": float("nan")})
-            checkpoint_and_report(metrics)
-            return finish(STATUS_DIVERGED, metrics)
-        grad_norm = group.clip_grad_norm(model, config.grad_clip)
-        if not math.isfinite(grad_norm):
-            metrics = snapshot(STATUS_DIVERGED, {"diverged_step": step, "train_loss": loss.item()})
-            checkpoint_and_report(metrics)
-            return finish(STATUS_DIVERGED, metrics)
-        optimizer.step()
+        loss, grad_norm = train_step(trainer, optimizer, config, inputs, targets, device, lr_at(step, total_steps, config))
         step += 1
-        last_loss = loss.item()  # also waits for the device, so train_seconds is the step's real time
-        train_seconds += time.perf_counter() - t0
-        pending_losses.append((step, last_loss))
-        if on_step is not None:
-            on_step({"step": step, "total_steps": total_steps, "tokens": step * tokens_per_step,
-                     "loss": last_loss, "tokens_per_second": step * tokens_per_step / max(train_seconds, 1e-9)})
-        if step % config.eval_every_steps == 0 or step == total_steps:
+        unread.append((step, torch.stack([loss.detach().double(), grad_norm.detach().double()])))
+        at_eval = step % config.eval_every_steps == 0 or step == total_steps
+        stopping = stop_after_steps is not None and step >= stop_after_steps
+        if not (at_eval or stopping or step % HOST_SYNC_EVERY_STEPS == 0):
+            continue
+        # The one host read of this interval: it also waits for the device, so train_seconds is real.
+        values = torch.stack([v for _, v in unread]).tolist()
+        train_seconds += time.perf_counter() - interval_start
+        read, unread = [(s, lv[0], lv[1]) for (s, _), lv in zip(unread, values)], []
+        bad = next(((s, lv, gn) for s, lv, gn in read if not (math.isfinite(lv) and math.isfinite(gn))), None)
+        if bad is not None:  # the first non-finite step; the steps after it are not counted
+            step = bad[0] - 1
+            pending_losses.extend((s, lv) for s, lv, _ in read if s <= step)
+            loss_value = bad[1] if math.isfinite(bad[1]) else float("nan")
+            metrics = snapshot(STATUS_DIVERGED, {"diverged_step": step, "train_loss": loss_value})
+            checkpoint_and_report(metrics)
+            return finish(STATUS_DIVERGED, metrics)
+        for s, loss_value, _ in read:
+            pending_losses.append((s, loss_value))
+            if on_step is not None:
+                on_step({"step": s, "total_steps": total_steps, "tokens": s * tokens_per_step, "loss": loss_value,
+                         "tokens_per_second": step * tokens_per_step / max(train_seconds, 1e-9)})
+        last_loss = read[-1][1]
+        if at_eval:
             status = STATUS_COMPLETED if step == total_steps else STATUS_RUNNING
             metrics = snapshot(status, {"train_loss": last_loss, "lr": lr_at(step - 1, total_steps, config),
                                         **evaluate(trainer.model, config, corpus, device)})
             checkpoint_and_report(metrics)
             if status == STATUS_COMPLETED:
                 return finish(status, metrics)
-        if stop_after_steps is not None and step >= stop_after_steps:
+        if stopping:
             metrics = snapshot(STATUS_RUNNING, {"train_loss": last_loss})
             if ckpt_dir is not None:  # as if interrupted right after a checkpoint at this step
                 save_state(metrics)
             return finish(STATUS_RUNNING, metrics)
+        interval_start = time.perf_counter()
     metrics = snapshot(STATUS_COMPLETED, {"train_loss": last_loss, **evaluate(trainer.model, config, corpus, device)})
     checkpoint_and_report(metrics)
     return finish(STATUS_COMPLETED, metrics)
