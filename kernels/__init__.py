@@ -42,6 +42,11 @@ gradients for q/z, the states/weights and the gates (not for indices). Keyword a
 CUDA and the reference elsewhere); `block_tokens` (and `block_hidden` for the MLP) tune the
 Triton tiles. `kernel_backend(device)` tells which backend a device gets.
 
+The matrix memories' base scan itself (linear, SWLA, dla-matrix: reads and each segment's final
+state) runs on flash-linear-attention's `chunk_simple_gla` on CUDA through `matrix_scan/` (an
+adapter, with a token-by-token twin of fla's function for the CPU tests); elsewhere
+`scaling.models.memory` runs its PyTorch chunked scan.
+
 Layout (flash-linear-attention style): `matrix_read/` and `mlp_read/` each hold
 `reference.py` (PyTorch, a loop over segments - for SSC over blocks of the static (token, slot)
 pairs - with bounded memory, recomputing in backward),
