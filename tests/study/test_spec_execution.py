@@ -75,3 +75,18 @@ def test_cpu_trials_keep_the_whole_batch_and_fp32_by_default():
     for trial in plan_ladder(parse_spec(spec())):
         cfg = trial.config
         assert (cfg.device, cfg.precision, cfg.micro_batch_tokens, cfg.workers) == ("auto", "fp32", None, 1)
+
+
+def test_planning_measures_each_distinct_shape_once():
+    """Seeds, micro-batch candidates and the tune template repeat a shape; the memory estimate's meta
+    pass runs once per shape (one per architecture here), every other lookup is a cache hit."""
+    from scaling.train.memory import _cached_profile, profile_cache_info
+
+    study = parse_spec(spec(seeds=[0, 1, 2], ladder={"sizes": ["20K"], "head_dim": 16},
+                            trainer={"precision": "bf16", "micro_batch_tokens": "auto"},
+                            resources={"gpus_per_trial": 1, "gpu_memory_gb": 0.05}))
+    _cached_profile.cache_clear()
+    trials = plan_ladder(study)
+    assert len(trials) == 2 * 3
+    info = profile_cache_info()
+    assert info.misses == 2 and info.hits + info.misses >= len(trials)  # every seed's trial looked it up

@@ -1,4 +1,4 @@
-"""Device, precision, compile, throughput and the memory estimate of a trial, on this CPU machine."""
+"""Device, precision, compile and throughput of a trial on this CPU (the memory estimate: test_memory_estimate.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from scaling.models import LanguageModel, ModelConfig
 from scaling.train import TrialConfig, run_trial
 from scaling.train.checkpoint import CHECKPOINT_FILE
 from scaling.train.device import resolve_device
-from scaling.train.memory import _saved_bytes, activation_bytes_per_sequence, estimate_memory, fitting_micro_batch
 from scaling.train.throughput import mfu, peak_flops
 
 CORPUS = CorpusSpec(max_bytes=300_000)
@@ -86,34 +85,3 @@ def test_every_report_carries_throughput_mfu_and_peak_memory():
 def test_device_peaks_come_from_the_table(name, precision, expected):
     assert peak_flops(name, precision) == expected
     assert mfu(1e12, peak_flops(name, precision)) == (1e12 / expected if expected else 0.0)
-
-
-@pytest.mark.parametrize("mixer, caching", [("swla", "none"), ("swla", "grm"), ("titans", "grm"), ("dla", "ssc")])
-def test_the_depth_extrapolated_estimate_equals_the_measured_saved_activations(mixer, caching):
-    """The estimate runs 1 and 2 layers on the meta device; a real 3-layer model on the CPU saves the same."""
-    cfg = tiny(mixer, caching, n_layers=3)
-    estimated = activation_bytes_per_sequence(cfg, bf16=False)
-    model = LanguageModel(cfg)
-    params = {id(p) for p in model.parameters()}
-    saved: dict[int, tuple[torch.Tensor, int]] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        if id(t) not in params:
-            saved[id(t)] = (t, t.numel() * t.element_size())
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(torch.zeros(1, cfg.seq_len, dtype=torch.long))
-    measured = sum(size for _, size in saved.values())
-    assert estimated == pytest.approx(measured, rel=0.02)
-    assert _saved_bytes(cfg, bf16=True) < _saved_bytes(cfg, bf16=False)
-
-
-def test_the_largest_fitting_micro_batch_and_activation_checkpointing_shrink_memory():
-    cfg = tiny("swla", "grm", seq_len=256, n_layers=4)
-    full = estimate_memory(cfg, 8, "fp32")
-    checkpointed = estimate_memory(cfg, 8, "fp32", activation_checkpointing=True)
-    assert checkpointed.activation_bytes < full.activation_bytes / 2
-    budget = estimate_memory(cfg, 4, "fp32").total_bytes / 0.85  # exactly room for 4 sequences
-    assert fitting_micro_batch(cfg, 8, "fp32", budget) == 4
-    assert fitting_micro_batch(cfg, 8, "fp32", budget / 100) is None
