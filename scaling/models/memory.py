@@ -33,7 +33,6 @@ time, and tests hold the two equal.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import torch
@@ -85,13 +84,6 @@ class SegmentPlan:
     def equal_segments(self) -> bool:
         lengths = {b - a for a, b in zip(self.bounds[:-1], self.bounds[1:])}
         return len(lengths) == 1
-
-
-@lru_cache(maxsize=256)
-def _index_tensor(values: tuple[int, ...], device: torch.device) -> torch.Tensor:
-    """A device index built once per layout: a Python-list index is a blocking host copy per use."""
-    with torch.inference_mode(False):  # reusable by training even when built during an evaluation
-        return torch.tensor(values, dtype=torch.long, device=device)
 
 
 def _chunk(x: torch.Tensor, chunk_len: int) -> torch.Tensor:
@@ -351,8 +343,14 @@ class MLPMemory(nn.Module):
         n_state = len(init)
         start_states = tuple(ungroup([s[i] for s in starts]) for i in range(n_state))
         end_states = tuple(ungroup([s[i] for s in ends]) for i in range(n_state))
-        last = _index_tensor(tuple(plan.segment_last_chunks()), inp.q.device)
-        segment_states = (end_states[0].index_select(2, last), end_states[1].index_select(2, last))
+        # Each segment's final weights, picked from the Python list of step states (a device index
+        # would be a host copy, or a cached tensor shared by every layer): with groups > 1 every
+        # group is one segment and the last step holds them all.
+        if groups > 1:
+            segment_states = (ends[-1][0], ends[-1][1])
+        else:
+            last = plan.segment_last_chunks()
+            segment_states = tuple(torch.stack([ends[s][i][:, :, 0] for s in last], dim=2) for i in range(2))
         merged = {key: ungroup([cx[key] for cx in ctxs]) for key in ctxs[0]}
         merged["start"] = start_states
         merged["plan"] = plan
