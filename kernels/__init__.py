@@ -37,7 +37,9 @@ mlp_cached_read(z, w1, w2, gates, bounds, *, indices=None, activation="silu", fo
     z:  (B, H, L, d_in);  w1: (B, H, N, F, d_in);  w2: (B, H, N, d_out, F);  activation: silu | gelu
 
 Every op: fp32, bf16 (or fp16) inputs with fp32 accumulation, output in the input dtype, and
-gradients for q/z, the states/weights and the gates (not for indices). Keyword arguments
+gradients for q/z, the states/weights and the gates (not for indices). Under autocast the float
+inputs enter the kernels in the autocast dtype, the output keeps q's (z's) dtype and each gradient
+its input's (INTEGRATION.md, "Dtype policy"). Keyword arguments
 `backend="reference"|"triton"` force a backend (default: `MCSCALE_KERNELS`, else Triton on
 CUDA and the reference elsewhere); `block_tokens` (and `block_hidden` for the MLP) tune the
 Triton tiles. `kernel_backend(device)` tells which backend a device gets.

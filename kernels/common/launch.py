@@ -29,16 +29,25 @@ def feature_block(dim: int) -> int:
 
 
 def launch_settings(dtype: torch.dtype, widest_tile: int, block_tokens: int | None) -> Launch:
-    """bf16/fp16 operands stay in their dtype for tensor cores; fp32 uses exact (ieee) products.
+    """bf16/fp16 operands stay in their dtype for tensor cores; fp32 operands use TF32 tensor-core
+    products, other dtypes (fp64) exact fp32 (ieee) ones; every dot accumulates in fp32.
 
+    fp32 reaches the kernels only where no autocast is on (the ops cast to the autocast dtype,
+    `kernels.common.precision`): fp32 training. Its ieee builds spill 4-13 KB per thread on sm_90
+    and run on the CUDA cores, so fp32 takes TF32, as Triton's and flash-linear-attention's fp32
+    dots do by default (compare fp32 kernels with the reference at TF32 tolerances).
     The CPU interpreter computes bf16 dots incorrectly (checked with Triton 3.7), so there every
-    dot runs on fp32 operands; the GPU benchmark checks the bf16 path on the chip.
+    dot runs on fp32 operands, exactly; the GPU check tests the bf16 and TF32 paths on the chip.
     """
     low = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}.get(dtype)
-    if low is None or interpreting():
+    if interpreting():
         compute, precision = tl.float32, "ieee"
+    elif low is not None:
+        compute, precision = low, "tf32"  # input_precision only matters for fp32 operands
+    elif dtype == torch.float32:
+        compute, precision = tl.float32, "tf32"
     else:
-        compute, precision = low, "tf32"
+        compute, precision = tl.float32, "ieee"
     block = block_tokens or DEFAULT_BLOCK_TOKENS
     if block < MIN_DOT_DIM or block & (block - 1):
         raise UserInputError("block_tokens", f"must be a power of two >= {MIN_DOT_DIM}, got {block}",

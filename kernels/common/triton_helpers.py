@@ -57,7 +57,17 @@ def segment_weight(i, bh, t, t_mask, seg_t, gate_ptr, L, N, idx_tile, gate_tile,
 
 @triton.jit
 def mm(a, b, COMPUTE: tl.constexpr, PRECISION: tl.constexpr):
-    """a @ b with operands in COMPUTE (the input dtype on GPUs) and fp32 accumulation."""
+    """a @ b with operands in COMPUTE (the input dtype on GPUs) and fp32 accumulation.
+
+    Rule for every caller: tl.trans applies only to a tile exactly as it was loaded, never to a
+    computed one. tl.trans of a dot result (or anything derived from one) fed to another dot is
+    the pattern behind wrong Hopper gradients with Triton 3.4-3.7.0 (flash-linear-attention issue
+    640, fixed in Triton 3.7.1); a needed transpose of a product is computed as its own product
+    from the transposed loaded operands ((AB)^T = B^T A^T). tests/kernels/test_transpose_rule.py
+    checks this on the kernels' source. (A transposed view of a loaded tile costs nothing; a second
+    load with swapped strides costs shared memory: measured offline for sm_90, it took the fp32
+    d = 128 MLP dW kernel over the 227 KiB limit.)
+    """
     return tl.dot(a.to(COMPUTE), b.to(COMPUTE), input_precision=PRECISION, out_dtype=tl.float32)
 
 

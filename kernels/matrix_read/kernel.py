@@ -89,7 +89,7 @@ def matrix_bwd_states_kernel(q_ptr, g_ptr, idx_ptr, seg_ptr, bounds_ptr, do_ptr,
         if count > 0:
             q = load_rows(q_ptr, bh, t, t_mask, L, D_IN, BLOCK_I)
             do = load_rows(do_ptr, bh, t, t_mask, L, D_OUT, BLOCK_O)
-            acc += mm(tl.trans(w[:, None] * do.to(tl.float32)), q, COMPUTE, PRECISION)
+            acc += mm(w[None, :] * tl.trans(do).to(tl.float32), q, COMPUTE, PRECISION)  # (w do)^T q
     ri = tl.arange(0, BLOCK_I)
     ro = tl.arange(0, BLOCK_O)
     tl.store(ds_ptr + (bh * N + i) * D_OUT * D_IN + ro[:, None] * D_IN + ri[None, :], acc.to(ds_ptr.dtype.element_ty),

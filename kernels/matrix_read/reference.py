@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from kernels.common.pairs import block_slots, gather_states, pair_blocks, scatter_states, slot_pairs
+from kernels.common.precision import without_autocast
 from kernels.common.segments import SegmentTable
 from kernels.common.weights import SegmentWeights, accumulation_dtype, grad_buffers
 
@@ -28,6 +29,7 @@ def _read(x: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
 
 class MatrixReadReference(torch.autograd.Function):
     @staticmethod
+    @without_autocast
     def forward(ctx, q: torch.Tensor, states: torch.Tensor, gates: torch.Tensor | None,
                 indices: torch.Tensor | None, table: SegmentTable) -> torch.Tensor:
         acc = accumulation_dtype(q.dtype)
@@ -50,6 +52,7 @@ class MatrixReadReference(torch.autograd.Function):
         return out.to(q.dtype)
 
     @staticmethod
+    @without_autocast
     def backward(ctx, grad_out: torch.Tensor):
         q, states, gates, indices = ctx.saved_tensors
         table: SegmentTable = ctx.table

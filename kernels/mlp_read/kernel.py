@@ -140,6 +140,11 @@ def mlp_bwd_weights_kernel(x_ptr, w1_ptr, w2_ptr, g_ptr, idx_ptr, seg_ptr, bound
                            PRECISION: tl.constexpr):
     """dW1_i[f] = sum_t dh[t, f] x_t^T and dW2_i[:, f] = sum_t scale e[t] act(h[t, f]).
 
+    Both are sums over tokens, so they are accumulated transposed, as dW1^T = x^T dh and
+    dW2^T = act(h)^T (scale e): x^T is the transpose of the loaded x tile and act(h)^T comes from
+    its own product W1 x^T, and the accumulators are stored through transposed offsets. No dot
+    result is ever transposed (the Hopper hazard of Triton 3.4-3.7.0; see `mm`). The price is one
+    extra (T x D_IN x BLOCK_F) product per token block.
     With NORM each token block first recomputes o_i over every hidden slice (the norm needs all of
     it), so this program's work grows with F / BLOCK_F; it still owns its slice of dW (no atomics).
     """
@@ -148,21 +153,27 @@ def mlp_bwd_weights_kernel(x_ptr, w1_ptr, w2_ptr, g_ptr, idx_ptr, seg_ptr, bound
     rf = (tl.program_id(0) % n_fb) * BLOCK_F + tl.arange(0, BLOCK_F)
     bh = tl.program_id(1).to(tl.int64)
     w1, w2 = load_slice(w1_ptr, w2_ptr, bh, i, rf, N, D_IN, D_OUT, F, BLOCK_I, BLOCK_O)
-    acc1 = tl.zeros((BLOCK_F, BLOCK_I), dtype=tl.float32)
-    acc2 = tl.zeros((BLOCK_O, BLOCK_F), dtype=tl.float32)
+    acc1 = tl.zeros((BLOCK_I, BLOCK_F), dtype=tl.float32)  # dW1_i[rf, :]^T
+    acc2 = tl.zeros((BLOCK_F, BLOCK_O), dtype=tl.float32)  # dW2_i[:, rf]^T
     start = tl.load(bounds_ptr + i + 1)
     for t0 in range(start, L, BLOCK_T):
         t, t_mask, w, count = readers_block(t0, i, bh, seg_ptr, idx_ptr, g_ptr, L, N, K, BLOCK_T, BLOCK_K, SPARSE,
                                             HAS_GATES)
         if count > 0:
             x = load_rows(x_ptr, bh, t, t_mask, L, D_IN, BLOCK_I)
+            x_t = tl.trans(x)  # (I, T): a loaded tile's transpose, not a dot result's
             do = load_rows(do_ptr, bh, t, t_mask, L, D_OUT, BLOCK_O)
             e, scale, r = output_error(x, do, w, w1_ptr, w2_ptr, bh, i, N, D_IN, D_OUT, F, BLOCK_T, BLOCK_I,
                                        BLOCK_O, BLOCK_F, ACT, NORM, COMPUTE, PRECISION)
-            pre = mm(x, tl.trans(w1), COMPUTE, PRECISION)
-            back = mm(e, w2, COMPUTE, PRECISION)
-            acc1 += mm(tl.trans(scale[:, None] * back * act_grad(pre, ACT)), x, COMPUTE, PRECISION)
-            acc2 += mm(tl.trans(scale[:, None] * e), act_fwd(pre, ACT), COMPUTE, PRECISION)
-    w1_offs, w1_mask, w2_offs, w2_mask = slice_offsets(bh, i, rf, N, D_IN, D_OUT, F, BLOCK_I, BLOCK_O)
-    tl.store(dw1_ptr + w1_offs, acc1.to(dw1_ptr.dtype.element_ty), mask=w1_mask)
-    tl.store(dw2_ptr + w2_offs, acc2.to(dw2_ptr.dtype.element_ty), mask=w2_mask)
+            pre = mm(x, tl.trans(w1), COMPUTE, PRECISION)  # (T, BF)
+            pre_t = mm(w1, x_t, COMPUTE, PRECISION)  # (BF, T): h^T as its own product
+            back = mm(e, w2, COMPUTE, PRECISION)  # (T, BF)
+            acc1 += mm(x_t, scale[:, None] * back * act_grad(pre, ACT), COMPUTE, PRECISION)
+            acc2 += mm(act_fwd(pre_t, ACT), scale[:, None] * e, COMPUTE, PRECISION)
+    ri = tl.arange(0, BLOCK_I)
+    ro = tl.arange(0, BLOCK_O)
+    base = (bh * N + i) * F
+    tl.store(dw1_ptr + base * D_IN + rf[None, :] * D_IN + ri[:, None], acc1.to(dw1_ptr.dtype.element_ty),
+             mask=(ri < D_IN)[:, None] & (rf < F)[None, :])
+    tl.store(dw2_ptr + base * D_OUT + ro[None, :] * F + rf[:, None], acc2.to(dw2_ptr.dtype.element_ty),
+             mask=(rf < F)[:, None] & (ro < D_OUT)[None, :])

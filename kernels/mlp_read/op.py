@@ -7,6 +7,7 @@ import torch
 from kernels.common.activations import check_activation
 from kernels.common.checks import expect_shape, expect_slots
 from kernels.common.dispatch import backend_for
+from kernels.common.precision import autocast_inputs
 from kernels.common.segments import Bounds, SegmentTable, segment_table, slot_mask, visible_mask
 from kernels.mlp_read.reference import MLPReadReference
 from scaling.errors import UserInputError
@@ -35,6 +36,10 @@ def mlp_cached_read(z: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, gates: 
     kernels normalise every segment's output before weighting it); `gain` (e.g. 1 + gamma, any
     tensor broadcastable to the (B, H, L, d) output; default 1) is shared by the segments, so it
     multiplies the weighted sum once, outside the op, and receives its gradient from autograd.
+
+    Under autocast z, w1, w2 and gates enter the kernels in the autocast dtype (`autocast_inputs`);
+    the kernels' output comes back in z's dtype as passed, and the gain and the `+ z` term, which
+    are elementwise and outside the kernels, stay in the caller's dtypes.
     """
     check_activation(activation)
     if form not in FORMS:
@@ -58,13 +63,15 @@ def mlp_cached_read(z: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, gates: 
         expect_shape("gates", gates, (b, h, length, n_states), "(B, H, L, N): the gate of each cached segment")
     normed = form == "residual"
     chosen = backend or backend_for(z.device)
+    zc, w1c, w2c, gc = autocast_inputs(z, w1, w2, gates, device_type=z.device.type)
     if chosen == "reference":
-        out = MLPReadReference.apply(z, w1, w2, gates, indices, table, activation, normed)
+        out = MLPReadReference.apply(zc, w1c, w2c, gc, indices, table, activation, normed)
     else:
         from kernels.mlp_read.function import MLPReadTriton
 
-        out = MLPReadTriton.apply(z, w1, w2, gates, indices, table, activation, normed, block_tokens,
+        out = MLPReadTriton.apply(zc, w1c, w2c, gc, indices, table, activation, normed, block_tokens,
                                   block_hidden)
+    out = out.to(z.dtype)
     if not normed:
         return out
     if gain is not None:

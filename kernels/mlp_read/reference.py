@@ -18,6 +18,7 @@ import torch
 from kernels.common.activations import activate, activation_grad
 from kernels.common.norm import normalise, normalise_backward
 from kernels.common.pairs import block_slots, gather_states, pair_blocks, scatter_states, slot_pairs
+from kernels.common.precision import without_autocast
 from kernels.common.segments import SegmentTable
 from kernels.common.weights import SegmentWeights, accumulation_dtype, grad_buffers
 
@@ -47,6 +48,7 @@ def _backward(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, w: torch.Tens
 
 class MLPReadReference(torch.autograd.Function):
     @staticmethod
+    @without_autocast
     def forward(ctx, x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, gates: torch.Tensor | None,
                 indices: torch.Tensor | None, table: SegmentTable, activation: str, normed: bool) -> torch.Tensor:
         acc = accumulation_dtype(x.dtype)
@@ -70,6 +72,7 @@ class MLPReadReference(torch.autograd.Function):
         return out.to(x.dtype)
 
     @staticmethod
+    @without_autocast
     def backward(ctx, grad_out: torch.Tensor):
         x, w1, w2, gates, indices = ctx.saved_tensors
         table, activation, normed = ctx.settings

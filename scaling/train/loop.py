@@ -61,7 +61,8 @@ class _Trainer:
 
     def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
         try:
-            return self.forward(inputs)
+            with _backward_compiled_with_forward() if self.compiled else contextlib.nullcontext():
+                return self.forward(inputs)
         except Exception as exc:  # noqa: BLE001 - a compiler failure must not cost the trial
             if not self.compiled or self.compile_failed:
                 raise
@@ -71,6 +72,20 @@ class _Trainer:
 
     def sync_context(self, last_micro_batch: bool) -> contextlib.AbstractContextManager:
         return self.group.gradient_sync(self.module, enabled=last_micro_batch)
+
+
+def _backward_compiled_with_forward() -> contextlib.AbstractContextManager:
+    """torch.compile lowers a graph's backward lazily, at its first .backward(), which the eager
+    fallback in `_Trainer.__call__` does not wrap; lowering it with the forward makes a backward
+    compile failure raise in the forward call, before any gradient is accumulated, where the
+    fallback catches it. (A private torch setting; without it, the lazy default.)"""
+    try:
+        from torch._functorch import config
+    except ImportError:
+        return contextlib.nullcontext()
+    if not hasattr(config, "force_non_lazy_backward_lowering"):
+        return contextlib.nullcontext()
+    return config.patch(force_non_lazy_backward_lowering=True)
 
 
 def _checkpoint_blocks(model: LanguageModel) -> None:

@@ -103,6 +103,16 @@ def test_mlp_gated_read(form, activation):
             [z, w1, w2, g])
 
 
+def test_mlp_plain_read_non_square():
+    """d_in != d_out: the dW kernel stores its transposed accumulators through dW1's and dW2's own
+    shapes (a swapped stride would only show with unequal widths)."""
+    bounds = [0, 7, 16, 24]
+    z, w1, _, g = mlp_inputs(bounds, d=8, hidden=24)
+    w2 = torch.randn(B, H, len(bounds) - 1, 12, 24) / 24 ** 0.5
+    compare(lambda z, a, b, g, backend: mlp_cached_read(z, a, b, g, bounds, backend=backend, block_tokens=16,
+                                                        block_hidden=16), [z, w1, w2, g])
+
+
 @pytest.mark.parametrize("form", ["plain", "residual"])
 def test_mlp_residual_strategy_without_gates(form):
     bounds = log_bounds(36, 4)
