@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from kernels.common.dispatch import backend_for
+from kernels.common.precision import autocast_inputs
 
 ScanFn = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
 
@@ -61,13 +62,6 @@ def _cu_seqlens(bounds: tuple[int, ...], n_rows: int, device: torch.device) -> t
         return host.to(device), host
 
 
-def _scan_dtype(x: torch.Tensor) -> torch.dtype:
-    """The autocast dtype when autocast is on for x's device (fla accumulates in fp32 inside)."""
-    if torch.is_autocast_enabled(x.device.type):
-        return torch.get_autocast_dtype(x.device.type)
-    return x.dtype
-
-
 def segmented_scan(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, write_gate: torch.Tensor,
                    log_retention: torch.Tensor, bounds: tuple[int, ...], independent: bool,
                    fn: ScanFn) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,7 +73,6 @@ def segmented_scan(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, write_gate
     b, h, length, w, d_k = k.shape
     d_v = v.shape[-1]
     n_seg = len(bounds) - 1
-    dtype = _scan_dtype(q)
     values = v * write_gate[..., None].to(v.dtype)
     # (W*B, L, H, d): streams stacked on the batch axis, fla's token-major layout.
     qs = q.transpose(1, 2).unsqueeze(0).expand(w, b, length, h, d_k).reshape(w * b, length, h, d_k)
@@ -87,7 +80,8 @@ def segmented_scan(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, write_gate
     vs = values.permute(3, 0, 2, 1, 4).reshape(w * b, length, h, d_v)
     acc = torch.promote_types(q.dtype, torch.float32)  # fp32 sums (fp64 when the model runs in fp64)
     gs = log_retention.to(acc).transpose(1, 2).unsqueeze(0).expand(w, b, length, h).reshape(w * b, length, h)
-    qs, ks, vs = qs.to(dtype), ks.to(dtype), vs.to(dtype)
+    # In the autocast dtype, as the cached-read ops take theirs (fla accumulates in fp32 inside).
+    qs, ks, vs = autocast_inputs(qs, ks, vs, device_type=q.device.type)
     lengths = {c - a for a, c in zip(bounds[:-1], bounds[1:])}
     kwargs: dict[str, Any] = dict(scale=1.0, output_final_state=True, state_v_first=True)
     if len(lengths) == 1:  # equal segments: each one a batch row

@@ -87,3 +87,21 @@ def test_the_fla_path_refuses_to_read_with_other_inputs(monkeypatch):
     assert memory.online_layer(ctx, inp.q, 0) is ctx["reads"]
     with pytest.raises(RuntimeError, match="own queries"):
         memory.online_layer(ctx, inp.q.clone(), 0)
+
+
+def test_under_autocast_fla_receives_the_autocast_dtype_and_fp32_decays():
+    """As the cached reads: q, k and beta*v enter fla in bf16 under bf16 autocast (fla accumulates in
+    fp32), the log decays stay fp32, and the reads come back in q's dtype."""
+    seen: dict[str, torch.dtype] = {}
+
+    def recording(q, k, v, g, **kwargs):
+        seen.update(q=q.dtype, k=k.dtype, v=v.dtype, g=g.dtype)
+        return simple_gla(q, k, v, g, **kwargs)
+
+    inp = _inputs()
+    inp = MemoryInputs(**{f: getattr(inp, f).float() for f in ("q", "k", "v", "write_gate", "log_retention")})
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        reads, states = segmented_scan(inp.q, inp.k, inp.v, inp.write_gate, inp.log_retention, (0, 8, 16, 24),
+                                       False, recording)
+    assert seen == {"q": torch.bfloat16, "k": torch.bfloat16, "v": torch.bfloat16, "g": torch.float32}
+    assert reads.dtype == torch.float32 and states.dtype == torch.float32
