@@ -192,6 +192,7 @@ def fit_command(
             model = calibrate(fit_points, the_law, shared=share, options=options, progress=progress)
             result = model.primary
             result.settings["calibration"] = model.summary()
+            result.notes.extend(model.notes)  # e.g. a drift taken from the public suite's families
         else:
             model = None
             result = fit(fit_points, the_law, shared=share, options=options, progress=progress)
