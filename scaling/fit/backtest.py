@@ -8,13 +8,14 @@ prediction interval that misses the held-out points says the intervals are too n
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
 from scaling.errors import UserInputError
 from scaling.fit.calibration import ModelAverage
 from scaling.fit.data import FitData, check_finite_positive
+from scaling.fit.degenerate import Finding, diagnose_fit, interval_refusals
 from scaling.fit.estimate import FitOptions, Progress, fit
 from scaling.fit.intervals import loss_interval
 from scaling.fit.laws import Law
@@ -35,6 +36,11 @@ class HoldoutPoint:
     in_interval: bool | None
 
 
+#: What each kind of prediction interval is called, in every table and JSON field that shows one.
+CALIBRATED = "calibrated"
+UNCALIBRATED = "uncalibrated (plain bootstrap)"
+
+
 @dataclass
 class GroupBacktest:
     """One group's held-out errors: mean and max of |prediction / actual - 1|, interval coverage."""
@@ -46,6 +52,10 @@ class GroupBacktest:
     coverage: float | None
     level: float
     points: list[HoldoutPoint] = field(default_factory=list)
+    #: `CALIBRATED` or `UNCALIBRATED`: which intervals ``low``/``high`` are
+    interval_kind: str = UNCALIBRATED
+    #: why no interval is given (the fit is not identified, `scaling.fit.degenerate.interval_refusals`)
+    refused: str | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -54,6 +64,8 @@ class GroupBacktest:
             "mean_abs_rel_error": self.mean_abs_rel_error,
             "max_abs_rel_error": self.max_abs_rel_error,
             "interval_level": self.level,
+            "interval_kind": self.interval_kind,
+            "interval_refused": self.refused,
             "coverage": self.coverage,
             "points": [p.__dict__ for p in self.points],
         }
@@ -67,12 +79,18 @@ class BacktestResult:
 
 
 def evaluate_holdout(
-    result: FitResult, holdout: FitData, level: float = 0.95, calibration: ModelAverage | None = None
+    result: FitResult, holdout: FitData, level: float = 0.95, calibration: ModelAverage | None = None,
+    findings: Iterable[Finding | dict] | None = None,
 ) -> dict[str, GroupBacktest]:
     """Predict every held-out point with ``result`` and score the predictions per group; with a
-    ``calibration`` of the same fit, the predictions and intervals are its calibrated ones."""
+    ``calibration`` of the same fit, the predictions and intervals are its calibrated ones.
+
+    ``findings`` (`scaling.fit.degenerate.diagnose_fit` of ``result`` on its fitted data; without
+    them, of ``result`` alone): a group whose fit they leave unidentified gets its prediction but
+    no interval, with the reason, whichever interval was asked for."""
     law = result.law_obj
     check_finite_positive(holdout, law)
+    refusals = interval_refusals(diagnose_fit(result) if findings is None else findings)
     out: dict[str, GroupBacktest] = {}
     for g in holdout.groups:
         if g not in result.groups:
@@ -87,6 +105,9 @@ def evaluate_holdout(
         else:
             iv = loss_interval(result, g, X, level)
             pred, low, high = iv.prediction, iv.low, iv.high
+        refused = refusals.get(g) or refusals.get("all")
+        if refused:
+            low = high = np.full_like(pred, np.nan)
         rel = pred / sub.loss - 1.0
         has_iv = bool(np.isfinite(low).all())
         inside = (sub.loss >= low) & (sub.loss <= high)
@@ -111,6 +132,8 @@ def evaluate_holdout(
             coverage=float(np.mean(inside)) if has_iv else None,
             level=level,
             points=points,
+            interval_kind=CALIBRATED if calibration is not None else UNCALIBRATED,
+            refused=refused,
         )
     return out
 

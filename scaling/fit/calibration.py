@@ -16,21 +16,28 @@ The method, per fit:
 2. **Nested backtests.** For j = 1..3, refit each form without each group's top j compute rungs
    (quarter-decade bins of C) and predict them; each held-out point gives a log error
    ``r = log(actual / predicted)`` at a distance ``d = log10(C / C_max of the nested fit)``.
-3. **Weights.** Each form is weighted by the inverse mean squared nested error (forms the data
-   cannot fit with a rung held out get no weight); the prediction is the weighted mean of the
-   forms' log predictions, and the weighted spread of the forms' predictions (the form
-   uncertainty) enters the variance.
+3. **Weights.** Each form is weighted by the inverse mean squared nested error, raised to the
+   power `CalibrationConstants.form_temper` (forms the data cannot fit with a rung held out get
+   no weight); the prediction is the weighted mean of the forms' log predictions, and the
+   weighted spread of the forms' predictions (the form uncertainty) enters the variance.
 4. **Variance components**, in log-loss units: seed noise (between replicate runs of one
    configuration where the study has them, else the scatter of each run's late evaluations
    around a smooth curve, `scaling.fit.noise`), lack of fit (the in-sample residual variance beyond
    seed noise), parameter uncertainty (the bootstrap variance of the curve at the target), form
-   spread, and extrapolation drift ``(k d)^2`` with ``k^2`` the excess of the nested squared
-   errors over the in-sample variance per unit ``d^2``, shrunk towards a prior measured on the
-   fit sets of the public suite (never on its held-out points) with the weight of
-   `PRIOR_SPLITS` nested splits.
-5. **Intervals**: the weighted-mean prediction times ``exp(+-t_nu(q) sigma)``, ``nu`` growing with
-   the number of nested backtests (few backtests: heavier tails). Inside the data ``d = 0`` and
-   the interval is the usual one; it widens with the distance beyond the largest run.
+   spread, and extrapolation drift ``k d s`` (``d`` decades beyond the largest run, ``s`` the
+   reducible share ``1 - E / L``) with the drift scale ``k`` a random effect
+   (`scaling.fit.drift`): the study's own nested errors (each nested split one shared shift)
+   give a likelihood over ``k`` that is weighed against the distribution of drift scales on the
+   public suite; a study with no nested backtest takes that whole distribution.
+5. **Intervals**: the weighted-mean prediction times ``exp(+-h)``, ``h`` the level's own quantile
+   of the scale mixture of normals over the posterior of ``k``, times the level's factor chosen on
+   the suite (`CalibrationConstants.level_scale`). Inside the data ``d = 0`` and the interval is
+   the usual one; it widens with the distance beyond the largest run, and with how little the
+   study knows about its own drift.
+
+Every constant (the suite's drift distribution, the tempering of the study's own evidence, the
+per-level factors, the form weights' tempering) is chosen by leave-one-family-out
+cross-validation on the public suite (`scaling.fit.lofo`, `benchmarks/calibration.py`).
 
 Differences between series are drawn jointly: the same form and, for a joint fit, the same
 bootstrap resample for both series (so a shared E cancels), and drift terms with the
@@ -48,7 +55,9 @@ from numpy.typing import ArrayLike
 from scipy import stats
 
 from scaling.errors import UserInputError
+from scaling.fit import drift
 from scaling.fit.data import FitData, validate_for_law
+from scaling.fit.drift import CalibrationConstants, Shift
 from scaling.fit.estimate import FitOptions, Progress, fit
 from scaling.fit.laws import SINGLE_INPUT_LAWS, Law, get_law
 from scaling.fit.noise import SEED_TO_CHECKPOINT_SD_RATIO, CheckpointNoise
@@ -59,15 +68,6 @@ FORMS: dict[str, tuple[str, ...]] = {
     "chinchilla": ("chinchilla", "gadre", "broken"),
     "power": ("power", "broken_power"),
 }
-#: Drift per decade of compute beyond the data, in log *reducible* loss per log10 C. The nested
-#: backtests inside the fit sets of the public suite (never its held-out points) measure a median
-#: of 0 to 0.14 per family (epoch 0.072, gadre 0, olmo 0.019, porian 0.124, isoflops 0.140; family
-#: median 0.072); 0.04 was chosen on the suite between 0 and that median (with 0.072 every
-#: coverage target still holds, the 95% interval score is 14.59 vs 14.58 for the old intervals).
-#: A study's own nested backtests pull its drift away from this value.
-PRIOR_DRIFT_PER_DECADE = 0.04
-#: How many nested splits' worth of evidence the prior counts as.
-PRIOR_SPLITS = 3.0
 NESTED_SPLITS = 3
 _RUNG_BINS_PER_DECADE = 4
 _MIN_RUNGS_LEFT = 3
@@ -126,6 +126,8 @@ class NestedError:
     distance_decades: float
     log_error: float
     actual: float = math.nan
+    #: the point's row in the fitted data (one nested split holds each row at most once)
+    row: int = -1
 
 
 @dataclass
@@ -142,15 +144,17 @@ class FormFit:
 
 @dataclass
 class GroupCalibration:
-    """Per group: the variance components (log-loss units) and the drift per decade."""
+    """Per group: the variance components (log-loss units) and the drift scale's posterior."""
 
     seed_var: float
     seed_dof: int
     lack_of_fit_var: float
+    #: sqrt(E[k^2]) under the posterior: the drift per decade a variance table shows
     drift_per_decade: float
+    #: the study's own estimate from its nested backtests (root mean excess per squared decade),
+    #: None without any
     drift_measured: float | None
     n_nested: int
-    nu: float
     log10_scale_max: float
     nested_correlation: float = 0.0
     n_splits: int = 0
@@ -161,13 +165,28 @@ class GroupCalibration:
     #: with "checkpoints": the seed-to-checkpoint sd ratio the scatter was scaled by (so a report
     #: read back later states the factor that was applied, not today's constant)
     seed_proxy_ratio: float | None = None
+    #: "suite" (no nested backtest: the whole spread of the public suite's drift distribution) or
+    #: "own nested backtests, shrunk toward the suite"
+    drift_source: str = "suite"
+    #: posterior probability of each drift scale in `scaling.fit.drift.K_GRID`
+    drift_weights: list[float] = field(default_factory=list, repr=False)
+    #: the nested shifts the posterior used: per split, (log errors, loadings d * s)
+    nested_shifts: list[tuple[list[float], list[float]]] = field(default_factory=list, repr=False)
+    #: the in-sample variance (weighted mean squared residual) nested errors are measured against
+    in_sample_var: float = 0.0
 
+    @property
+    def weights(self) -> np.ndarray:
+        return np.asarray(self.drift_weights, float)
 
-def combine_drift(measured: float | None, n_splits: int, prior: float = None) -> float:  # type: ignore[assignment]
-    """The drift per decade used: the measured one shrunk towards ``prior`` (default
-    `PRIOR_DRIFT_PER_DECADE`) with the weight of `PRIOR_SPLITS` splits, in quadrature."""
-    prior = PRIOR_DRIFT_PER_DECADE if prior is None else prior
-    return math.sqrt((n_splits * (measured or 0.0) ** 2 + PRIOR_SPLITS * prior ** 2) / (n_splits + PRIOR_SPLITS))
+    def summary(self) -> dict:
+        """JSON-able fields (the posterior as a few quantiles, not 161 weights)."""
+        out = {k: v for k, v in vars(self).items() if k not in ("drift_weights", "nested_shifts")}
+        if self.drift_weights:
+            cdf = np.cumsum(self.weights)
+            out["drift_quantiles"] = {f"{q:g}": float(drift.K_GRID[min(int(np.searchsorted(cdf, q)), cdf.size - 1)])
+                                      for q in (0.05, 0.5, 0.95)}
+        return out
 
 
 @dataclass
@@ -180,6 +199,10 @@ class ModelAverage:
     groups: dict[str, GroupCalibration]
     scale_feature: str = "flops"
     notes: list[str] = field(default_factory=list)
+    constants: CalibrationConstants = field(default_factory=drift.load_constants)
+    #: the fitted data (kept so the calibration can be redone with other constants, `recalibrate`)
+    data: FitData | None = field(default=None, repr=False)
+    checkpoint_noise: Mapping[str, CheckpointNoise] = field(default_factory=dict, repr=False)
 
     # ----------------------------------------------------------------------- structure
     @property
@@ -227,11 +250,17 @@ class ModelAverage:
         }
         return mu, comps
 
+    def _loading(self, group: str, X: Mapping[str, ArrayLike], mu: np.ndarray) -> np.ndarray:
+        """The drift loading ``d s``: drift ``k`` per decade acts on the reducible part ``L - E``,
+        i.e. ``k d (1 - E / L)`` in log loss, so far beyond the data it fades with the reducible loss."""
+        return self.distance(group, X) * _reducible_share(self.floor(group), np.exp(mu))
+
     def _drift_scale(self, group: str, X: Mapping[str, ArrayLike], mu: np.ndarray) -> np.ndarray:
-        """Std of the drift in log loss: ``k d`` on the reducible part ``L - E``, i.e.
-        ``k d (1 - E / L)`` in log loss, so far beyond the data it fades with the reducible loss."""
-        gc = self.groups[group]
-        return gc.drift_per_decade * self.distance(group, X) * _reducible_share(self.floor(group), np.exp(mu))
+        """Root mean square drift in log loss beyond the data: sqrt E[k^2] under the posterior times
+        ``d s``, with the rung shift ``tau`` in quadrature (0 inside the data)."""
+        a = self._loading(group, X, mu)
+        tau = self.constants.prior.shift_sd
+        return np.sqrt((self.groups[group].drift_per_decade * a) ** 2 + tau ** 2 * (a > 0))
 
     def floor(self, group: str) -> float:
         """The requested law's fitted loss floor E for ``group``."""
@@ -240,10 +269,13 @@ class ModelAverage:
     def interval(self, group: str, X: Mapping[str, ArrayLike], level: float = 0.95,
                  new_run: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(prediction, low, high) of the loss at ``X``: a new run's (``new_run``, with seed
-        noise) or the expected loss's (without it)."""
+        noise) or the expected loss's (without it). The half-width is the level's own quantile of
+        the drift mixture (`scaling.fit.drift.mixture_halfwidth`) times its suite-fitted factor."""
         mu, comps = self.components(group, X)
-        var = sum(v for k, v in comps.items() if new_run or k != "seed noise")
-        half = stats.t.ppf(0.5 + level / 2.0, self.groups[group].nu) * np.sqrt(var)
+        v0 = sum(v for k, v in comps.items() if k != "extrapolation" and (new_run or k != "seed noise"))
+        gc = self.groups[group]
+        half = drift.mixture_halfwidth(gc.weights, v0, self._loading(group, X, mu), level,
+                                       self.constants.prior.shift_sd) * self.constants.scale(level)
         return np.exp(mu), np.exp(mu - half), np.exp(mu + half)
 
     def loss_draws(self, groups: Sequence[str], X: Mapping[str, Mapping[str, ArrayLike]], n_draws: int = 2000,
@@ -252,8 +284,8 @@ class ModelAverage:
 
         One form per draw (chosen by weight) and one bootstrap resample index per draw for all
         groups (a joint fit's resamples are shared, so a shared E cancels in differences); the
-        drift terms are t-distributed with the nested errors' correlation between groups; the
-        non-drift residual variance is drawn independently per group.
+        drift terms are each group's posterior drift scale times normals with the nested errors'
+        correlation between groups; the non-drift residual variance is drawn independently per group.
         """
         rng = np.random.default_rng(seed)
         forms = self.weighted_forms
@@ -263,8 +295,13 @@ class ModelAverage:
         rho = np.array([[1.0 if a == b else self._rho(a, b) for b in groups] for a in groups])
         chol = np.linalg.cholesky(rho + 1e-9 * np.eye(G))
         z = rng.standard_normal((n_draws, G)) @ chol.T
-        nu = min(self.groups[g].nu for g in groups)
-        eta = z / np.sqrt(rng.chisquare(nu, size=(n_draws, 1)) / nu)
+        # drift: each group's scale k from its posterior (one uniform for all groups, so the series
+        # of one study drift alike in size), times the correlated normals
+        u = rng.random(n_draws)
+        ks = np.stack([drift.K_GRID[np.minimum(np.searchsorted(np.cumsum(self.groups[g].weights), u), drift.K_GRID.size - 1)]
+                       for g in groups], axis=1)
+        eta = z * ks
+        tau = self.constants.prior.shift_sd
         # Per form: every group's log predictions per bootstrap resample, and the resamples whose
         # predictions are finite for all of them (a resample whose refit failed, or whose curve
         # overflows at the target, would make every quantile of a difference NaN). One index per
@@ -299,7 +336,8 @@ class ModelAverage:
             gc = self.groups[g]
             resid = gc.lack_of_fit_var + (gc.seed_var if new_run else 0.0)
             mu_g, _ = self.components(g, Xg)
-            logs += eta[:, gi:gi + 1] * self._drift_scale(g, Xg, mu_g)[None, :]
+            a_g = self._loading(g, Xg, mu_g)[None, :]
+            logs += eta[:, gi:gi + 1] * a_g + tau * z[:, gi:gi + 1] * (a_g > 0)
             logs += np.sqrt(resid) * rng.standard_normal((n_draws, 1))
             out[g] = np.exp(logs)
         return out
@@ -311,17 +349,18 @@ class ModelAverage:
         """JSON-able description: weights, nested errors, variance components per group."""
         return to_jsonable({
             "law": self.law,
-            "method": "nested leave-top-rung-out backtests; inverse-MSE form weights; t intervals with "
-                      "seed noise + lack of fit + parameter + form + drift (k d)^2",
+            "method": "nested leave-top-rung-out backtests; inverse-MSE form weights; per-level quantiles of a "
+                      "normal scale mixture: seed noise + lack of fit + parameter + form + drift (k d s)^2 with k "
+                      "a random effect (the study's nested backtests shrunk toward the public suite's drift "
+                      "distribution, scaling.fit.drift)",
             "forms": {
                 name: {"weight": f.weight, "nested_rmse": f.nested_rmse, "n_nested": len(f.nested),
                        "excluded": f.excluded, "formula": f.result.formula if f.result else None,
                        "params": {g: gf.params for g, gf in f.result.groups.items()} if f.result else None}
                 for name, f in self.forms.items()
             },
-            "groups": {g: vars(c) for g, c in self.groups.items()},
-            "prior_drift_per_decade": PRIOR_DRIFT_PER_DECADE,
-            "prior_splits": PRIOR_SPLITS,
+            "groups": {g: c.summary() for g, c in self.groups.items()},
+            "constants": self.constants.to_dict(),
             "notes": self.notes,
         })
 
@@ -385,7 +424,7 @@ def _nested_errors(data: FitData, law: Law, shared: Sequence[str], options: FitO
             cmax = scale[fit_mask & (data.group == g)].max()
             for i, p in zip(rows, pred):
                 errors.append(NestedError(g, j, float(np.log10(scale[i] / cmax)), float(np.log(data.loss[i] / p)),
-                                          float(data.loss[i])))
+                                          float(data.loss[i]), int(i)))
     return errors or None
 
 
@@ -398,12 +437,14 @@ def calibrate(
     forms: Sequence[str] | None = None,
     progress: Progress | None = None,
     checkpoint_noise: Mapping[str, CheckpointNoise] | None = None,
+    constants: CalibrationConstants | None = None,
 ) -> ModelAverage:
     """Fit every candidate form, backtest each inside ``data``, and calibrate the intervals.
 
     ``progress`` follows the requested law's bootstrap (the longest single step).
     ``checkpoint_noise`` (per group, `scaling.fit.noise.checkpoint_noise` on the runs' training
-    curves) is the seed noise of a group without repeated seeds."""
+    curves) is the seed noise of a group without repeated seeds. ``constants``: the suite-chosen
+    calibration constants (default: the shipped ones, `scaling.fit.drift.load_constants`)."""
     options = options or FitOptions()
     x = law.features[0] if law.name in SINGLE_INPUT_LAWS else "params_nonembed"
     names = tuple(forms) if forms is not None else forms_for(law.name)
@@ -432,20 +473,40 @@ def calibrate(
         else:
             ff.nested_rmse = float(np.sqrt(np.mean([e.log_error ** 2 for e in nested])))
         fitted[name] = ff
+    model = ModelAverage(law.name, law.features[0] if law.name in SINGLE_INPUT_LAWS else None, fitted, {},
+                         scale_feature=scale_feature(law), data=data, checkpoint_noise=dict(checkpoint_noise or {}))
+    return recalibrate(model, constants or drift.load_constants())
+
+
+def recalibrate(model: ModelAverage, constants: CalibrationConstants) -> ModelAverage:
+    """Weights, variance components and drift posteriors of ``model`` under ``constants``, from its
+    stored form fits and nested errors (no refitting: this is what the leave-one-family-out search
+    over constants runs thousands of times). Returns ``model``, updated in place."""
+    assert model.data is not None, "recalibrate needs the fitted data (ModelAverage.data)"
+    model.constants = constants
+    fitted = model.forms
+    for f in fitted.values():
+        f.weight = 0.0
     with_nested = [f for f in fitted.values() if f.nested_rmse is not None]
     if with_nested:
-        inv = np.array([1.0 / max(f.nested_rmse, 1e-6) ** 2 for f in with_nested])
+        inv = np.array([(1.0 / max(f.nested_rmse, 1e-6) ** 2) ** constants.form_temper for f in with_nested])
         for f, wt in zip(with_nested, inv / inv.sum()):
             f.weight = float(wt)
     else:
-        fitted[law.name].weight = 1.0
-    model = ModelAverage(law.name, law.features[0] if law.name in SINGLE_INPUT_LAWS else None, fitted, {},
-                         scale_feature=scale_feature(law))
-    model.groups = _group_calibration(data, model, checkpoint_noise or {})
-    if not with_nested:
-        model.notes.append("no nested backtest could be run (too few rungs): the drift per decade is the prior "
-                           f"measured on public data ({PRIOR_DRIFT_PER_DECADE:g} log-loss per decade)")
+        fitted[model.law].weight = 1.0
+    model.groups = _group_calibration(model.data, model, model.checkpoint_noise)
+    model.notes = [n for n in model.notes if not n.startswith(_SUITE_NOTE)]
+    from_suite = sorted(g for g, gc in model.groups.items() if gc.drift_source == "suite")
+    if from_suite:
+        who = "" if len(from_suite) == len(model.groups) else f" ({', '.join(from_suite)})"
+        model.notes.append(f"{_SUITE_NOTE}{who}: no nested backtest could be run (too few rungs), so the width "
+                           "beyond the largest run comes from other families' histories: the whole spread of the "
+                           "drift scales measured on the public scaling-law suite (median "
+                           f"{constants.prior.median:.3g} log-loss per decade, scaling.fit.drift)")
     return model
+
+
+_SUITE_NOTE = "extrapolation drift from the public suite"
 
 
 def _group_calibration(data: FitData, model: ModelAverage,
@@ -476,43 +537,57 @@ def _group_calibration(data: FitData, model: ModelAverage,
         # (distance, log error, reducible share 1 - E / L of the point): the drift is measured on
         # the reducible loss, where a misestimated exponent shows as a slope in log-log.
         errs = [(d, r, max(float(_reducible_share(floor, np.array([loss]))[0]), 1e-3))
-                for (grp, _, d), (r, loss) in averaged.items() if grp == g and d > 0]
-        n_splits = len({s for (grp, s, _) in averaged if grp == g})
+                for (grp, _, d, _), (r, loss) in averaged.items() if grp == g and d > 0]
+        splits = sorted({s for (grp, s, _, _) in averaged if grp == g})
+        n_splits = len(splits)
         measured = None
         if errs:
             d2 = np.array([d * d for d, _, _ in errs])
             excess = np.array([max(r * r - in_sample, 0.0) / (share * share) for _, r, share in errs])
             measured = float(math.sqrt(excess.sum() / d2.sum()))
+        # each nested split of this group: its points move together (one shared drift draw)
+        shifts: list[tuple[list[float], list[float]]] = []
+        for sp in splits:
+            pts = [(r, d * max(float(_reducible_share(floor, np.array([loss]))[0]), 1e-3))
+                   for (grp, s_, d, _), (r, loss) in averaged.items() if grp == g and s_ == sp and d > 0]
+            if pts:
+                shifts.append(([r for r, _ in pts], [a for _, a in pts]))
+        constants = model.constants
+        weights = drift.posterior(constants.prior, [Shift.of(r, a, in_sample) for r, a in shifts], constants.temper)
         out[g] = GroupCalibration(
             seed_var=seed_var, seed_dof=seed_dof, seed_source=seed_source, seed_proxy_ratio=ratio,
-            lack_of_fit_var=lof, drift_per_decade=combine_drift(measured, n_splits),
-            drift_measured=measured, n_nested=len(errs), nu=float(min(30.0, 3.0 + 2.0 * n_splits)),
+            lack_of_fit_var=lof, drift_per_decade=math.sqrt(drift.mean_square(weights)),
+            drift_measured=measured, n_nested=len(errs),
             log10_scale_max=float(np.log10(scale[data.group == g].max())), n_splits=n_splits,
+            drift_source="own nested backtests, shrunk toward the suite" if shifts and constants.temper > 0 else "suite",
+            drift_weights=[float(w) for w in weights], nested_shifts=shifts, in_sample_var=max(in_sample, 1e-12),
         )
     _nested_correlations(out, averaged)
     return out
 
 
-def _averaged_nested(forms: list[FormFit], w: np.ndarray) -> dict[tuple[str, int, float], tuple[float, float]]:
-    """(group, split, distance) -> (weighted log error over the forms that have that point, its
-    actual loss)."""
-    acc: dict[tuple[str, int, float], list[tuple[float, float, float]]] = {}
+def _averaged_nested(forms: list[FormFit], w: np.ndarray) -> dict[tuple[str, int, float, float], tuple[float, float]]:
+    """(group, split, distance, point) -> (weighted log error over the forms that have that point,
+    its actual loss). One entry per held-out point of each split (an isoFLOP rung's points share
+    a distance; each keeps its own error)."""
+    acc: dict[tuple[str, int, float, float], list[tuple[float, float, float]]] = {}
     for f, wt in zip(forms, w):
         for e in f.nested:
-            acc.setdefault((e.group, e.split, round(e.distance_decades, 9)), []).append((wt, e.log_error, e.actual))
-    # Several points can share a key (same group, split, distance); keep their weighted mean.
+            point = float(e.row) if e.row >= 0 else float(e.actual)
+            acc.setdefault((e.group, e.split, round(e.distance_decades, 9), point), []).append((wt, e.log_error, e.actual))
     return {k: (sum(a * b for a, b, _ in v) / sum(a for a, _, _ in v), float(np.mean([c for _, _, c in v])))
             for k, v in acc.items()}
 
 
-def _nested_correlations(groups: dict[str, GroupCalibration], averaged: dict[tuple[str, int, float], float]) -> None:
+def _nested_correlations(groups: dict[str, GroupCalibration],
+                         averaged: dict[tuple[str, int, float, float], tuple[float, float]]) -> None:
     """Per group: the mean correlation of its nested errors with other groups' (matched by split
     and rank of distance), shrunk towards 0; differences between series use it."""
     names = list(groups)
     if len(names) < 2:
         return
     by: dict[tuple[str, int], list[float]] = {}
-    for (g, s, d), (r, _) in sorted(averaged.items(), key=lambda kv: kv[0][2]):
+    for (g, s, d, _), (r, _) in sorted(averaged.items(), key=lambda kv: (kv[0][2], kv[0][3])):
         by.setdefault((g, s), []).append(r)
     for g in names:
         rs = []
@@ -534,13 +609,6 @@ def _nested_correlations(groups: dict[str, GroupCalibration], averaged: dict[tup
 
 
 # ---------------------------------------------------------------------------- suite method
-def with_prior(model: ModelAverage, prior: float) -> ModelAverage:
-    """The same calibration with another prior drift (no refitting): for measuring the prior."""
-    for gc in model.groups.values():
-        gc.drift_per_decade = combine_drift(gc.drift_measured, gc.n_splits, prior)
-    return model
-
-
 def calibrated_method(bootstrap: int = 200, seed: int = 0):
     """The suite method (`scaling.fit.suite`): calibrate on the fit part, predict the rest."""
     from scaling.fit.laws import CHINCHILLA

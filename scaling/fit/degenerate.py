@@ -186,6 +186,26 @@ def diagnose_frontier(frontier: Iterable[dict]) -> list[Finding]:
     return out
 
 
+#: Kinds of finding that leave a group's predicted loss itself unidentified (an exponent or scale
+#: the data do not pin, a switched-off term, an N/D split the runs cannot make): no interval of a
+#: loss is given for that group, plain or calibrated. A floor alone ("floor") does not: the curve
+#: the runs pin is still predicted, and the calibrated drift widens it beyond the data.
+INTERVAL_REFUSING_KINDS: tuple[str, ...] = ("exponent", "N/D split")
+
+
+def interval_refusals(findings: Iterable[Finding | dict]) -> dict[str, str]:
+    """Group -> why no prediction interval is given for it, with the runs that would identify the
+    fit: one sentence per finding of a kind in `INTERVAL_REFUSING_KINDS` (scope "all" applies to
+    every group, under the key "all"). Both interval paths (plain bootstrap and calibrated) read
+    this one rule, so they refuse exactly the same fits."""
+    out: dict[str, list[str]] = {}
+    for f in findings:
+        d = f.to_dict() if isinstance(f, Finding) else dict(f)
+        if d["refuses"] in INTERVAL_REFUSING_KINDS:
+            out.setdefault(d["scope"], []).append(f"{d['quantity']} {d['problem']}; {d['remedy']}")
+    return {g: "no interval: the fit is not identified (" + "; ".join(v) + ")" for g, v in out.items()}
+
+
 def refused(findings: Iterable[Finding], kind: str) -> list[Finding]:
     return [f for f in findings if f.refuses == kind]
 

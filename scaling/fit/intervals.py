@@ -40,9 +40,13 @@ def loss_interval(
         return Interval(prediction, nan, nan, nan, nan, level)
     draws = np.atleast_2d(result.predict_draws(group, X))
     tail = (1.0 - level) / 2.0
-    fit_low, fit_high = np.quantile(draws, [tail, 1.0 - tail], axis=0)
+    # a resample whose refit failed (NaN) is left out rather than voiding the interval: refusing an
+    # interval is `scaling.fit.degenerate.interval_refusals`' call, the same for every path
+    with np.errstate(all="ignore"):
+        fit_low, fit_high = np.nanquantile(draws, [tail, 1.0 - tail], axis=0)
     residuals = np.asarray(result.groups[group].residuals_log, dtype=float)
     rng = np.random.default_rng(result.settings.get("seed", 0) if seed is None else seed)
     noise = rng.choice(residuals, size=draws.shape, replace=True) if residuals.size else np.zeros_like(draws)
-    low, high = np.quantile(draws * np.exp(noise), [tail, 1.0 - tail], axis=0)
+    with np.errstate(all="ignore"):
+        low, high = np.nanquantile(draws * np.exp(noise), [tail, 1.0 - tail], axis=0)
     return Interval(prediction, fit_low, fit_high, low, high, level)

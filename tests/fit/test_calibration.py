@@ -52,10 +52,10 @@ def test_targets_are_judged_from_the_summary():
                          {0.5: 0.5, 0.8: 0.8, 0.9: 0.9, 0.95: 0.95}, {}, {}, {0.95: 1.0}, {"a": 0.01}, {"a": 0.02},
                          {"a": 1}, {"a": 1}, 0.0)
     assert all(suite.targets_met(good).values())
-    bad = suite.Summary(good.levels, {"a": {**good.coverage["a"], 0.95: 0.8}}, {**good.weighted, 0.95: 0.8}, {},
+    bad = suite.Summary(good.levels, {"a": {**good.coverage["a"], 0.95: 0.75}}, {**good.weighted, 0.95: 0.75}, {},
                         {}, {0.95: 2.0}, {"a": 0.02}, {"a": 0.02}, {"a": 1}, {"a": 1}, 0.0)
     met = suite.targets_met(bad, reference=good)
-    assert not met["coverage 95% in 90%-98%"] and not met["every family >= 85% at 95%"]
+    assert not met["coverage 95% in 90%-98%"] and not met["every family >= 80% at 95%"]
     assert not met["interval score (95%) no worse"] and not met["mean abs error no worse"]
 
 
@@ -118,3 +118,21 @@ def test_unknown_form_is_a_value_error(bad):
     data = _ladder(lambda n, d: 1.7 + 400 * n ** -0.3)
     with pytest.raises(ValueError):
         calibrate(data, power_law("params_nonembed"), forms=("power", bad))
+
+
+def test_a_study_too_short_for_a_nested_backtest_takes_the_suites_whole_drift_spread():
+    """Five sizes within half a decade of compute: no rung can be held out, so the drift comes from
+    the public suite's distribution (the whole of it) and the model says so; the interval still
+    widens with the distance, and each level is its own quantile (50% strictly inside 95%)."""
+    n = np.geomspace(1e8, 1.5e8, 5)
+    data = make_fit_data({"params_nonembed": n, "flops": 120 * n ** 2}, 1.7 + 400 * n ** -0.3)
+    model = calibrate(data, power_law("params_nonembed"), options=FitOptions(bootstrap=20))
+    gc = model.groups["all"]
+    assert gc.n_splits == 0 and gc.drift_source == "suite"
+    assert np.allclose(gc.weights, model.constants.prior.weights())
+    assert any("other families' histories" in note for note in model.notes)
+    far = np.array([3e8, 3e9])
+    X = {"params_nonembed": far, "flops": 120 * far ** 2}
+    _, lo95, hi95 = model.interval("all", X, 0.95)
+    _, lo50, hi50 = model.interval("all", X, 0.5)
+    assert np.all(np.diff(hi95 / lo95) > 0) and np.all(lo95 < lo50) and np.all(hi50 < hi95)

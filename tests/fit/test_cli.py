@@ -31,12 +31,15 @@ def test_epoch_backtest_through_the_command_line(epoch_csv, tmp_path):
     proc = _mcscale(
         "fit", str(epoch_csv), "--law", "chinchilla", "--n-col", "Model Size", "--c-col", "Training FLOP",
         "--drop-highest", "5", "--fit-where", "`Training FLOP` < 1e21", "--predict-where", "`Training FLOP` >= 1e21",
-        "--bootstrap", "100", "--seed", "1", "--json", str(out),
+        "--bootstrap", "100", "--seed", "1", "--json", str(out), "--plain-bootstrap",
     )
     assert proc.returncode == 0, proc.stderr
     assert "D = C / (6 N)" in proc.stdout  # the derived tokens are stated
     assert "backtest" in proc.stdout and "alpha" in proc.stdout
+    assert "UNCALIBRATED" in proc.stdout  # the plain bootstrap's intervals say what they are
     payload = json.loads(out.read_text())
+    assert payload["settings"]["intervals"] == "uncalibrated (plain bootstrap)"
+    assert payload["groups"]["all"]["backtest"]["interval_kind"] == "uncalibrated (plain bootstrap)"
     group = payload["groups"]["all"]
     bt = group["backtest"]
     print(f"\nEpoch backtest (fit C < 1e21, predict C >= 1e21): {bt['n_fit']} fitted, {bt['n_holdout']} held out, "

@@ -99,3 +99,47 @@ def test_intervals_spanning_an_order_of_magnitude_are_not_predictions():
     })
     assert targets == ["flops=6e23"] and len(found) == 1 and found[0].refuses == "unpredictable"
     assert "0.03 to 79 for b" in found[0].problem and "flops=2e20" not in found[0].problem
+
+
+def _two_series_one_unidentified(tmp_path):
+    """Series "good" trains each size at three token budgets; series "flat" at one tokens/param,
+    so its N and D terms cannot be told apart. The largest size of each is held out."""
+    rows = []
+    law = {"E": 1.8, "A": 480.0, "alpha": 0.35, "B": 2100.0, "beta": 0.37}
+    rng = np.random.default_rng(5)
+    for arch, ratios in (("good", (5, 20, 80)), ("flat", (20,))):
+        for n in np.geomspace(1e7, 2e9, 7):
+            for r in ratios:
+                X = {"params_nonembed": np.array([n]), "tokens": np.array([r * n])}
+                rows.append({"arch": arch, "params_nonembed": n, "tokens": r * n,
+                             "loss": float(CHINCHILLA.predict(law, X)[0]) * float(np.exp(0.003 * rng.standard_normal()))})
+    path = tmp_path / "runs.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_calibrated_refuses_an_interval_exactly_where_plain_does(tmp_path):
+    """Issue 23, item 4: an unidentified fit gets no interval, calibrated or plain; the same groups
+    are refused by both, with the reason and the runs that would identify the fit; an identified
+    series keeps its interval in both."""
+    path = _two_series_one_unidentified(tmp_path)
+    payloads = {}
+    for mode in ("--calibrated", "--plain-bootstrap"):
+        out = tmp_path / f"{mode}.json"
+        res = CliRunner().invoke(app, ["fit", str(path), "--group-col", "arch", "--bootstrap", "20", mode,
+                                       "--predict-where", "params_nonembed > 1.5e9", "--json", str(out)])
+        assert res.exit_code == 0, res.output
+        said = " ".join(res.output.split())  # the console wraps long lines
+        assert "no interval: the fit is not identified" in said and "tokens_per_param" in said
+        payloads[mode] = json.loads(out.read_text())
+    refused = {mode: {g for g, grp in p["groups"].items() if grp["backtest"]["interval_refused"]}
+               for mode, p in payloads.items()}
+    assert refused["--calibrated"] == refused["--plain-bootstrap"] == {"flat"}
+    for mode, p in payloads.items():
+        flat, good = p["groups"]["flat"]["backtest"], p["groups"]["good"]["backtest"]
+        assert all(pt["low"] is None and pt["in_interval"] is None for pt in flat["points"]) and flat["coverage"] is None
+        assert "N and D terms" in flat["interval_refused"]
+        assert all(pt["low"] < pt["prediction"] < pt["high"] for pt in good["points"])
+    assert payloads["--calibrated"]["groups"]["good"]["backtest"]["interval_kind"] == "calibrated"
+    assert payloads["--plain-bootstrap"]["groups"]["good"]["backtest"]["interval_kind"] == "uncalibrated (plain bootstrap)"
+

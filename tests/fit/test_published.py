@@ -65,6 +65,7 @@ def test_gadre_overtrained_extrapolation(gadre_csv, tmp_path):
             "fit", str(gadre_csv), "--n-col", "params_no_embed", "--d-col", "tokens", "--loss-col", "loss_c4_val",
             "--group-col", "dataset", "--fit-where", f"params <= {GADRE_LARGEST_FITTED_PARAMS}",
             "--predict-where", f"params > {GADRE_LARGEST_FITTED_PARAMS}", "--bootstrap", "100", "--json", str(out),
+            "--plain-bootstrap",
         ],
     )
     assert result.exit_code == 0, result.output
