@@ -185,8 +185,9 @@ class Deadlines:
     def __init__(self) -> None:
         self.stack: list[Limit] = []
         self.enabled = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+        self.previous: Any = None
         if self.enabled:
-            signal.signal(signal.SIGALRM, self._fire)
+            self.previous = signal.signal(signal.SIGALRM, self._fire)
 
     def _arm(self) -> None:
         if not self.enabled:
@@ -230,8 +231,12 @@ class Deadlines:
         self._arm()
 
     def disarm(self) -> None:
+        """Stop the timer and give SIGALRM back to whoever had it (pytest-timeout, say)."""
         self.stack.clear()
         self._arm()
+        if self.enabled and self.previous is not None:
+            signal.signal(signal.SIGALRM, self.previous)
+            self.enabled = False
 
 
 # ---- tables and targets -------------------------------------------------------------------------
@@ -1069,7 +1074,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                         help="torch.compile the model in (d) and (e) (default: on with CUDA, off with --cpu)")
     parser.add_argument("--compile-backend", default="inductor")
-    parser.add_argument("--compile-budget-frac", type=float, default=0.7,
+    parser.add_argument("--compile-budget-frac", type=float, default=0.8,
                         help="share of a cell's time that its compilation may take before it runs eagerly")
     return parser.parse_args(argv)
 
