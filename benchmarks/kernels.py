@@ -1,32 +1,37 @@
 """Memory Caching read-path kernels: correctness on the chip, then speed and memory, as ratios.
 
-On CUDA, in one run:
-1. every op's Triton forward and gradients against its PyTorch reference, at bf16 and fp32,
-   printing the worst relative error (max |triton - reference| / max |reference|) per op;
-   Triton 3.4-3.7.0 had Hopper backward kernels return wrong gradients elsewhere
-   (flash-linear-attention issue 640), so this is measured, not assumed;
+On CUDA, in one run (`--budget-s` total: part 1 until 30% of it, part 2 until 60%, part 3 the rest;
+every cell not run for the budget, or by design, prints a line saying so):
+1. every op's Triton forward and gradients against its PyTorch reference in float64, bf16 first
+   (the training path) then fp32, printing the worst relative error (max |triton - reference| /
+   max |reference| over the output and every gradient) per op; Triton 3.4-3.7.0 had Hopper
+   backward kernels return wrong gradients elsewhere (flash-linear-attention issue 640), so this
+   is measured, not assumed;
 2. forward+backward time and peak memory of the Triton ops against the PyTorch gather path
    (implemented below as scaling/models/caching.py did it before it called these ops: one state
    copy per (tile, cached segment) pair, one per (token, slot) for SSC) at L = 4K..32K, C = 64 and 256,
-   head dim 64 and 128, bf16;
-3. whole-model training tokens/s of swla, swla+grm, swla+ssc, titans+grm against the
-   Transformer (SDPA) at ~125M parameters, built with scaling.models.LanguageModel, whose cached
-   reads all go through these ops (Triton on CUDA).
+   head dim 64 and 128, bf16; the target cell (L = 8K, C = 64, d = 64) runs first;
+3. whole-model forward+backward tokens/s of swla, swla+grm, swla+ssc, titans+grm against the
+   Transformer (SDPA) at ~125M parameters, built with scaling.models.LanguageModel (fp32 weights
+   under bf16 autocast, eager), whose cached reads all go through these ops (Triton on CUDA).
+   `benchmarks/gpu_check.py` answers the issue's targets with the compiled training step; this
+   is the longer sweep.
 On CPU it runs the reference paths on small shapes against the gather path and says that GPU
-numbers need a GPU. Imports only torch, triton, numpy and the source tree; the default run
-stays under 6 minutes on an H200 (`--budget-s` is a soft stop for parts 2 and 3).
+numbers need a GPU. Imports only torch, triton, numpy and the source tree.
 
     python benchmarks/kernels.py            # auto: the GPU run on CUDA, the CPU run otherwise
-    python benchmarks/kernels.py --quick    # fewer lengths
+    python benchmarks/kernels.py --quick    # part 2 at L = 8K only, part 3 at 16K only (the targets' lengths)
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -179,77 +184,230 @@ def op_cases(b: int, h: int, length: int, segment: int, d: int, dtype: torch.dty
 
 # ---- part 1: correctness ------------------------------------------------------------------------
 
+#: worst relative error (max |candidate - reference| / max |reference| over the output and every
+#: gradient) allowed against the float64 reference: bf16 inputs and outputs round at ~4e-3 and the
+#: gradients sum many of them; fp32 leaves room for TF32 dots (~5e-4 typical), far below what a
+#: wrong kernel gives (order 1).
+TOLERANCE = {torch.float32: 2e-3, torch.bfloat16: 3e-2}
+
+
+@dataclass
+class CheckRow:
+    """One (op, dtype) correctness cell; `worst` is NaN when the cell was not run (see `note`)."""
+
+    op: str
+    dtype: torch.dtype
+    worst: float = float("nan")
+    tolerance: float = float("nan")
+    note: str = ""
+
+    @property
+    def verdict(self) -> str:
+        if self.note:
+            return self.note
+        return "ok" if self.worst <= self.tolerance else "WRONG"
+
+
+def effective_top_k(length: int, segment: int, top_k: int) -> int:
+    """The k `op_cases` gives SSC at this shape (at least 1, at most the cached segments)."""
+    return max(1, min(top_k, len(constant_bounds(length, segment)) - 2))
+
+
+def case_names(length: int, segment: int, top_k: int = 2, with_mlp: bool = True) -> list[str]:
+    """The op names `op_cases` yields at this shape, in its order (to plan rows before running them)."""
+    k = effective_top_k(length, segment, top_k)
+    names = ["grm", "residual", f"ssc(k={k})"]
+    return names + (["mlp-grm", f"mlp-ssc(k={k})", "mlp-paper-form"] if with_mlp else [])
+
+
+def _upcast(tensors: list[torch.Tensor | None]) -> list[torch.Tensor | None]:
+    return [t if t is None or not t.is_floating_point() else t.double() for t in tensors]
+
+
+def worst_relative_error(got: tuple[torch.Tensor, list], want: tuple[torch.Tensor, list]) -> float:
+    """max over the output and every gradient of max |got - want| / max |want| (NaN counts as wrong)."""
+    worst = 0.0
+    for a, w in zip([got[0], *got[1]], [want[0], *want[1]]):
+        err = float((a.double() - w).abs().max() / w.abs().max().clamp_min(1e-30))
+        worst = max(worst, err) if err == err else float("inf")
+    return worst
+
+
+def correctness_rows(device: torch.device, backend: str = "triton", length: int = 1024, segment: int = 64,
+                     d: int = 64, batch: int = 2, heads: int = 4, top_k: int = 3,
+                     dtypes: tuple[torch.dtype, ...] = (torch.bfloat16, torch.float32),
+                     deadline: float = math.inf) -> Iterator[CheckRow]:
+    """Each op's `backend` forward and gradients at each dtype against the reference in float64.
+
+    The reference runs on the same inputs upcast to float64 (so its own rounding is out of the
+    comparison), with the same output gradient. bf16 comes first: it is the training path, and
+    the fp32 builds compile slowest (spilling kernels). Cells left when `deadline`
+    (time.monotonic()) has passed are yielded as not run, never dropped.
+    """
+    for dtype in dtypes:
+        for name, tensors, op, _ in op_cases(batch, heads, length, segment, d, dtype, device, top_k=top_k):
+            if time.monotonic() > deadline:
+                yield CheckRow(name, dtype, note="not run (time budget)")
+                continue
+            gen = torch.Generator(device=device).manual_seed(1)
+            out_grad = torch.randn(batch, heads, length, d, generator=gen, device=device, dtype=torch.float64)
+            try:
+                want = fwd_bwd(op("reference"), _upcast(tensors), out_grad)
+                got = fwd_bwd(op(backend), tensors, out_grad.to(dtype))
+            except Exception as exc:  # noqa: BLE001 - one broken op (a compile error, say) must not hide the others
+                yield CheckRow(name, dtype, note=f"error: {type(exc).__name__}: {str(exc)[:80]}")
+                continue
+            yield CheckRow(name, dtype, worst_relative_error(got, want), TOLERANCE[dtype])
+
+
+def format_check_row(row: CheckRow) -> str:
+    worst = f"{row.worst:>14.2e}" if row.worst == row.worst else f"{'-':>14}"
+    tol = f"{row.tolerance:>10.0e}" if row.tolerance == row.tolerance else f"{'-':>10}"
+    return f"{row.op:<20} {str(row.dtype).removeprefix('torch.'):<9} {worst} {tol}  {row.verdict}"
+
+
 def check_correctness(device: torch.device, length: int = 1024, segment: int = 64, d: int = 64, batch: int = 2,
-                      heads: int = 4) -> bool:
-    print(f"\n## 1. Triton vs reference on this device at L={length}, C={segment}, d={d} "
+                      heads: int = 4, deadline: float = math.inf, backend: str = "triton") -> bool:
+    """Print part 1's table; True when every cell ran and is within tolerance."""
+    print(f"\n## 1. {backend} vs the float64 reference on this device at L={length}, C={segment}, d={d} "
           "(worst relative error over the output and every gradient)\n")
     print(f"{'op':<20} {'dtype':<9} {'worst rel err':>14} {'tolerance':>10}  verdict")
     ok = True
-    tolerance = {torch.float32: 1e-4, torch.bfloat16: 3e-2}
-    for dtype in (torch.float32, torch.bfloat16):
-        for name, tensors, op, _ in op_cases(batch, heads, length, segment, d, dtype, device, top_k=3):
-            out_grad = torch.randn(batch, heads, length, d, device=device).to(dtype)
-            want = fwd_bwd(op("reference"), tensors, out_grad)
-            got = fwd_bwd(op("triton"), tensors, out_grad)
-            worst = max(float((a.float() - w.float()).abs().max() / w.float().abs().max().clamp_min(1e-30))
-                        for a, w in zip([got[0], *got[1]], [want[0], *want[1]]))
-            good = worst <= tolerance[dtype]
-            ok &= good
-            print(f"{name:<20} {str(dtype).removeprefix('torch.'):<9} {worst:>14.2e} {tolerance[dtype]:>10.0e}  "
-                  f"{'ok' if good else 'WRONG'}", flush=True)
+    for row in correctness_rows(device, backend, length, segment, d, batch, heads, deadline=deadline):
+        ok &= row.verdict == "ok"
+        print(format_check_row(row), flush=True)
     return ok
 
 
 # ---- part 2: op speed and memory ----------------------------------------------------------------
 
-def op_benchmark(device: torch.device, lengths: list[int], deadline: float, repeats: int,
-                 dims: tuple[int, ...] = (64, 128), segments: tuple[int, ...] = (64, 256), heads: int = 4) -> None:
-    print("\n## 2. Cached read fwd+bwd, Triton vs the PyTorch gather path (bf16, batch 1, 4 heads)\n")
-    print("speedup = gather time / Triton time; memory = gather peak / Triton peak (above the inputs).")
-    print("Targets (issue 11): >= 5x faster and >= 10x less memory at L = 8K, C = 64.\n")
-    print(f"{'op':<14} {'L':>6} {'C':>4} {'d':>4} {'triton ms':>10} {'gather ms':>10} {'speedup':>8} "
-          f"{'triton MiB':>11} {'gather MiB':>11} {'memory':>8}")
+@dataclass
+class SpeedRow:
+    """One op at one shape: fwd+bwd seconds and peak bytes above the inputs, op vs gather (None: OOM)."""
+
+    op: str
+    length: int
+    segment: int
+    d: int
+    op_s: float | None = None
+    gather_s: float | None = None
+    op_peak: float | None = None
+    gather_peak: float | None = None
+    note: str = ""
+
+    @property
+    def speedup(self) -> float | None:
+        return self.gather_s / self.op_s if self.op_s and self.gather_s else None
+
+    @property
+    def memory_ratio(self) -> float | None:
+        if self.op_peak is None or self.gather_peak is None:
+            return None
+        return self.gather_peak / max(self.op_peak, 1.0)
+
+
+def _measure_or_oom(fn: Callable, tensors: list, repeats: int) -> tuple[float, float | None] | None:
+    try:
+        return measure(fn, tensors, repeats)
+    except RuntimeError as exc:
+        if not is_oom(exc):
+            raise
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return None
+
+
+def speed_row(device: torch.device, name: str, length: int, segment: int, d: int, heads: int = 4,
+              repeats: int = 3, backend: str = "triton", dtype: torch.dtype = torch.bfloat16) -> SpeedRow:
+    """Time and peak memory of op `name` (one of `case_names`) against the gather path, batch 1."""
+    row = SpeedRow(name, length, segment, d)
+    for case, tensors, op, gather in op_cases(1, heads, length, segment, d, dtype, device,
+                                              with_mlp=name.startswith("mlp-")):
+        if case != name:
+            continue
+        if gather is None:
+            row.note = "no gather path"
+            return row
+        mine, theirs = _measure_or_oom(op(backend), tensors, repeats), _measure_or_oom(gather, tensors, repeats)
+        if mine:
+            row.op_s, row.op_peak = mine
+        if theirs:
+            row.gather_s, row.gather_peak = theirs
+        row.note = "" if mine and theirs else ("op OOM" if not mine else "gather OOM")
+        return row
+    raise ValueError(f"no op case named {name!r} at L={length}, C={segment}")
+
+
+SPEED_HEADER = (f"{'op':<14} {'L':>6} {'C':>4} {'d':>4} {'triton ms':>10} {'gather ms':>10} {'speedup':>8} "
+                f"{'triton MiB':>11} {'gather MiB':>11} {'memory':>8}")
+
+
+def format_speed_row(row: SpeedRow) -> str:
+    text = [f"{row.op:<14} {row.length:>6} {row.segment:>4} {row.d:>4}"]
+    if row.note and row.op_s is None and row.gather_s is None and "OOM" not in row.note:
+        return text[0] + "  " + row.note
+    text.append(f"{row.op_s * 1e3:>10.2f}" if row.op_s else f"{'OOM':>10}")
+    text.append(f"{row.gather_s * 1e3:>10.2f}" if row.gather_s else f"{'OOM':>10}")
+    text.append(f"{row.speedup:>7.1f}x" if row.speedup else f"{'-':>8}")
+    peaks = row.memory_ratio is not None
+    text.append(f"{row.op_peak / 2**20:>11.0f}" if peaks else f"{'-':>11}")
+    text.append(f"{row.gather_peak / 2**20:>11.0f}" if peaks else f"{'-':>11}")
+    text.append(f"{row.memory_ratio:>7.1f}x" if peaks else f"{'-':>8}")
+    return " ".join(text)
+
+
+#: the cell the issue's target names; it runs first so no budget can skip it
+TARGET_CELL = (8192, 64, 64)  # (L, C, d)
+MLP_MAX_LENGTH, MLP_MAX_DIM = 8192, 64  # the MLP gather path needs more memory than a GPU has above these
+
+
+def speed_plan(lengths: list[int], dims: tuple[int, ...], segments: tuple[int, ...]) -> list[tuple[int, int, int, str, str]]:
+    """(L, C, d, op, reason not run or '') for every cell, the target cell (L = 8K, C = 64, d = 64) first."""
+    cells = []
     for d in dims:
         for segment in segments:
             for length in lengths:
-                for name, tensors, op, gather in op_cases(1, heads, length, segment, d, torch.bfloat16, device,
-                                                          with_mlp=(d <= 64 and length <= 8192)):
-                    if gather is None:
-                        continue
-                    if time.monotonic() > deadline:
-                        print("(time budget reached; the remaining cells were not run)")
-                        return
-                    cells = []
-                    for fn in (op("triton"), gather):
-                        try:
-                            cells.append(measure(fn, tensors, repeats))
-                        except RuntimeError as exc:
-                            if not is_oom(exc):
-                                raise
-                            cells.append(None)
-                            torch.cuda.empty_cache()
-                    tri, gat = cells
-                    text = [f"{name:<14} {length:>6} {segment:>4} {d:>4}"]
-                    text.append(f"{tri[0] * 1e3:>10.2f}" if tri else f"{'OOM':>10}")
-                    text.append(f"{gat[0] * 1e3:>10.2f}" if gat else f"{'OOM':>10}")
-                    text.append(f"{gat[0] / tri[0]:>7.1f}x" if tri and gat else f"{'-':>8}")
-                    has_peaks = tri and gat and tri[1] is not None
-                    text.append(f"{tri[1] / 2**20:>11.0f}" if has_peaks else f"{'-':>11}")
-                    text.append(f"{gat[1] / 2**20:>11.0f}" if has_peaks else f"{'-':>11}")
-                    text.append(f"{gat[1] / max(tri[1], 1):>7.1f}x" if has_peaks else f"{'-':>8}")
-                    print(" ".join(text), flush=True)
+                for name in case_names(length, segment):
+                    if name in ("residual", "mlp-paper-form"):
+                        continue  # no gather path to compare with
+                    mlp_too_big = name.startswith("mlp-") and (d > MLP_MAX_DIM or length > MLP_MAX_LENGTH)
+                    reason = (f"not run (MLP gather path only at d <= {MLP_MAX_DIM}, L <= {MLP_MAX_LENGTH}: "
+                              "it does not fit above)" if mlp_too_big else "")
+                    cells.append((length, segment, d, name, reason))
+    return sorted(cells, key=lambda c: (c[:3] != TARGET_CELL,))  # stable: the target cell's ops first
+
+
+def op_benchmark(device: torch.device, lengths: list[int], deadline: float, repeats: int,
+                 dims: tuple[int, ...] = (64, 128), segments: tuple[int, ...] = (64, 256), heads: int = 4,
+                 backend: str = "triton") -> list[SpeedRow]:
+    """Print part 2's table: every planned cell gets a row, run or with the reason it was not."""
+    print(f"\n## 2. Cached read fwd+bwd, {backend} vs the PyTorch gather path (bf16, batch 1, {heads} heads)\n")
+    print("speedup = gather time / Triton time; memory = gather peak / Triton peak (above the inputs).")
+    print("Targets (issues 11, 22): >= 5x faster and >= 10x less memory at L = 8K, C = 64 (run first).\n")
+    print(SPEED_HEADER)
+    rows = []
+    for length, segment, d, name, reason in speed_plan(lengths, dims, segments):
+        if not reason and time.monotonic() > deadline:
+            reason = "not run (time budget)"
+        row = SpeedRow(name, length, segment, d, note=reason) if reason else speed_row(
+            device, name, length, segment, d, heads, repeats, backend)
+        rows.append(row)
+        print(format_speed_row(row), flush=True)
+    return rows
 
 
 # ---- part 3: whole model ------------------------------------------------------------------------
 
 def model_benchmark(device: torch.device, lengths: list[int], deadline: float, width: int = 768,
                     n_layers: int = 12, n_heads: int = 12, vocab: int = 32000) -> None:
+    """Forward+backward tokens/s of whole models as training runs them: fp32 weights, bf16 autocast."""
     from scaling.models import LanguageModel, ModelConfig
 
     print(f"\n## 3. Whole-model training tokens/s (d_model {width}, {n_layers} layers, {n_heads} heads; "
-          "768/12/12 is ~125M parameters), bf16, batch 1\n")
-    print(f"The model's cached reads run through the kernels ops (backend {kernel_backend(device)}).")
-    print("Targets (issue 11) at 16K: swla+grm >= transformer; swla+ssc >= 0.8x swla.\n")
+          "768/12/12 is ~125M parameters), fp32 weights under bf16 autocast (the trainer's path), batch 1, eager\n")
+    print(f"The model's cached reads run through the kernels ops (backend {kernel_backend(device)}); "
+          "benchmarks/gpu_check.py times the compiled trainer step.")
+    print("Targets (issues 11, 22) at 16K: swla+grm >= transformer; swla+ssc >= 0.8x swla.\n")
     archs = {"transformer": dict(mixer="attention"), "swla": dict(mixer="swla", memory="matrix"),
              "swla+grm": dict(mixer="swla", memory="matrix", caching="grm", segment_len=256),
              "swla+ssc": dict(mixer="swla", memory="matrix", caching="ssc", segment_len=256, top_k=2),
@@ -261,18 +419,20 @@ def model_benchmark(device: torch.device, lengths: list[int], deadline: float, w
         for length in lengths:
             predicted_s = 0.0 if last is None else 3 * last[1] * (length / last[0]) ** 2
             if time.monotonic() + predicted_s > deadline:
-                cells.append("budget")
+                cells.append("not run (budget)")
                 continue
+            model = logits = None
             try:
                 cfg = ModelConfig(vocab_size=vocab, d_model=width, n_layers=n_layers, n_heads=n_heads, seq_len=length,
                                   **fields)
-                model = LanguageModel(cfg).to(device=device, dtype=torch.bfloat16)
+                model = LanguageModel(cfg).to(device=device)
                 tokens = torch.randint(0, vocab, (1, length), device=device)
                 step_times = []
                 for rep in range(3):
                     synchronize()
                     start = time.perf_counter()
-                    logits = model(tokens)
+                    with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+                        logits = model(tokens)
                     torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), tokens.flatten()).backward()
                     synchronize()
                     if rep:
@@ -285,7 +445,8 @@ def model_benchmark(device: torch.device, lengths: list[int], deadline: float, w
                 cells.append("OOM")
             finally:
                 model = logits = None
-                torch.cuda.empty_cache()
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
         print(f"{arch:<12} " + " ".join(f"{c:>16}" for c in cells), flush=True)
 
 
@@ -365,8 +526,10 @@ def memory_child(path: str, length: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="lengths 4K and 8K only")
-    parser.add_argument("--budget-s", type=float, default=300.0, help="soft stop for parts 2 and 3 (seconds)")
+    parser.add_argument("--quick", action="store_true",
+                        help="part 2 at L = 8K and part 3 at L = 16K only: the lengths the targets name")
+    parser.add_argument("--budget-s", type=float, default=300.0,
+                        help="time budget (seconds): part 1 stops starting cells at 30%%, part 2 at 60%%, part 3 at 100%%")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-model", action="store_true", help="skip part 3 (whole-model tokens/s)")
     parser.add_argument("--model-max-len", type=int, default=16384,
@@ -383,14 +546,14 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cuda")
     print(f"# kernels benchmark on {torch.cuda.get_device_name()} - torch {torch.__version__}, "
           f"triton {__import__('triton').__version__}, MCSCALE_KERNELS={os.environ.get('MCSCALE_KERNELS', 'auto')}")
-    ok = check_correctness(device)
+    ok = check_correctness(device, deadline=start + 0.3 * args.budget_s)
     print("\nall ops within tolerance on this chip" if ok
-          else "\nWRONG rows above: those kernels are incorrect on this chip; do not trust their timings")
-    lengths = [4096, 8192] if args.quick else [4096, 8192, 16384, 32768]
-    deadline = start + args.budget_s
-    op_benchmark(device, lengths, start + 0.6 * args.budget_s, args.repeats)
+          else "\nWRONG or not-run rows above: do not trust the timings of kernels that are WRONG on this chip")
+    op_lengths = [8192] if args.quick else [4096, 8192, 16384, 32768]
+    model_lengths = [16384] if args.quick else [4096, 8192, 16384]
+    op_benchmark(device, op_lengths, start + 0.6 * args.budget_s, args.repeats)
     if not args.skip_model:
-        model_benchmark(device, [n for n in lengths if n <= args.model_max_len], deadline)
+        model_benchmark(device, [n for n in model_lengths if n <= args.model_max_len], start + args.budget_s)
     print(f"\ntotal {time.monotonic() - start:.0f} s")
     return 0 if ok else 1
 

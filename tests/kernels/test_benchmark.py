@@ -7,6 +7,7 @@ table, Triton-vs-gather table, the in-script gather baseline) are exercised here
 from __future__ import annotations
 
 import importlib.util
+import sys
 import time
 from pathlib import Path
 
@@ -25,6 +26,7 @@ def bench():
     path = Path(__file__).resolve().parents[2] / "benchmarks" / "kernels.py"
     spec = importlib.util.spec_from_file_location("benchmarks_kernels", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
     spec.loader.exec_module(module)
     return module
 
