@@ -764,7 +764,7 @@ def stage_c(ctx: Context) -> None:
     table = ctx.table(f"cached read fwd+bwd at L={s.read_len}, C={s.read_segment}, d={s.read_dim}, bf16, batch 1, "
                       f"{s.read_heads} heads: {backend} op vs the PyTorch gather path (median of {s.read_repeats})",
                       ("op", "op ms", "gather ms", "speedup", "op MiB", "gather MiB", "memory"))
-    names = [n for n in bench.case_names(s.read_len, s.read_segment) if n not in ("residual", "mlp-paper-form")]
+    names = [n for n in bench.case_names(s.read_len, s.read_segment) if n not in ("residual", "mlp-paper-form", bench.SCAN_CASE)]
     for name in names:
         table.plan(name, op=name)
     if not ctx.cuda:

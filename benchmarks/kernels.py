@@ -40,6 +40,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kernels import gated_cached_read, kernel_backend, mlp_cached_read, ssc_cached_read  # noqa: E402
+from kernels.matrix_scan import scan_backend, segmented_scan  # noqa: E402
+from scaling.models.memory import MatrixMemory, MemoryInputs, SegmentPlan  # noqa: E402
 
 GiB = 2 ** 30
 
@@ -180,6 +182,34 @@ def op_cases(b: int, h: int, length: int, segment: int, d: int, dtype: torch.dty
         yield ("mlp-paper-form", [q, w1, w2, g],  # the model's deep memory: z + LN(W2 GELU(W1 z)) per segment
                lambda be: (lambda q, a, c, g: mlp_cached_read(q, a, c, g, bounds, form="residual", activation="gelu",
                                                               backend=be)), None)
+    unit = lambda x: torch.nn.functional.normalize(x.float(), dim=-1).to(dtype)  # noqa: E731
+    scan_inputs = [unit(rand(b, h, length, d)), unit(rand(b, h, length, 2, d)), rand(b, h, length, 2, d),
+                   torch.rand(b, h, length, 2, generator=gen, device=device).to(dtype),
+                   torch.nn.functional.logsigmoid(torch.randn(b, h, length, generator=gen, device=device) + 3.0).to(dtype)]
+    yield (SCAN_CASE, scan_inputs, lambda be: base_scan(be, tuple(bounds)), None)
+
+
+SCAN_CASE = "swla-scan"
+
+
+def base_scan(backend: str, bounds: tuple[int, ...]) -> Callable[..., torch.Tensor]:
+    """SWLA's base scan (two write streams, continuous memory) as one output: the reads plus each
+    query read against the sum of the segment states, so the states' gradients are compared too.
+    `backend="triton"` on CUDA is flash-linear-attention's kernel through kernels/matrix_scan;
+    anything else (the reference, or a CPU run) is MatrixMemory's PyTorch chunked scan."""
+
+    def run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gate: torch.Tensor, log_ret: torch.Tensor) -> torch.Tensor:
+        fla_fn = scan_backend(q.device) if backend == "triton" else None
+        if fla_fn is not None:
+            reads, states = segmented_scan(q, k, v, gate, log_ret, bounds, False, fla_fn)
+        else:
+            plan = SegmentPlan(seq_len=bounds[-1], chunk_len=math.gcd(64, bounds[1]), bounds=bounds, independent=False)
+            memory = MatrixMemory(q.shape[-1])
+            (states,), ctx = memory.reference_scan(MemoryInputs(q, k, v, gate, log_ret), plan)
+            reads = memory.online_layer(ctx, q, 0)
+        return reads + torch.matmul(q, states.sum(2).to(q.dtype).transpose(-1, -2))
+
+    return run
 
 
 # ---- part 1: correctness ------------------------------------------------------------------------
@@ -217,7 +247,7 @@ def case_names(length: int, segment: int, top_k: int = 2, with_mlp: bool = True)
     """The op names `op_cases` yields at this shape, in its order (to plan rows before running them)."""
     k = effective_top_k(length, segment, top_k)
     names = ["grm", "residual", f"ssc(k={k})"]
-    return names + (["mlp-grm", f"mlp-ssc(k={k})", "mlp-paper-form"] if with_mlp else [])
+    return names + (["mlp-grm", f"mlp-ssc(k={k})", "mlp-paper-form"] if with_mlp else []) + [SCAN_CASE]
 
 
 def _upcast(tensors: list[torch.Tensor | None]) -> list[torch.Tensor | None]:
@@ -368,7 +398,7 @@ def speed_plan(lengths: list[int], dims: tuple[int, ...], segments: tuple[int, .
         for segment in segments:
             for length in lengths:
                 for name in case_names(length, segment):
-                    if name in ("residual", "mlp-paper-form"):
+                    if name in ("residual", "mlp-paper-form", SCAN_CASE):
                         continue  # no gather path to compare with
                     mlp_too_big = name.startswith("mlp-") and (d > MLP_MAX_DIM or length > MLP_MAX_LENGTH)
                     reason = (f"not run (MLP gather path only at d <= {MLP_MAX_DIM}, L <= {MLP_MAX_LENGTH}: "

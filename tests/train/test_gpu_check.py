@@ -76,8 +76,9 @@ def test_cpu_mode_runs_every_stage_without_the_service_packages():
     for op in ("gated_cached_read", "ssc_cached_read", "mlp_cached_read", "MatrixMemory.scan", "MLPMemory.scan"):
         assert re.search(rf"{re.escape(op)}\s+\S+=(bf16|fp32)", dtypes), op  # each op seen with its dtypes
 
-    b = table_rows(section(out, "b"), ("grm", "residual", "ssc(k=3)", "mlp-grm", "mlp-ssc(k=3)", "mlp-paper-form"))
-    assert len(b) == 6 and section(out, "b").count(" ok") == 12  # 6 ops x bf16 and fp32, all within tolerance
+    b = table_rows(section(out, "b"), ("grm", "residual", "ssc(k=3)", "mlp-grm", "mlp-ssc(k=3)", "mlp-paper-form",
+                                       "swla-scan"))
+    assert len(b) == 7 and section(out, "b").count(" ok") == 14  # 6 read ops + the base scan x bf16 and fp32
     c = table_rows(section(out, "c"), ("grm", "ssc(k=2)", "mlp-grm", "mlp-ssc(k=2)"))
     assert len(c) == 4 and all(math.isfinite(float(r[3].rstrip("x"))) for r in c.values())  # speedup column
     d = table_rows(section(out, "d"), ("transformer",))
