@@ -7,7 +7,8 @@ What it prints (`scaling.fit.suite` for the cases, `scaling.fit.lofo` for the pr
    evidence, the form weights' tempering, each level's factor) is chosen on the *other* families
    alone, and the family's held-out points are scored with them: coverage of nominal
    50/80/90/95% intervals, the interval score (Gneiting & Raftery, in % of the actual loss) and the
-   median relative width (high / low - 1) per family and with the families weighted equally; then
+   median relative width (high / low - 1) per family, with the families weighted equally and pooled
+   over all held-out points (each point weighted equally); then
    the issue's targets as MET or MISS.
 2. **In-sample**: the same tables with the constants chosen on all families (the shipped ones,
    ``scaling/fit/calibration_constants.json``; ``--write-constants`` rewrites that file).
@@ -15,8 +16,9 @@ What it prints (`scaling.fit.suite` for the cases, `scaling.fit.lofo` for the pr
    on the same backtests (``--method both``, the default; ``--method after`` skips them).
 
 The expensive part (every form, bootstrap and nested backtest of each case) does not depend on the
-constants and runs once; ``--cache PATH`` keeps it between runs (a pickle: delete it after changing
-the fitting code).
+constants and runs once; ``--cache PATH`` keeps it between runs (a pickle of the fitted cases, keyed
+by case: cases missing from it, e.g. a new family's, are fitted and added; delete it after changing
+the fitting code or the bootstrap count).
 
 Run: ``python benchmarks/calibration.py`` (about 15 minutes on 2 idle cores);
 ``--ci`` runs the small part the tests run (two cases, the shipped constants).
@@ -90,13 +92,17 @@ def main(argv: list[str] | None = None) -> int:
         print(suite.format_table(after, "CI part: calibrated intervals, shipped constants (in-sample)"))
         return 0
     start = time.perf_counter()
+    cached = {}
     if args.cache is not None and args.cache.exists():
-        fits = pickle.loads(args.cache.read_bytes())
-        print(f"per-case fits read from {args.cache}", flush=True)
-    else:
-        fits = lofo.fit_cases(selected, args.bootstrap, progress=progress)
-        if args.cache is not None:
-            args.cache.write_bytes(pickle.dumps(fits))
+        cached = {f.key: f for f in pickle.loads(args.cache.read_bytes())}
+    missing = [c for c in selected if c.key not in cached]
+    if cached:
+        print(f"per-case fits read from {args.cache}: {len(selected) - len(missing)} of {len(selected)} cases"
+              + (f"; fitting {', '.join(c.key for c in missing)}" if missing else ""), flush=True)
+    cached.update({f.key: f for f in lofo.fit_cases(missing, args.bootstrap, progress=progress)})
+    if args.cache is not None and missing:
+        args.cache.write_bytes(pickle.dumps(list(cached.values())))
+    fits = [cached[c.key] for c in selected]
     fitted = time.perf_counter() - start
     recs = lofo.all_records(fits)
     start = time.perf_counter()

@@ -195,6 +195,9 @@ class FamilyScore:
     median_rel_width: dict[float, float]
     mean_abs_error: float
     constants: CalibrationConstants
+    #: per held-out point: ``covered``, ``score``, ``width`` (level -> array) and ``error`` (array), for
+    #: the summary pooled over points (`pooled`)
+    points: dict = field(default_factory=dict, repr=False)
 
 
 def score_family(recs: Sequence[Record], constants: CalibrationConstants, levels: Sequence[float] = LEVELS) -> FamilyScore:
@@ -216,7 +219,10 @@ def score_family(recs: Sequence[Record], constants: CalibrationConstants, levels
         {lv: float(np.concatenate(cov[lv]).mean()) for lv in levels},
         {lv: float(np.concatenate(sc[lv]).mean()) for lv in levels},
         {lv: float(np.median(np.concatenate(wid[lv]))) for lv in levels},
-        float(np.concatenate(err).mean()), constants)
+        float(np.concatenate(err).mean()), constants,
+        {"covered": {lv: np.concatenate(cov[lv]) for lv in levels},
+         "score": {lv: np.concatenate(sc[lv]) for lv in levels},
+         "width": {lv: np.concatenate(wid[lv]) for lv in levels}, "error": np.concatenate(err)})
 
 
 def leave_one_family_out(recs_by_form: Mapping[float, Sequence[Record]],
@@ -241,7 +247,8 @@ def in_sample(recs_by_form: Mapping[float, Sequence[Record]], constants: Calibra
 
 
 def format_scores(scores: Sequence[FamilyScore], title: str, levels: Sequence[float] = LEVELS) -> str:
-    """Per family and families weighted equally: coverage, interval score, median relative width."""
+    """Per family, families weighted equally and pooled over points: coverage, interval score, median
+    relative width."""
     head = (f"{'family':<9}{'cases':>6}{'points':>7}" + "".join(f"{f'cov {lv:.0%}':>9}" for lv in levels)
             + "".join(f"{f'IS {lv:.0%}':>8}" for lv in levels) + "".join(f"{f'w {lv:.0%}':>8}" for lv in levels)
             + f"{'|err|':>7}")
@@ -261,8 +268,12 @@ def format_scores(scores: Sequence[FamilyScore], title: str, levels: Sequence[fl
                      {lv: float(np.mean([s.score[lv] for s in scores])) for lv in levels},
                      {lv: float(np.mean([s.median_rel_width[lv] for s in scores])) for lv in levels},
                      float(np.mean([s.mean_abs_error for s in scores]))))
+    if all(s.points for s in scores):
+        p = pooled(scores)
+        lines.append(row("pooled", "", "", p["coverage"], p["score"], p["width"], p["error"]))
     lines.append("(cov: share of held-out points inside; IS: mean interval score in % of the actual loss; "
-                 "w: median relative width high/low - 1; |err|: mean absolute error of the prediction)")
+                 "w: median relative width high/low - 1; |err|: mean absolute error of the prediction; weighted: "
+                 "families weighted equally; pooled: every held-out point weighted equally)")
     return "\n".join(lines)
 
 
@@ -271,6 +282,21 @@ def weighted(scores: Sequence[FamilyScore]) -> dict[str, dict[float, float]]:
     levels = list(scores[0].coverage)
     return {"coverage": {lv: float(np.mean([s.coverage[lv] for s in scores])) for lv in levels},
             "score": {lv: float(np.mean([s.score[lv] for s in scores])) for lv in levels}}
+
+
+def pooled(scores: Sequence[FamilyScore]) -> dict:
+    """All families' held-out points together, each point weighted equally (so a family with many
+    points, e.g. Porian's 15 recipes, weighs in proportion): coverage, mean interval score and median
+    relative width per level, mean absolute error."""
+    levels = list(scores[0].coverage)
+
+    def cat(key: str, lv: float) -> np.ndarray:
+        return np.concatenate([s.points[key][lv] for s in scores])
+
+    return {"coverage": {lv: float(cat("covered", lv).mean()) for lv in levels},
+            "score": {lv: float(cat("score", lv).mean()) for lv in levels},
+            "width": {lv: float(np.median(cat("width", lv))) for lv in levels},
+            "error": float(np.concatenate([s.points["error"] for s in scores]).mean())}
 
 
 def targets(scores: Sequence[FamilyScore], reference_score_95: float | None = None) -> dict[str, bool]:

@@ -2,7 +2,7 @@
 
 Why: an interval that says 95% must cover 95% of what it predicts *beyond the data*. The only
 honest check is to do what a user does (fit the smaller runs, extrapolate to the larger ones)
-on results nobody in this project produced, many times over, and count. The 25 backtests:
+on results nobody in this project produced, many times over, and count. The 27 backtests:
 
 * Epoch AI's Chinchilla points (240 after dropping the 5 highest losses): fit C < 1e21 FLOPs,
   predict C >= 1e21 (23 points);
@@ -13,13 +13,17 @@ on results nobody in this project produced, many times over, and count. The 25 b
 * Porian et al.'s 15 recipes: per recipe, fit all but the largest budget, predict it (87 points);
 * from the isoFLOP collection of Open-Athena, outliers as flagged by it removed, fit all but the
   largest budget and predict it: Llama 3's raw losses (family ``llama3``) and Marin's isoFLOPs on
-  Comma / DCLM / Nemotron (family ``marin``).
+  Comma / DCLM / Nemotron (family ``marin``);
+* the Gemstones ladder (McLeish et al. 2025): 20 models of 48M-2B parameters and many shapes,
+  each cooled down at 10 points from 11B to 110B tokens (final validation loss after each
+  cool-down): fit the models up to 550M and predict the three 1B models; fit up to 1B and predict
+  the three 2B models (30 + 29 points, every token count).
 
 The collection's "misfitting" experiment is left out (and out of the shipped copy of the
 collection): it is built from the dense grid of hadasah/scaling_laws, one of the held-out checks
 the calibration is judged on, which must never tune it.
 
-6 families. Coverage is reported per family, with each family weighted
+7 families. Coverage is reported per family, with each family weighted
 equally (so Porian's 15 recipes do not drown Epoch's one), and pooled over points. The interval
 score (Gneiting & Raftery 2007) of a central (1 - a) interval [l, u] for an outcome y is
 ``(u - l) + (2 / a) (l - y)+ + (2 / a) (y - u)+``; here in units of the actual loss (percent), so
@@ -47,7 +51,7 @@ from scaling.fit.laws import CHINCHILLA
 from scaling.fit.published import data_file
 
 LEVELS: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95)
-FAMILIES: tuple[str, ...] = ("epoch", "gadre", "olmo", "porian", "llama3", "marin")
+FAMILIES: tuple[str, ...] = ("epoch", "gadre", "olmo", "porian", "llama3", "marin", "gemstones")
 _GADRE_LARGEST_FITTED = 411_616_256
 #: family -> the isoFLOP collection's experiments it holds
 _ISOFLOP_EXPERIMENTS: dict[str, tuple[str, ...]] = {
@@ -114,6 +118,18 @@ def _olmo() -> list[Case]:
     ]
 
 
+def _gemstones() -> list[Case]:
+    df = pd.read_csv(data_file("gemstones2025_cooldown_losses.csv"))
+    # One unit per model: its ten cool-downs branch off one constant-rate run, so they resample together.
+    data = _points(df["params"].to_numpy(), df["tokens"].to_numpy(), df["loss"].to_numpy(),
+                   unit=df["model"].astype(str).tolist())
+    n = df["params"].to_numpy()
+    return [
+        Case("gemstones", "to-1B", data, n < 6e8, (n > 6e8) & (n < 1.5e9)),
+        Case("gemstones", "to-2B", data, n < 1.5e9, n > 1.5e9),
+    ]
+
+
 def _top_budget_cases(family: str, df: pd.DataFrame, key: str, budget: str, n: str, d: str, loss: str) -> list[Case]:
     cases = []
     for name, part in df.groupby(key, sort=True):
@@ -135,10 +151,10 @@ def _isoflops(family: str) -> list[Case]:
 
 
 def cases(families: Sequence[str] = FAMILIES, only: Sequence[str] | None = None) -> list[Case]:
-    """The suite's backtests (all 25, or those whose ``family/name`` key is in ``only``)."""
+    """The suite's backtests (all 27, or those whose ``family/name`` key is in ``only``)."""
     loaders: dict[str, Callable[[], list[Case]]] = {
         "epoch": _epoch, "gadre": _gadre, "olmo": _olmo, "porian": _porian,
-        "llama3": lambda: _isoflops("llama3"), "marin": lambda: _isoflops("marin"),
+        "llama3": lambda: _isoflops("llama3"), "marin": lambda: _isoflops("marin"), "gemstones": _gemstones,
     }
     unknown = [f for f in families if f not in loaders]
     if unknown:

@@ -104,3 +104,17 @@ def test_leave_one_family_out_never_uses_the_family_it_scores(monkeypatch):
     for s in scores.values():
         assert set(s.coverage) == set(drift.LEVELS) and all(0 <= c <= 1 for c in s.coverage.values())
         assert s.median_rel_width[0.5] < s.median_rel_width[0.95]
+
+
+def test_pooled_row_weighs_points_where_weighted_weighs_families():
+    """The LOFO table's two summaries: 'weighted' averages the families, 'pooled' every held-out point."""
+    rng = np.random.default_rng(5)
+    small, large = _family("a", 0.02, 1, rng), _family("b", 0.3, 3, rng)  # 5 and 15 points
+    scores = [lofo.score_family(recs, drift.FALLBACK) for recs in (small, large)]
+    p = lofo.pooled(scores)
+    for lv in drift.LEVELS:
+        a, b = scores[0].coverage[lv], scores[1].coverage[lv]
+        assert p["coverage"][lv] == pytest.approx((5 * a + 15 * b) / 20)
+        assert p["score"][lv] == pytest.approx((5 * scores[0].score[lv] + 15 * scores[1].score[lv]) / 20)
+    table = lofo.format_scores(scores, "t").splitlines()
+    assert table[-3].startswith("weighted") and table[-2].startswith("pooled")
