@@ -16,13 +16,24 @@ REPORT_FOLDER = "report"  # scaling.report.publish.REPORT_DIR, not imported: it 
 
 commands = typer.Typer()  # merged into the `mcscale` app by scaling.cli.app
 
+def print_headline(console: Console, report) -> None:  # noqa: ANN001 - Report
+    """The report's headline, set apart: the last thing `mcscale run` and `mcscale report` print, so the
+    answer is what a user sees when the command returns."""
+    if not report.headline:
+        return
+    console.print()
+    console.print("[bold]In short[/]")
+    for sentence in report.headline:
+        console.print(sentence, soft_wrap=True)
+
+
 def print_report_summary(console: Console, report, files) -> None:  # noqa: ANN001 - Report, ReportFiles
     """The verdict, the predictions at the largest target and where the files are."""
     from scaling.report.verdict import describe_target, headline_targets
     from scaling.formatting import interval, loss, percent, signed
 
     console.print()
-    console.print("[bold]Verdict[/]")
+    console.print("[bold]Details[/]")
     console.print(report.verdict, soft_wrap=True)
     if report.recall:  # the recall phase's table (scaling.report.recall)
         from scaling.report.recall import table_rows
@@ -58,9 +69,10 @@ def print_report_summary(console: Console, report, files) -> None:  # noqa: ANN0
     console.print("[bold]Caveats[/]")
     for caveat in report.caveats:
         console.print(f"- {caveat}", soft_wrap=True)
+    print_headline(console, report)
     console.print(f"Report: {files.uri('report.html')} (also report.md, report.json)"
-                  + (f"; MLflow run {files.run_id} (phase '{files.phase}')" if files.run_id else ""))
-    if files.folder != REPORT_FOLDER:
+                  + (f"; MLflow run {files.run_id} (phase '{getattr(files, 'phase', REPORT_FOLDER)}')" if files.run_id else ""))
+    if getattr(files, "folder", REPORT_FOLDER) != REPORT_FOLDER:
         console.print(f"This is a separate report made with overrides; the study's own report ({REPORT_FOLDER}/report.html) "
                       "is unchanged.", soft_wrap=True)
 

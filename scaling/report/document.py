@@ -45,14 +45,25 @@ def _figure(report: Report, name: str, blocks: list[Block], note: str = "") -> N
         blocks.append(FigureRef(name, FIGURE_TITLES.get(name, name) + note))
 
 
+HEADLINE_HEADING = "In short"
+DETAILS_HEADING = "Details"  # the full verdict, below the headline
+
+
+def headline_blocks(report: Report) -> list[Block]:
+    """The answer first: the report's headline (at most five sentences), before any setting or table."""
+    return [Heading(HEADLINE_HEADING), Paragraph(" ".join(report.headline))] if report.headline else []
+
+
 def build_document(report: Report) -> list[Block]:
     """Every section of the report, in reading order."""
     if not report.points and report.recall:
         from scaling.report.recall import recall_only_document
 
-        return recall_only_document(report)
+        blocks = recall_only_document(report)
+        return blocks[:1] + headline_blocks(report) + blocks[1:]
     s = report.settings
     blocks: list[Block] = [Heading(f"Scaling report: {report.study}", 1)]
+    blocks += headline_blocks(report)
     law_text = s.get("formula", "")
     blocks.append(Paragraph(
         f"Generated {report.generated_at}. Law: {law_text}"
@@ -62,7 +73,7 @@ def build_document(report: Report) -> list[Block]:
         f"{s.get('flops_source', '')}. Compute targets: {s.get('target_budget_rule', '')}. Baseline: {report.baseline}."))
     blocks += recall_section(report)  # what the study resolved leads: recall, MC against its base, then the verdict
     blocks += in_range_section(report)
-    blocks += [Heading("Verdict"), Paragraph(report.verdict)]
+    blocks += [Heading(DETAILS_HEADING), Paragraph(report.verdict)]
     blocks += _predictions(report)
     blocks += _calibration(report)
     blocks += _curves(report)

@@ -34,7 +34,9 @@ def test_report_on_local_results_writes_the_files_and_logs_them_to_mlflow(tmp_pa
     before = file_bytes(storage / "local")
     result = mcscale("report", "local", "--storage", str(storage), cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "Verdict" in result.stdout and "Caveats" in result.stdout
+    assert "Details" in result.stdout and "Caveats" in result.stdout
+    # the headline is the last thing printed before the file locations
+    assert "In short" in result.stdout and result.stdout.rindex("In short") > result.stdout.rindex("Caveats")
     assert "bootstrap refits of the fit" in result.stdout
 
     folder = storage / "local" / "report"
