@@ -12,6 +12,8 @@ and each series' own FLOPs per token decide what it can train with them).
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -35,7 +37,7 @@ from scaling.report.inputs import StudyResults, select_points, training_curves
 from scaling.report.positions import position_profiles
 from scaling.report.recall import recall_only_report, recall_points, recall_settings
 from scaling.report.schema import Band, CrossoverRow, Point, Report, TargetRow, VersusRow
-from scaling.report.story import headline
+from scaling.report.story import headline, humanize
 from scaling.report.verdict import caveats_for, verdict_for
 from scaling.spec import FitSettings
 from scaling.study.plan import SeriesModel, series_models
@@ -60,6 +62,9 @@ class ReportOptions:
     seed: int = 0
     workers: int | None = None
     device_flops_per_second: float = DEFAULT_DEVICE_FLOPS_PER_SECOND  # for the next-run advice
+    #: tokens per parameter of the compute targets: the study's own budget (build_report sets it), so the
+    #: targets and the size predictions speak of the same training recipe; 20 (Chinchilla) otherwise
+    tokens_per_param: float = TOKENS_PER_PARAM_RULE
 
     @classmethod
     def from_settings(cls, settings: FitSettings, **overrides: object) -> "ReportOptions":
@@ -78,8 +83,8 @@ class ReportOptions:
 
     @property
     def target_budgets(self) -> tuple[float, ...]:
-        """FLOPs of each target size at 20 tokens/param under 6 N D."""
-        return tuple(6.0 * n * TOKENS_PER_PARAM_RULE * n for n in self.target_sizes)
+        """FLOPs of each target size at `tokens_per_param` under 6 N D."""
+        return tuple(6.0 * n * self.tokens_per_param * n for n in self.target_sizes)
 
 
 # ---------------------------------------------------------------------------- data for the fit
@@ -413,6 +418,9 @@ def build_report(results: StudyResults, options: ReportOptions, progress: Progre
     """Fit, backtest and compare a study's results; everything the pages show, as one `Report`."""
     if results.spec.ladder is None:
         return recall_only_report(results)  # nothing to fit: the recall section alone
+    study_tpp = getattr(results.spec.budget, "tokens_per_param", None)
+    if study_tpp:  # compute targets in the study's own terms (the header states them once)
+        options = dataclasses.replace(options, tokens_per_param=float(study_tpp))
     law = options.the_law
     points, dropped = select_points(results)
     models = series_models(results.spec)
@@ -497,7 +505,10 @@ def build_report(results: StudyResults, options: ReportOptions, progress: Progre
         "law": law.name, "formula": law.formula, "x": options.feature if law.name == "power" else None,
         "shared": shared, "bootstrap": options.bootstrap, "seed": options.seed, "level": _LEVEL,
         "target_sizes": list(options.target_sizes), "target_budgets": list(options.target_budgets),
-        "target_budget_rule": f"C = 6 N D at {TOKENS_PER_PARAM_RULE:g} tokens/param (= 120 N^2)",
+        "target_budget_rule": (f"C = 6 N D at {options.tokens_per_param:g} tokens/param"
+                               + (", the study's own budget" if study_tpp else "")
+                               + f" (= {6 * options.tokens_per_param:g} N^2)"),
+        "target_tokens_per_param": options.tokens_per_param,
         "backtest_holdout_sizes": options.holdout_sizes, "seq_len": results.spec.data.seq_len,
         "flops_source": "exact per-architecture training FLOPs per token (scaling.models.flops), as recorded "
                         "by each trial",
@@ -533,4 +544,8 @@ def build_report(results: StudyResults, options: ReportOptions, progress: Progre
     report.verdict = verdict_for(report)
     report.caveats = caveats_for(report)
     report.headline = headline(report).sentences
+    # raw target names (params_nonembed=4.8e4) are for tables and JSON; prose says 48K parameters
+    report.verdict = humanize(report, report.verdict)
+    report.caveats = [humanize(report, c) for c in report.caveats]
+    report.headline = [humanize(report, h) for h in report.headline]
     return report

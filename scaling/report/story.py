@@ -367,3 +367,35 @@ def _recall_headline(report: Report) -> str:
     return (f"Recall at {top.size_label}: MQAR accuracy " + ", ".join(
         f"{p.series} {percent(p.mqar_acc, ACCURACY_DIGITS)}" for p in ranked[:4])
             + (f" (chance {percent(chance, ACCURACY_DIGITS)})" if chance else "") + ".")
+
+
+# ---------------------------------------------------------------------------- names in prose
+def human_target(report: Report, name: str) -> str:
+    """A target's name as prose says it: 'flops=2.03e20' -> '2.03e20 FLOPs (the compute of a 1.3B model)',
+    'params_nonembed=4.8e4' -> '48K parameters'; other names (already worded) unchanged."""
+    from scaling.formatting import sci
+
+    key, _, value = name.partition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        return name
+    if key == "params_nonembed":
+        return f"{format_count(number)} parameters"
+    if key == "flops":
+        for size, budget in zip(report.settings.get("target_sizes", []), report.settings.get("target_budgets", [])):
+            if math.isclose(budget, number, rel_tol=1e-2):
+                return f"{sci(number)} FLOPs (the compute of a {format_count(size)} model)"
+        return f"{sci(number)} FLOPs"
+    return name
+
+
+def humanize(report: Report, text: str) -> str:
+    """Every raw target name in `text` replaced by its `human_target` wording (longest names first, so
+    'flops=2.03e20' is not half-replaced inside a longer one)."""
+    names = sorted({t.target for t in report.targets} | set(report.settings.get("floor_bound_targets") or []),
+                   key=len, reverse=True)
+    for name in names:
+        if name in text:
+            text = text.replace(name, human_target(report, name))
+    return text

@@ -60,7 +60,8 @@ def describe_target(report: Report, target: str) -> str:
         sizes = report.settings.get("target_sizes", [])
         for size, budget in zip(sizes, budgets):
             if flops and math.isclose(budget, flops, rel_tol=1e-6):
-                return f"the compute of a {format_count(size)}-parameter model at 20 tokens/param ({sci(flops)} FLOPs)"
+                tpp = report.settings.get("target_tokens_per_param") or 20
+                return f"the compute of a {format_count(size)}-parameter model at {tpp:g} tokens/param ({sci(flops)} FLOPs)"
         return f"{sci(flops)} FLOPs"
     if rows and rows[0].params_nonembed:
         text = f"{format_count(rows[0].params_nonembed)} non-embedding parameters"

@@ -28,9 +28,9 @@ def _missed_top_rung(series: str, flops: float, tokens: float, params: float) ->
     return power_loss(series, flops, tokens, params) * (0.9 if series == MISSED and params > 100e3 else 1.0)
 
 
-def _study_report(tmp_path, loss) -> Report:  # noqa: ANN001
+def _study_report(tmp_path, loss, **extra) -> Report:  # noqa: ANN001
     store = write_study(tmp_path / "runs", "story", loss=loss, curve_steps=tuple(range(5, 101, 5)), curve_noise=0.003,
-                        fit={"law": "power", "x": "compute", "bootstrap": 20, "target_sizes": ["1.3B", "70B"]})
+                        fit={"law": "power", "x": "compute", "bootstrap": 20, "target_sizes": ["1.3B", "70B"]}, **extra)
     results = load_study(store)
     return build_report(results, ReportOptions.from_settings(results.fit_settings))
 
@@ -62,13 +62,21 @@ def test_a_law_that_misses_a_trained_point_is_flagged_and_the_measured_result_le
 
     headings = [b.text for b in build_document(missed_report) if isinstance(b, Heading)]
     assert headings[1] == HEADLINE_HEADING and DETAILS_HEADING in headings  # the answer first, the long verdict below
+    prose = " ".join([missed_report.verdict, *missed_report.caveats, *lines])
+    assert not re.search(r"\b(flops|params_nonembed)=", prose)  # human names in prose, raw ones in tables only
+    assert "FLOPs (the compute of a 70B model)" in prose
     md = to_markdown(build_document(missed_report))
     assert md.index(lines[0]) < md.index(missed_report.verdict[:60])
 
 
-def test_a_law_that_follows_every_point_flags_none(tmp_path):
-    report = _study_report(tmp_path, power_loss)
+def test_a_law_that_follows_every_point_flags_none_and_targets_are_in_the_studys_terms(tmp_path):
+    report = _study_report(tmp_path, power_loss, budget={"tokens_per_param": 10})
     assert fit_misses(report) == [] and law_misfits(report) == []
+    # compute targets at the study's own 10 tokens/param, stated once in the header, not Chinchilla's 20
+    assert report.settings["target_budgets"] == pytest.approx([6 * 10 * n * n for n in (1.3e9, 70e9)])
+    assert report.settings["target_budget_rule"].startswith("C = 6 N D at 10 tokens/param, the study's own budget")
+    prose = " ".join([report.verdict, *report.caveats, *report.headline])
+    assert "20 tokens/param" not in prose
     assert not any("does not follow" in s for s in report.headline)
     assert not any(c.startswith("Fit quality") for c in report.caveats)
 
