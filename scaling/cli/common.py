@@ -56,9 +56,15 @@ DEFAULT_STORAGE = "./mcscale-runs"  # where the embedded default keeps studies (
 
 
 def output_console() -> Console:
-    """stdout console; 200 columns wide when piped, so tables and verdicts are not folded to 80."""
+    """stdout console; 200 columns wide when piped, so tables and verdicts are not folded to 80, unless
+    the user set COLUMNS (their terminal's or pager's width wins: `COLUMNS=120 mcscale advise ...`)."""
+    import os
+
     console = Console()
-    return console if console.is_terminal else Console(width=200)
+    if console.is_terminal:
+        return console
+    columns = os.environ.get("COLUMNS", "")
+    return Console(width=int(columns) if columns.isdigit() and int(columns) >= 40 else 200)
 F = TypeVar("F", bound=Callable[..., Any])
 
 

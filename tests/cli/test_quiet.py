@@ -3,6 +3,7 @@ database, Ray's token notice) stay off stderr unless `--verbose`, while mcscale'
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -20,8 +21,10 @@ warnings.warn("a warning of mcscale's own", UserWarning)
 
 def _stderr(tmp_path, show: bool) -> str:  # noqa: ANN001
     db = tmp_path / f"mlflow-{show}.db"
+    # a clean environment: an in-process CLI test may have set the quiet level in this process's env
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_LOGGING_LEVEL", "MCSCALE_VERBOSE", "PYTHONWARNINGS")}
     result = subprocess.run([sys.executable, "-c", CODE.format(show=show, db=db)], capture_output=True, text=True,
-                            timeout=120)
+                            timeout=120, env=env)
     assert result.returncode == 0, result.stderr
     return result.stderr
 
