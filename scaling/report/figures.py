@@ -144,6 +144,19 @@ def _draw_points(ax: "Axes", points: list[Point], axis: str, colour: str, label:
     return True
 
 
+def _mark_missed(ax: "Axes", report: Report, points: list[Point], axis: str) -> None:
+    """Ring the runs the fitted law misses by more than seed noise allows (`scaling.report.story.fit_misses`),
+    so the disagreement the text reports is visible where it happens, at that trained size."""
+    from scaling.report.story import fit_misses
+
+    missed = {(m.series, m.size_label) for m in fit_misses(report)}
+    xy = [(_point_x(p, axis), float(p.val_loss)) for p in points if (p.series, p.size_label) in missed]
+    if xy:
+        xs, ys = zip(*xy)
+        ax.scatter(xs, ys, s=150, facecolors="none", edgecolors="#d62728", linewidths=1.6, zorder=4,
+                   label="the law misses this run (beyond seed noise)")
+
+
 def _draw_training_curves(ax: "Axes", report: Report, colours: dict[str, str]) -> None:
     """Each trial's validation loss along training: thin faint lines, context for the final points."""
     for curve in report.training_curves:
@@ -324,6 +337,7 @@ def _loss_vs_axis(report: Report, axis: str, with_curves: bool, targets: list[tu
             if _draw_band(ax, band, colour, None if labelled else series, _line_width(report, series), shade=False):
                 labelled = True
         _draw_points(ax, [p for p in points if p.series == series], axis, colour, None if labelled else series)
+    _mark_missed(ax, report, points, axis)
     _mark_targets(ax, targets)
     shown, new_run, ys = _draw_target_intervals(ax, report, axis, [x for x, _ in targets], colours, bands)
     _loss_limits(ax, points, [Band(b.series, b.axis, b.x, b.loss) for b in bands], ys)

@@ -65,6 +65,11 @@ def test_a_law_that_misses_a_trained_point_is_flagged_and_the_measured_result_le
     prose = " ".join([missed_report.verdict, *missed_report.caveats, *lines])
     assert not re.search(r"\b(flops|params_nonembed)=", prose)  # human names in prose, raw ones in tables only
     assert "FLOPs (the compute of a 70B model)" in prose
+    from scaling.report.figures import loss_vs_compute
+
+    figure = loss_vs_compute(missed_report)  # the miss is ringed at the run it happens
+    labels = figure.axes[0].get_legend_handles_labels()[1]
+    assert "the law misses this run (beyond seed noise)" in labels
     md = to_markdown(build_document(missed_report))
     assert md.index(lines[0]) < md.index(missed_report.verdict[:60])
 
@@ -79,6 +84,9 @@ def test_a_law_that_follows_every_point_flags_none_and_targets_are_in_the_studys
     assert "20 tokens/param" not in prose
     assert not any("does not follow" in s for s in report.headline)
     assert not any(c.startswith("Fit quality") for c in report.caveats)
+    from scaling.report.figures import loss_vs_compute
+
+    assert "the law misses this run (beyond seed noise)" not in loss_vs_compute(report).axes[0].get_legend_handles_labels()[1]
 
 
 UNPINNED = {"scope": "all", "quantity": "E", "refuses": "floor", "params": ["E"], "remedy": "larger runs",
