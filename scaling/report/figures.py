@@ -267,6 +267,27 @@ def _interval_at(band: Band, x: float, low: list | None, high: list | None) -> t
     return float(np.interp(np.log(x), lx, lo[ok])), float(np.interp(np.log(x), lx, hi[ok]))
 
 
+def withheld_positions(report: Report, axis: str) -> set[float]:
+    """Target positions on `axis` where every row is withheld (unidentified): not a prediction."""
+    field = "flops" if axis == "flops" else "params_nonembed"
+    rows: dict[float, list[bool]] = {}
+    for t in report.targets:
+        value = getattr(t, field)
+        if _positive(value):
+            rows.setdefault(float(value), []).append(bool(t.unidentified))
+    return {x for x, flags in rows.items() if flags and all(flags)}
+
+
+def _mark_withheld(ax: "Axes", report: Report, axis: str, positions: list[float]) -> None:
+    """A marker at the top edge for each withheld target: where the user asked, and that nothing is
+    predicted there, without an interval that would stretch the loss axis."""
+    withheld = withheld_positions(report, axis)
+    xs = [x for x in positions if x in withheld]
+    if xs:
+        ax.scatter(xs, [0.97] * len(xs), transform=ax.get_xaxis_transform(), marker="v", s=40, color="#777777",
+                   zorder=5, label="target withheld (no prediction)", clip_on=False)
+
+
 def _target_intervals(report: Report, axis: str, series: str, positions: list[float],
                       bands: list[Band]) -> list[tuple[float, tuple[float, float] | None, tuple[float, float] | None]]:
     """(x, expected-loss interval, new-run interval) at each target position: the target rows' own
@@ -278,10 +299,13 @@ def _target_intervals(report: Report, axis: str, series: str, positions: list[fl
             if t.series == series and t.target.startswith(prefix) and not t.unidentified
             and _positive(getattr(t, field)) and (not t.target.startswith("N=") or "tokens/param" in t.target)}
     band = next((b for b in bands if b.series == series and b.axis == axis), None)
+    withheld = withheld_positions(report, axis)
     out = []
     for x in positions:
         row = rows.get(x)
-        if row is not None:
+        if x in withheld:  # no prediction there: its interval would only set the scale (drawn as a marker)
+            fit = new = None
+        elif row is not None:
             fit = (row.low, row.high) if _finite(row.low) and _finite(row.high) else None
             new = (row.pred_low, row.pred_high) if _finite(row.pred_low) and _finite(row.pred_high) else None
         elif band is not None:
@@ -341,6 +365,7 @@ def _loss_vs_axis(report: Report, axis: str, with_curves: bool, targets: list[tu
     _mark_targets(ax, targets)
     shown, new_run, ys = _draw_target_intervals(ax, report, axis, [x for x, _ in targets], colours, bands)
     _loss_limits(ax, points, [Band(b.series, b.axis, b.x, b.loss) for b in bands], ys)
+    _mark_withheld(ax, report, axis, [x for x, _ in targets])
     _shade_extrapolated(ax, max((_point_x(p, axis) for p in points), default=None))
     ax.set_xlabel(xlabel)
     ax.set_ylabel("validation loss (nats/token)")

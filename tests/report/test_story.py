@@ -128,3 +128,14 @@ def test_the_headline_states_one_confidence_level_and_at_most_five_sentences():
     lines = headline(report).sentences
     assert 1 <= len(lines) <= 5
     assert sum(line.count("95%") for line in lines) <= 1
+
+
+def test_withheld_targets_are_markers_at_the_edge_not_intervals_that_set_the_scale(missed_report):
+    from scaling.report.figures import loss_vs_compute
+
+    assert all(t.unidentified for t in missed_report.targets)  # this ladder predicts nothing at 1.3B and 70B
+    ax = loss_vs_compute(missed_report).axes[0]
+    assert "target withheld (no prediction)" in ax.get_legend_handles_labels()[1]
+    curve_top = max(max(b.loss) for b in missed_report.bands if b.axis == "flops")
+    top = max([p.val_loss for p in missed_report.points] + [curve_top])
+    assert ax.get_ylim()[1] <= 1.1 * top  # the withheld intervals (up to ~9 nats) do not stretch the axis
