@@ -271,9 +271,18 @@ def _recall(report: Report) -> list[Block]:
     if not rows:
         blocks.append(Paragraph("The study ran no recall evaluation (add `data.evals.mqar` or `data.evals.needle`)."))
         return blocks
+    from scaling.report.figures import recall_panels_without_signal
+
+    silent = recall_panels_without_signal(report)
+    for sentence in silent:
+        blocks.append(Paragraph(sentence))
     _figure(report, "recall_vs_scale.png", blocks)
-    blocks.append(Table(["series", "size", "N (params)", "MQAR accuracy"] + [f"needle @ {k}" for k in needle_keys], rows,
-                        "Accuracy on the final evaluation of each run."))
+    # a column that is 0.0% in every row says nothing the sentence above does not
+    headers = ["series", "size", "N (params)", "MQAR accuracy"] + [f"needle @ {k}" for k in needle_keys]
+    keep = [i for i in range(len(headers)) if i < 3 or any(r[i] not in ("0.0%", "n/a") for r in rows)]
+    if len(keep) > 3:
+        blocks.append(Table([headers[i] for i in keep], [[r[i] for i in keep] for r in rows],
+                            "Accuracy on the final evaluation of each run."))
     return blocks
 
 

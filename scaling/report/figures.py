@@ -483,13 +483,37 @@ def _recall_series(report: Report, metric: Callable[[Point], Any]) -> dict[str, 
     return _sorted_by_series(report, out)
 
 
+RECALL_PANELS = (("MQAR accuracy", "mqar"), ("needle-in-a-haystack accuracy (mean over context lengths)", "needle"))
+
+
+def _no_signal(values: Sequence[float], chance: float | None) -> bool:
+    """Every value 0, or none above chance: a panel of it shows nothing but the chance line."""
+    return bool(values) and (max(values) <= 0.0 or (chance is not None and max(values) <= chance))
+
+
+def recall_panels_without_signal(report: Report) -> list[str]:
+    """One sentence per recall metric whose every run sits at 0 or at chance: said, not drawn."""
+    chance = report.settings.get("recall_chance") or {}
+    out = []
+    for title, key in RECALL_PANELS:
+        metric = (lambda p: p.mqar_acc) if key == "mqar" else _mean_needle
+        values = [float(v) for p in report.points if _finite(v := metric(p))]
+        if _no_signal(values, chance.get(key)):
+            level = chance.get(key)
+            out.append(f"{title[0].upper()}{title[1:]}: every run scores {100 * max(values):.1f}% at most"
+                       + (f", at or below chance ({100 * level:.1f}%)" if level is not None and max(values) > 0 else "")
+                       + ", so the runs did not learn it at these sizes; no panel is drawn for it.")
+    return out
+
+
 def recall_vs_scale(report: Report) -> "Figure | None":
-    """MQAR and needle accuracy against size: recall is where caching should pay off."""
+    """MQAR and needle accuracy against size: recall is where caching should pay off. A metric with no
+    signal (every run at 0 or at chance) gets no panel (`recall_panels_without_signal` says it)."""
     colours = series_colours(report)
-    panels = [(title, data) for title, data in (
-        ("MQAR accuracy", _recall_series(report, lambda p: p.mqar_acc)),
-        ("needle-in-a-haystack accuracy (mean over context lengths)", _recall_series(report, _mean_needle)),
-    ) if data]
+    chance_levels = report.settings.get("recall_chance") or {}
+    panels = [(title, data) for (title, key), data in zip(RECALL_PANELS, (
+        _recall_series(report, lambda p: p.mqar_acc), _recall_series(report, _mean_needle)))
+        if data and not _no_signal([float(v) for _, y in data.values() for v in y], chance_levels.get(key))]
     if not panels:
         return None
     fig = new_figure(FIGSIZE[0] if len(panels) == 1 else 11.0, FIGSIZE[1])

@@ -139,3 +139,29 @@ def test_withheld_targets_are_markers_at_the_edge_not_intervals_that_set_the_sca
     curve_top = max(max(b.loss) for b in missed_report.bands if b.axis == "flops")
     top = max([p.val_loss for p in missed_report.points] + [curve_top])
     assert ax.get_ylim()[1] <= 1.1 * top  # the withheld intervals (up to ~9 nats) do not stretch the axis
+
+
+def test_a_recall_metric_with_no_signal_is_one_sentence_not_a_panel_or_a_column_of_zeros():
+    from scaling.report.document import Paragraph, Table
+    from scaling.report.figures import recall_vs_scale
+
+    report = sample_report()
+    assert any(p.needle_acc for p in report.points)
+    drawn = len(recall_vs_scale(report).axes)
+    for p in report.points:
+        p.needle_acc = {k: 0.0 for k in p.needle_acc}
+    assert len(recall_vs_scale(report).axes) == drawn - 1  # the needle panel is gone, MQAR stays
+    blocks = build_document(report)
+    assert any(isinstance(b, Paragraph) and b.text.startswith("Needle-in-a-haystack accuracy") and "no panel" in b.text
+               for b in blocks)
+    recall_tables = [b for b in blocks if isinstance(b, Table) and "MQAR accuracy" in b.headers]
+    assert recall_tables and not any(h.startswith("needle @") for h in recall_tables[0].headers)
+
+
+def test_recall_phase_points_are_markers_per_width_not_lines_across_widths():
+    from scaling.report.recall import recall_figure
+    from tests.report.test_recall_section import _with_recall
+
+    figure = recall_figure(_with_recall(sample_report()))
+    lines = [line for ax in figure.axes for line in ax.get_lines() if line.get_label() and not line.get_label().startswith("_")]
+    assert lines and all(line.get_linestyle() in ("None", "none", "") for line in lines)
