@@ -242,8 +242,9 @@ def in_range_sentence(report: Report) -> str:
         return ""
     phase = _recall_phase_text(report)
     if unlearned and phase:  # the recall phase, trained on MQAR itself, is what tells the series apart
-        recall = (f" The language-model runs' MQAR accuracy is at chance ({percent(max(mqar), ACCURACY_DIGITS)} at "
-                  f"most), so recall is measured by the recall phase instead:{phase}")
+        recall = (f" The language-model runs' MQAR accuracy is {percent(max(mqar), ACCURACY_DIGITS)} at most, no better "
+                  f"than guessing one of the evaluation's values (chance {percent(chance, ACCURACY_DIGITS)}, the line in "
+                  f"the recall figure), so recall is measured by the recall phase instead:{phase}")
     elif unlearned:
         recall = (f" MQAR accuracy there is at chance for every series ({percent(min(mqar), ACCURACY_DIGITS)} to "
                   f"{percent(max(mqar), ACCURACY_DIGITS)}, chance {percent(chance, ACCURACY_DIGITS)}), so recall is "
@@ -275,7 +276,9 @@ def _recall_phase_text(report: Report) -> str:
     chance = ((report.settings.get("recall_phase") or {}).get("chance") or {}).get("in_context")
     parts = [f"{s} {percent(p.mqar_acc, ACCURACY_DIGITS)} (width {p.d_model})" for s, p in best.items()]
     return (" best MQAR accuracy per series, " + "; ".join(parts)
-            + (f", against chance {percent(chance, ACCURACY_DIGITS)}." if chance is not None else "."))
+            + (f", against chance {percent(chance, ACCURACY_DIGITS)} in the recall phase (guessing among the "
+               "sequence's values not yet answered; a different task from the language-model evaluation's MQAR)."
+               if chance is not None else "."))
 
 
 def _seed_source_text(report: Report) -> str:
