@@ -165,3 +165,20 @@ def test_recall_phase_points_are_markers_per_width_not_lines_across_widths():
     figure = recall_figure(_with_recall(sample_report()))
     lines = [line for ax in figure.axes for line in ax.get_lines() if line.get_label() and not line.get_label().startswith("_")]
     assert lines and all(line.get_linestyle() in ("None", "none", "") for line in lines)
+
+
+def test_each_chance_is_quoted_with_its_own_task_and_the_figure_draws_the_same_one():
+    from scaling.report.figures import recall_vs_scale
+    from scaling.report.verdict import in_range_sentence
+    from tests.report.test_recall_section import _with_recall
+
+    report = _with_recall(sample_report())
+    report.settings["recall_chance"] = {"mqar": 1 / 32}
+    for p in report.points:
+        p.mqar_acc = 0.0 if p.size_label != "8K" else 0.033  # the language-model runs did not learn MQAR
+    text = in_range_sentence(report)
+    assert "chance 3.1%, the line in the recall figure" in text
+    lm, phase = text.split("recall phase instead:")
+    assert "34.0%" not in lm and "in the recall phase" in phase
+    labels = [t.get_text() for ax in recall_vs_scale(report).axes for t in ax.texts]
+    assert " chance (3.1%)" in labels
