@@ -61,7 +61,9 @@ class ReportOptions:
     holdout_sizes: int = 1
     seed: int = 0
     workers: int | None = None
-    device_flops_per_second: float = DEFAULT_DEVICE_FLOPS_PER_SECOND  # for the next-run advice
+    #: for the next-run advice: None prices runs on the study's own device at its measured throughput
+    #: (`measured_device`), a number (FLOP/s of one device) overrides it
+    device_flops_per_second: float | None = None
     #: tokens per parameter of the compute targets: the study's own budget (build_report sets it), so the
     #: targets and the size predictions speak of the same training recipe; 20 (Chinchilla) otherwise
     tokens_per_param: float = TOKENS_PER_PARAM_RULE
@@ -337,6 +339,30 @@ def _components_at(calibration: ModelAverage, targets: list[TargetRow]) -> dict[
     return out
 
 
+def measured_device(results: StudyResults) -> dict[str, Any] | None:
+    """The study's own device and throughput, to price next runs where they would run: the median
+    `flops_per_second` of its finished trials per unit of what a trial holds (a CPU core for CPU
+    studies, a GPU otherwise; the spec's top-level `resources`), the device, and the unit's name.
+    None when the trials recorded no throughput."""
+    trials = results.trials
+    if trials is None or len(trials) == 0 or "flops_per_second" not in trials:
+        return None
+    done = trials[(trials.get("status") == "completed") & (trials["flops_per_second"] > 0)] if "status" in trials \
+        else trials[trials["flops_per_second"] > 0]
+    if len(done) == 0:
+        return None
+    rate = float(done["flops_per_second"].median())
+    device = str(done["device"].mode().iloc[0]) if "device" in done and done["device"].notna().any() else "unknown"
+    res = results.spec.resources
+    if device.startswith("cpu") or not res.gpus_per_trial:
+        per, unit = float(res.cpus_per_trial), "CPU core-hours"
+    else:
+        per, unit = float(max(res.gpus_per_trial, 1.0) if res.gpus_per_trial >= 1 else res.gpus_per_trial), "GPU-hours"
+    return {"flops_per_second": rate / per, "device": device, "unit": unit,
+            "source": f"measured: the median of the study's finished trials on {device}, "
+                      f"{rate:.3g} FLOP/s per trial over {per:g} {unit.split('-')[0]}{'s' if per != 1 else ''}"}
+
+
 def _advice(calibration: ModelAverage, results: StudyResults, points: list[Point], models: dict[str, SeriesModel],
             targets: list[TargetRow], baseline: str, options: ReportOptions, withheld: str = "") -> dict:
     """Ranked next runs for the headline difference: the best series against the baseline at the
@@ -363,9 +389,15 @@ def _advice(calibration: ModelAverage, results: StudyResults, points: list[Point
         edges[s] = SeriesEdge(top.params_nonembed, top.tokens, top.flops, len(own), rule, top.strategy not in ("none", ""))
         fpt[s] = (SeriesFlops(results.spec, models[s]) if s in models
                   else (lambda n, r=top.flops / top.tokens / top.params_nonembed: r * np.asarray(n, float)))
-    candidates = advise(calibration, best, baseline, X, edges, fpt, options.device_flops_per_second)
+    device = measured_device(results) if options.device_flops_per_second is None else None
+    rate = (device["flops_per_second"] if device else options.device_flops_per_second
+            or DEFAULT_DEVICE_FLOPS_PER_SECOND)
+    unit = device["unit"] if device else "device-hours"
+    source = (device["source"] if device else "given (--device-tflops)" if options.device_flops_per_second
+              else "assumed: no trial recorded its throughput")
+    candidates = advise(calibration, best, baseline, X, edges, fpt, rate)
     return {"target": largest, "series": best, "baseline": baseline,
-            "device_flops_per_second": options.device_flops_per_second,
+            "device_flops_per_second": rate, "device_unit": unit, "device_source": source,
             "candidates": [c.to_dict() for c in candidates]}
 
 

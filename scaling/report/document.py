@@ -348,11 +348,14 @@ def advice_table(advice: dict[str, Any]) -> Table | None:
     rows = [[str(i + 1), c["series"], c["action"], _count(c["params_nonembed"]), sci(c["tokens"]), sci(c["flops"]),
              sci(c["device_hours"], 2), percent(c["shrinkage"], 1), relative(c["shrinkage_per_device_hour"]),
              c.get("note", "")] for i, c in enumerate(candidates)]
-    return Table(["rank", "series", "run", "N (params)", "D (tokens)", "C (FLOPs)", "device-hours",
-                  "expected shrinkage", "shrinkage per device-hour (best = 1)", "note"], rows,
+    unit = advice.get("device_unit", "device-hours")
+    per = unit.removesuffix("s")
+    return Table(["rank", "series", "run", "N (params)", "D (tokens)", "C (FLOPs)", unit,
+                  "expected shrinkage", f"shrinkage per {per} (best = 1)", "note"], rows,
                  f"Expected shrinkage of the calibrated interval of {advice['series']} minus {advice['baseline']} at "
-                 f"{advice['target']}; device-hours at {sci(advice['device_flops_per_second'])} FLOP/s from the exact "
-                 "FLOP model. Ranked by shrinkage per device-hour.")
+                 f"{advice['target']}; {unit} at {sci(advice['device_flops_per_second'])} FLOP/s per "
+                 f"{per.removesuffix('-hour')} ({advice.get('device_source', 'assumed')}) from the exact FLOP model. "
+                 f"Ranked by shrinkage per {per}.")
 
 
 def _advice(report: Report) -> list[Block]:
