@@ -136,13 +136,13 @@ def misfit_caveat(report: Report) -> str | None:
         parts.append(f"The {law} law does not describe the runs of " + "; ".join(
             f"{m.series} (in-sample error up to {percent(m.in_sample, 1)}, above its backtest tolerance of "
             f"{percent(m.tolerance, 1)})" for m in misfits)
-            + ", so it is labelled as not describing them: the robust fit lets some points go, so its exponents, and everything extrapolated from them, "
+            + ": the robust fit lets some points go, so its exponents, and everything extrapolated from them, "
             "deserve less trust than their intervals suggest")
     if misses:
         parts.append("at trained sizes the fitted law misses the measured loss by more than seed noise allows: "
                      + "; ".join(m.text() for m in misses)
                      + ". There the measured result stands and the fitted comparison at that size is not used")
-    return "Fit quality: " + ". ".join(parts) + "."
+    return "Fit quality: " + "; ".join(parts) + "."
 
 
 def missed(report: Report, series: str, params: float | None = None) -> list[FitMiss]:
@@ -267,7 +267,8 @@ def headline(report: Report) -> Headline:
         size = format_count(match.at if match.at is not None else max(match.params_a, match.params_b))
         diff = match.difference
         verb = "beats" if diff < 0 else "trails"
-        text = (f"Measured at {size} non-embedding parameters, the largest size every series trained, the best "
+        rung = f" (the {match.label} rung)" if getattr(match, "label", None) else ""
+        text = (f"Measured at {size} non-embedding parameters{rung}, the largest size every series trained, the best "
                 f"contender {s} {verb} {report.baseline} by {abs(diff):.3f} nats")
         if low is not None and high is not None:
             level_said = True
@@ -306,8 +307,8 @@ def headline(report: Report) -> Headline:
     if misses or misfit:
         names = list(dict.fromkeys([m.series for m in misses] + misfit))
         out.append(f"The fitted law does not follow the measured losses of {', '.join(names)}"
-                   + (f" (it misses {misses[0].series} at {misses[0].size_label} by {signed(misses[0].miss)} nats)"
-                      if misses else "") + ", so the measured result above is the one to act on.")
+                   + (f" (at {misses[0].size_label} it puts {misses[0].series} {abs(misses[0].miss):.3f} nats "
+                      f"{'above' if misses[0].miss > 0 else 'below'} its measured loss)" if misses else "") + ", so the measured result above is the one to act on.")
     recall = _recall_headline(report)
     if recall:
         out.append(recall)
