@@ -26,8 +26,10 @@ def advise_command(
     s3_endpoint: Optional[str] = S3_ENDPOINT_OPTION,
     law: Optional[str] = LAW_OPTION,
     bootstrap: Optional[int] = typer.Option(None, help="Override fit.bootstrap (resamples of whole runs)."),
-    device_tflops: float = typer.Option(400.0, "--device-tflops", help="Sustained training throughput of one device "
-                                        "in TFLOP/s (default: an H200 at ~50% of its ~790 TFLOP/s bf16 peak)."),
+    device_tflops: Optional[float] = typer.Option(None, "--device-tflops", help="Sustained training throughput of one "
+                                                  "device in TFLOP/s, to price runs on another device (default: the "
+                                                  "study's own, measured from its trials: CPU core-hours for a CPU "
+                                                  "study, GPU-hours for a GPU one)."),
     seed: int = typer.Option(0, help="Seed of the bootstrap."),
 ) -> None:
     """Rank candidate next runs (next rung up, more tokens, another seed, another segment length)
@@ -43,13 +45,13 @@ def advise_command(
     if bootstrap is not None and bootstrap < 1:
         raise UserInputError("--bootstrap", f"advice needs calibrated intervals, not {bootstrap} resamples",
                              "use 1 or more, e.g. 200")
-    if not device_tflops > 0:
+    if device_tflops is not None and not device_tflops > 0:
         raise UserInputError("--device-tflops", f"a device's throughput must be positive, not {device_tflops}",
                              "pass e.g. 400 (TFLOP/s)")
     console = output_console()
     results = load_study(ResultStore(storage, study, s3_endpoint))
     options = ReportOptions.from_settings(results.fit_settings, law=law, bootstrap=bootstrap, seed=seed,
-                                          device_flops_per_second=device_tflops * 1e12)
+                                          device_flops_per_second=None if device_tflops is None else device_tflops * 1e12)
     report = build_report(results, options)
     advice = report.settings.get("advice") or {}
     table = advice_table(advice)
@@ -58,7 +60,7 @@ def advise_command(
         return
     out = Table(title=f"next runs for {advice['series']} minus {advice['baseline']} at {advice['target']}",
                 title_justify="left", caption=table.caption)
-    for header in table.headers:
+    for header in table.headers:  # folded cells: the table fits the console's width (COLUMNS), never spills
         out.add_column(header, overflow="fold")
     for row in table.rows:
         out.add_row(*row)

@@ -16,13 +16,55 @@ from rich.console import Console
 from scaling.errors import UserInputError
 
 err_console = Console(stderr=True)
+
+#: Loggers of libraries mcscale runs whose INFO lines and warnings are not about the user's study:
+#: MLflow's and alembic's database creation/migration notes, Ray's notice that the embedded
+#: loopback cluster runs without token authentication (it listens on 127.0.0.1 only).
+QUIET_LOGGERS = ("mlflow", "alembic", "ray._private.authentication.authentication_token_setup")
+#: Warnings raised inside libraries (deprecations in their own dependencies), by module pattern.
+QUIET_WARNING_MODULES = r"(mlflow|starlette|sqlalchemy|alembic|pydantic|ray|uvicorn|fastapi|google|pkg_resources)(\.|$)"
+VERBOSE_ENV = "MCSCALE_VERBOSE"  # set by --verbose, read by child processes (the MLflow UI)
+
+
+def verbose() -> bool:
+    """Whether `mcscale --verbose` asked to see the libraries' own logs and warnings."""
+    import os
+
+    return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
+def quiet_libraries(show: bool = False) -> None:
+    """Keep library chatter that is not about the study off stderr, unless `show` (--verbose).
+
+    Why here and not by a blanket filter: mcscale's own warnings (and any warning raised in
+    mcscale code) are about the user's study and must stay visible; only loggers and warnings
+    that belong to the libraries are lowered. Child processes inherit the choice via
+    `VERBOSE_ENV` and PYTHONWARNINGS."""
+    import logging
+    import os
+    import warnings
+
+    if show:
+        os.environ[VERBOSE_ENV] = "1"
+        return
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # mlflow sets its loggers from this when imported
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING if name in ("mlflow", "alembic") else logging.ERROR)
+    warnings.filterwarnings("ignore", module=QUIET_WARNING_MODULES)
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=QUIET_WARNING_MODULES)
 DEFAULT_STORAGE = "./mcscale-runs"  # where the embedded default keeps studies (DESIGN.md)
 
 
 def output_console() -> Console:
-    """stdout console; 200 columns wide when piped, so tables and verdicts are not folded to 80."""
+    """stdout console; 200 columns wide when piped, so tables and verdicts are not folded to 80, unless
+    the user set COLUMNS (their terminal's or pager's width wins: `COLUMNS=120 mcscale advise ...`)."""
+    import os
+
     console = Console()
-    return console if console.is_terminal else Console(width=200)
+    if console.is_terminal:
+        return console
+    columns = os.environ.get("COLUMNS", "")
+    return Console(width=int(columns) if columns.isdigit() and int(columns) >= 40 else 200)
 F = TypeVar("F", bound=Callable[..., Any])
 
 

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from scaling.cli.common import DEFAULT_STORAGE, err_console, output_console, user_errors_exit_2
+from scaling.cli.common import DEFAULT_STORAGE, err_console, output_console, user_errors_exit_2, verbose
 from scaling.errors import UserInputError
 from scaling.spec import load_spec, parse_spec_text
 
@@ -343,5 +343,8 @@ def ui(study: str = typer.Argument(..., help="Study name."),
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", MLFLOW_BACKEND_STORE_URI=tracking_uri)
     for key, value in artifact_env(store.root, store.storage.endpoint).items():
         env.setdefault(key, value)
+    quiet = [] if verbose() else ["--uvicorn-opts", "--no-access-log --log-level warning"]
+    if not verbose():  # the server's own deprecation warnings (starlette) are not about the study
+        env.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
     raise typer.Exit(serve_mlflow_ui([sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1",
-                                      "--port", str(port), "--workers", "1"], env=env))
+                                      "--port", str(port), "--workers", "1", *quiet], env=env))

@@ -44,9 +44,17 @@ class Param:
     grid: tuple[float, ...]
 
     def to_natural(self, value: ArrayLike) -> np.ndarray:
-        """Fit coordinate -> reported value (``exp`` for log-scale parameters)."""
+        """Fit coordinate -> reported value (``exp`` for log-scale parameters).
+
+        A fit coordinate past ~709 (a bootstrap refit that ran off, e.g. E = 2.75e-44 traded
+        against A = e^800) has no float value: it is inf, which the bounds checks downstream
+        reject. That is the intended result, so numpy's overflow warning is not raised for it.
+        """
         value = np.asarray(value, dtype=float)
-        return np.exp(value) if self.log_scale else value
+        if not self.log_scale:
+            return value
+        with np.errstate(over="ignore"):
+            return np.exp(value)
 
     def to_fit(self, value: ArrayLike) -> np.ndarray:
         """Reported value -> fit coordinate."""
@@ -120,7 +128,8 @@ class Law:
 
     def predict(self, params: Mapping[str, ArrayLike], X: Mapping[str, ArrayLike]) -> np.ndarray:
         """Predicted loss ``L`` (same broadcasting as `log_predict`)."""
-        return np.exp(self.log_predict(params, X))
+        with np.errstate(over="ignore"):  # a run-off parameter predicts inf, rejected by its caller's checks
+            return np.exp(self.log_predict(params, X))
 
 
 _EXPONENT_BOUNDS = (0.0, 3.0)  # a negative exponent means loss grows with scale: not a fit

@@ -12,6 +12,8 @@ and each series' own FLOPs per token decide what it can train with them).
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -35,6 +37,7 @@ from scaling.report.inputs import StudyResults, select_points, training_curves
 from scaling.report.positions import position_profiles
 from scaling.report.recall import recall_only_report, recall_points, recall_settings
 from scaling.report.schema import Band, CrossoverRow, Point, Report, TargetRow, VersusRow
+from scaling.report.story import headline, humanize
 from scaling.report.verdict import caveats_for, verdict_for
 from scaling.spec import FitSettings
 from scaling.study.plan import SeriesModel, series_models
@@ -58,7 +61,12 @@ class ReportOptions:
     holdout_sizes: int = 1
     seed: int = 0
     workers: int | None = None
-    device_flops_per_second: float = DEFAULT_DEVICE_FLOPS_PER_SECOND  # for the next-run advice
+    #: for the next-run advice: None prices runs on the study's own device at its measured throughput
+    #: (`measured_device`), a number (FLOP/s of one device) overrides it
+    device_flops_per_second: float | None = None
+    #: tokens per parameter of the compute targets: the study's own budget (build_report sets it), so the
+    #: targets and the size predictions speak of the same training recipe; 20 (Chinchilla) otherwise
+    tokens_per_param: float = TOKENS_PER_PARAM_RULE
 
     @classmethod
     def from_settings(cls, settings: FitSettings, **overrides: object) -> "ReportOptions":
@@ -77,8 +85,8 @@ class ReportOptions:
 
     @property
     def target_budgets(self) -> tuple[float, ...]:
-        """FLOPs of each target size at 20 tokens/param under 6 N D."""
-        return tuple(6.0 * n * TOKENS_PER_PARAM_RULE * n for n in self.target_sizes)
+        """FLOPs of each target size at `tokens_per_param` under 6 N D."""
+        return tuple(6.0 * n * self.tokens_per_param * n for n in self.target_sizes)
 
 
 # ---------------------------------------------------------------------------- data for the fit
@@ -331,6 +339,30 @@ def _components_at(calibration: ModelAverage, targets: list[TargetRow]) -> dict[
     return out
 
 
+def measured_device(results: StudyResults) -> dict[str, Any] | None:
+    """The study's own device and throughput, to price next runs where they would run: the median
+    `flops_per_second` of its finished trials per unit of what a trial holds (a CPU core for CPU
+    studies, a GPU otherwise; the spec's top-level `resources`), the device, and the unit's name.
+    None when the trials recorded no throughput."""
+    trials = results.trials
+    if trials is None or len(trials) == 0 or "flops_per_second" not in trials:
+        return None
+    done = trials[(trials.get("status") == "completed") & (trials["flops_per_second"] > 0)] if "status" in trials \
+        else trials[trials["flops_per_second"] > 0]
+    if len(done) == 0:
+        return None
+    rate = float(done["flops_per_second"].median())
+    device = str(done["device"].mode().iloc[0]) if "device" in done and done["device"].notna().any() else "unknown"
+    res = results.spec.resources
+    if device.startswith("cpu") or not res.gpus_per_trial:
+        per, unit = float(res.cpus_per_trial), "CPU core-hours"
+    else:
+        per, unit = float(max(res.gpus_per_trial, 1.0) if res.gpus_per_trial >= 1 else res.gpus_per_trial), "GPU-hours"
+    return {"flops_per_second": rate / per, "device": device, "unit": unit,
+            "source": f"measured: the median of the study's finished trials on {device}, "
+                      f"{rate:.3g} FLOP/s per trial over {per:g} {unit.split('-')[0]}{'s' if per != 1 else ''}"}
+
+
 def _advice(calibration: ModelAverage, results: StudyResults, points: list[Point], models: dict[str, SeriesModel],
             targets: list[TargetRow], baseline: str, options: ReportOptions, withheld: str = "") -> dict:
     """Ranked next runs for the headline difference: the best series against the baseline at the
@@ -357,9 +389,15 @@ def _advice(calibration: ModelAverage, results: StudyResults, points: list[Point
         edges[s] = SeriesEdge(top.params_nonembed, top.tokens, top.flops, len(own), rule, top.strategy not in ("none", ""))
         fpt[s] = (SeriesFlops(results.spec, models[s]) if s in models
                   else (lambda n, r=top.flops / top.tokens / top.params_nonembed: r * np.asarray(n, float)))
-    candidates = advise(calibration, best, baseline, X, edges, fpt, options.device_flops_per_second)
+    device = measured_device(results) if options.device_flops_per_second is None else None
+    rate = (device["flops_per_second"] if device else options.device_flops_per_second
+            or DEFAULT_DEVICE_FLOPS_PER_SECOND)
+    unit = device["unit"] if device else "device-hours"
+    source = (device["source"] if device else "given (--device-tflops)" if options.device_flops_per_second
+              else "assumed: no trial recorded its throughput")
+    candidates = advise(calibration, best, baseline, X, edges, fpt, rate)
     return {"target": largest, "series": best, "baseline": baseline,
-            "device_flops_per_second": options.device_flops_per_second,
+            "device_flops_per_second": rate, "device_unit": unit, "device_source": source,
             "candidates": [c.to_dict() for c in candidates]}
 
 
@@ -412,6 +450,9 @@ def build_report(results: StudyResults, options: ReportOptions, progress: Progre
     """Fit, backtest and compare a study's results; everything the pages show, as one `Report`."""
     if results.spec.ladder is None:
         return recall_only_report(results)  # nothing to fit: the recall section alone
+    study_tpp = getattr(results.spec.budget, "tokens_per_param", None)
+    if study_tpp:  # compute targets in the study's own terms (the header states them once)
+        options = dataclasses.replace(options, tokens_per_param=float(study_tpp))
     law = options.the_law
     points, dropped = select_points(results)
     models = series_models(results.spec)
@@ -496,7 +537,10 @@ def build_report(results: StudyResults, options: ReportOptions, progress: Progre
         "law": law.name, "formula": law.formula, "x": options.feature if law.name == "power" else None,
         "shared": shared, "bootstrap": options.bootstrap, "seed": options.seed, "level": _LEVEL,
         "target_sizes": list(options.target_sizes), "target_budgets": list(options.target_budgets),
-        "target_budget_rule": f"C = 6 N D at {TOKENS_PER_PARAM_RULE:g} tokens/param (= 120 N^2)",
+        "target_budget_rule": (f"C = 6 N D at {options.tokens_per_param:g} tokens/param"
+                               + (", the study's own budget" if study_tpp else "")
+                               + f" (= {6 * options.tokens_per_param:g} N^2)"),
+        "target_tokens_per_param": options.tokens_per_param,
         "backtest_holdout_sizes": options.holdout_sizes, "seq_len": results.spec.data.seq_len,
         "flops_source": "exact per-architecture training FLOPs per token (scaling.models.flops), as recorded "
                         "by each trial",
@@ -531,4 +575,9 @@ def build_report(results: StudyResults, options: ReportOptions, progress: Progre
     )
     report.verdict = verdict_for(report)
     report.caveats = caveats_for(report)
+    report.headline = headline(report).sentences
+    # raw target names (params_nonembed=4.8e4) are for tables and JSON; prose says 48K parameters
+    report.verdict = humanize(report, report.verdict)
+    report.caveats = [humanize(report, c) for c in report.caveats]
+    report.headline = [humanize(report, h) for h in report.headline]
     return report

@@ -45,14 +45,25 @@ def _figure(report: Report, name: str, blocks: list[Block], note: str = "") -> N
         blocks.append(FigureRef(name, FIGURE_TITLES.get(name, name) + note))
 
 
+HEADLINE_HEADING = "In short"
+DETAILS_HEADING = "Details"  # the full verdict, below the headline
+
+
+def headline_blocks(report: Report) -> list[Block]:
+    """The answer first: the report's headline (at most five sentences), before any setting or table."""
+    return [Heading(HEADLINE_HEADING), Paragraph(" ".join(report.headline))] if report.headline else []
+
+
 def build_document(report: Report) -> list[Block]:
     """Every section of the report, in reading order."""
     if not report.points and report.recall:
         from scaling.report.recall import recall_only_document
 
-        return recall_only_document(report)
+        blocks = recall_only_document(report)
+        return blocks[:1] + headline_blocks(report) + blocks[1:]
     s = report.settings
     blocks: list[Block] = [Heading(f"Scaling report: {report.study}", 1)]
+    blocks += headline_blocks(report)
     law_text = s.get("formula", "")
     blocks.append(Paragraph(
         f"Generated {report.generated_at}. Law: {law_text}"
@@ -62,7 +73,7 @@ def build_document(report: Report) -> list[Block]:
         f"{s.get('flops_source', '')}. Compute targets: {s.get('target_budget_rule', '')}. Baseline: {report.baseline}."))
     blocks += recall_section(report)  # what the study resolved leads: recall, MC against its base, then the verdict
     blocks += in_range_section(report)
-    blocks += [Heading("Verdict"), Paragraph(report.verdict)]
+    blocks += [Heading(DETAILS_HEADING), Paragraph(report.verdict)]
     blocks += _predictions(report)
     blocks += _calibration(report)
     blocks += _curves(report)
@@ -263,9 +274,18 @@ def _recall(report: Report) -> list[Block]:
     if not rows:
         blocks.append(Paragraph("The study ran no recall evaluation (add `data.evals.mqar` or `data.evals.needle`)."))
         return blocks
+    from scaling.report.figures import recall_panels_without_signal
+
+    silent = recall_panels_without_signal(report)
+    for sentence in silent:
+        blocks.append(Paragraph(sentence))
     _figure(report, "recall_vs_scale.png", blocks)
-    blocks.append(Table(["series", "size", "N (params)", "MQAR accuracy"] + [f"needle @ {k}" for k in needle_keys], rows,
-                        "Accuracy on the final evaluation of each run."))
+    # a column that is 0.0% in every row says nothing the sentence above does not
+    headers = ["series", "size", "N (params)", "MQAR accuracy"] + [f"needle @ {k}" for k in needle_keys]
+    keep = [i for i in range(len(headers)) if i < 3 or any(r[i] not in ("0.0%", "n/a") for r in rows)]
+    if len(keep) > 3:
+        blocks.append(Table([headers[i] for i in keep], [[r[i] for i in keep] for r in rows],
+                            "Accuracy on the final evaluation of each run."))
     return blocks
 
 
@@ -331,11 +351,14 @@ def advice_table(advice: dict[str, Any]) -> Table | None:
     rows = [[str(i + 1), c["series"], c["action"], _count(c["params_nonembed"]), sci(c["tokens"]), sci(c["flops"]),
              sci(c["device_hours"], 2), percent(c["shrinkage"], 1), relative(c["shrinkage_per_device_hour"]),
              c.get("note", "")] for i, c in enumerate(candidates)]
-    return Table(["rank", "series", "run", "N (params)", "D (tokens)", "C (FLOPs)", "device-hours",
-                  "expected shrinkage", "shrinkage per device-hour (best = 1)", "note"], rows,
+    unit = advice.get("device_unit", "device-hours")
+    per = unit.removesuffix("s")
+    return Table(["rank", "series", "run", "N (params)", "D (tokens)", "C (FLOPs)", unit,
+                  "expected shrinkage", f"shrinkage per {per} (best = 1)", "note"], rows,
                  f"Expected shrinkage of the calibrated interval of {advice['series']} minus {advice['baseline']} at "
-                 f"{advice['target']}; device-hours at {sci(advice['device_flops_per_second'])} FLOP/s from the exact "
-                 "FLOP model. Ranked by shrinkage per device-hour.")
+                 f"{advice['target']}; {unit} at {sci(advice['device_flops_per_second'])} FLOP/s per "
+                 f"{per.removesuffix('-hour')} ({advice.get('device_source', 'assumed')}) from the exact FLOP model. "
+                 f"Ranked by shrinkage per {per}.")
 
 
 def _advice(report: Report) -> list[Block]:

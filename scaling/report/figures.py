@@ -144,6 +144,19 @@ def _draw_points(ax: "Axes", points: list[Point], axis: str, colour: str, label:
     return True
 
 
+def _mark_missed(ax: "Axes", report: Report, points: list[Point], axis: str) -> None:
+    """Ring the runs the fitted law misses by more than seed noise allows (`scaling.report.story.fit_misses`),
+    so the disagreement the text reports is visible where it happens, at that trained size."""
+    from scaling.report.story import fit_misses
+
+    missed = {(m.series, m.size_label) for m in fit_misses(report)}
+    xy = [(_point_x(p, axis), float(p.val_loss)) for p in points if (p.series, p.size_label) in missed]
+    if xy:
+        xs, ys = zip(*xy)
+        ax.scatter(xs, ys, s=150, facecolors="none", edgecolors="#d62728", linewidths=1.6, zorder=4,
+                   label="the law misses this run (beyond seed noise)")
+
+
 def _draw_training_curves(ax: "Axes", report: Report, colours: dict[str, str]) -> None:
     """Each trial's validation loss along training: thin faint lines, context for the final points."""
     for curve in report.training_curves:
@@ -254,6 +267,27 @@ def _interval_at(band: Band, x: float, low: list | None, high: list | None) -> t
     return float(np.interp(np.log(x), lx, lo[ok])), float(np.interp(np.log(x), lx, hi[ok]))
 
 
+def withheld_positions(report: Report, axis: str) -> set[float]:
+    """Target positions on `axis` where every row is withheld (unidentified): not a prediction."""
+    field = "flops" if axis == "flops" else "params_nonembed"
+    rows: dict[float, list[bool]] = {}
+    for t in report.targets:
+        value = getattr(t, field)
+        if _positive(value):
+            rows.setdefault(float(value), []).append(bool(t.unidentified))
+    return {x for x, flags in rows.items() if flags and all(flags)}
+
+
+def _mark_withheld(ax: "Axes", report: Report, axis: str, positions: list[float]) -> None:
+    """A marker at the top edge for each withheld target: where the user asked, and that nothing is
+    predicted there, without an interval that would stretch the loss axis."""
+    withheld = withheld_positions(report, axis)
+    xs = [x for x in positions if x in withheld]
+    if xs:
+        ax.scatter(xs, [0.97] * len(xs), transform=ax.get_xaxis_transform(), marker="v", s=40, color="#777777",
+                   zorder=5, label="target withheld (no prediction)", clip_on=False)
+
+
 def _target_intervals(report: Report, axis: str, series: str, positions: list[float],
                       bands: list[Band]) -> list[tuple[float, tuple[float, float] | None, tuple[float, float] | None]]:
     """(x, expected-loss interval, new-run interval) at each target position: the target rows' own
@@ -265,10 +299,13 @@ def _target_intervals(report: Report, axis: str, series: str, positions: list[fl
             if t.series == series and t.target.startswith(prefix) and not t.unidentified
             and _positive(getattr(t, field)) and (not t.target.startswith("N=") or "tokens/param" in t.target)}
     band = next((b for b in bands if b.series == series and b.axis == axis), None)
+    withheld = withheld_positions(report, axis)
     out = []
     for x in positions:
         row = rows.get(x)
-        if row is not None:
+        if x in withheld:  # no prediction there: its interval would only set the scale (drawn as a marker)
+            fit = new = None
+        elif row is not None:
             fit = (row.low, row.high) if _finite(row.low) and _finite(row.high) else None
             new = (row.pred_low, row.pred_high) if _finite(row.pred_low) and _finite(row.pred_high) else None
         elif band is not None:
@@ -324,9 +361,11 @@ def _loss_vs_axis(report: Report, axis: str, with_curves: bool, targets: list[tu
             if _draw_band(ax, band, colour, None if labelled else series, _line_width(report, series), shade=False):
                 labelled = True
         _draw_points(ax, [p for p in points if p.series == series], axis, colour, None if labelled else series)
+    _mark_missed(ax, report, points, axis)
     _mark_targets(ax, targets)
     shown, new_run, ys = _draw_target_intervals(ax, report, axis, [x for x, _ in targets], colours, bands)
     _loss_limits(ax, points, [Band(b.series, b.axis, b.x, b.loss) for b in bands], ys)
+    _mark_withheld(ax, report, axis, [x for x, _ in targets])
     _shade_extrapolated(ax, max((_point_x(p, axis) for p in points), default=None))
     ax.set_xlabel(xlabel)
     ax.set_ylabel("validation loss (nats/token)")
@@ -444,13 +483,37 @@ def _recall_series(report: Report, metric: Callable[[Point], Any]) -> dict[str, 
     return _sorted_by_series(report, out)
 
 
+RECALL_PANELS = (("MQAR accuracy", "mqar"), ("needle-in-a-haystack accuracy (mean over context lengths)", "needle"))
+
+
+def _no_signal(values: Sequence[float], chance: float | None) -> bool:
+    """Every value 0, or none above chance: a panel of it shows nothing but the chance line."""
+    return bool(values) and (max(values) <= 0.0 or (chance is not None and max(values) <= chance))
+
+
+def recall_panels_without_signal(report: Report) -> list[str]:
+    """One sentence per recall metric whose every run sits at 0 or at chance: said, not drawn."""
+    chance = report.settings.get("recall_chance") or {}
+    out = []
+    for title, key in RECALL_PANELS:
+        metric = (lambda p: p.mqar_acc) if key == "mqar" else _mean_needle
+        values = [float(v) for p in report.points if _finite(v := metric(p))]
+        if _no_signal(values, chance.get(key)):
+            level = chance.get(key)
+            out.append(f"{title[0].upper()}{title[1:]}: every run scores {100 * max(values):.1f}% at most"
+                       + (f", at or below chance ({100 * level:.1f}%)" if level is not None and max(values) > 0 else "")
+                       + ", so the runs did not learn it at these sizes; no panel is drawn for it.")
+    return out
+
+
 def recall_vs_scale(report: Report) -> "Figure | None":
-    """MQAR and needle accuracy against size: recall is where caching should pay off."""
+    """MQAR and needle accuracy against size: recall is where caching should pay off. A metric with no
+    signal (every run at 0 or at chance) gets no panel (`recall_panels_without_signal` says it)."""
     colours = series_colours(report)
-    panels = [(title, data) for title, data in (
-        ("MQAR accuracy", _recall_series(report, lambda p: p.mqar_acc)),
-        ("needle-in-a-haystack accuracy (mean over context lengths)", _recall_series(report, _mean_needle)),
-    ) if data]
+    chance_levels = report.settings.get("recall_chance") or {}
+    panels = [(title, data) for (title, key), data in zip(RECALL_PANELS, (
+        _recall_series(report, lambda p: p.mqar_acc), _recall_series(report, _mean_needle)))
+        if data and not _no_signal([float(v) for _, y in data.values() for v in y], chance_levels.get(key))]
     if not panels:
         return None
     fig = new_figure(FIGSIZE[0] if len(panels) == 1 else 11.0, FIGSIZE[1])

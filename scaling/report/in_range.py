@@ -45,6 +45,7 @@ from scaling.formatting import interval, percent, signed
 from scaling.models.ladder import format_count
 from scaling.report.blocks import Heading, Paragraph, Table
 from scaling.report.schema import Point, Report, VersusRow, resolved
+from scaling.report.story import missed
 
 _PREFIX = "params_nonembed="
 
@@ -596,6 +597,12 @@ def sentence(report: Report) -> str:
         else:
             text += " - not resolved, nor at any larger target size"
             unresolved_anywhere += 1
+        size = _size(here.target)
+        off = missed(report, here.series, size) + missed(report, here.baseline, size)
+        if off:  # the law misses a measured point at a trained size: the measurement is the result there
+            text += (f" - but the law misses the measured loss of {', '.join(dict.fromkeys(m.series for m in off))} at "
+                     f"trained sizes by more than seed noise allows (see Fit quality), so the measured difference "
+                     "above stands and this fitted one is not used")
         parts.append(text)
     level = next((v.family_level for v, _, _ in rows if v.family_level is not None), None)
     level_text = f"the family-wise {percent(level, 2)} level" if level is not None else "95%"

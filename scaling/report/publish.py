@@ -5,6 +5,10 @@ with ``figures/*.png`` beside it, and ``report.json`` (the `Report`, exactly wha
 show). The same files go to the study's MLflow ``report`` parent run as artifacts, with the
 headline predictions as metrics and the verdict as the run's description. Only files under
 ``report/`` are written; trial results are never touched.
+
+A report made with overrides of the spec's ``fit:`` settings (``mcscale report --law chinchilla``)
+is a *variant*: it goes to its own folder ``report/<variant>/`` and its own MLflow run (phase
+``report/<variant>``), so trying a setting never overwrites the study's own report.
 """
 
 from __future__ import annotations
@@ -31,9 +35,21 @@ class ReportFiles:
     root: str
     names: list[str]
     run_id: str | None
+    folder: str = REPORT_DIR  # study-relative: report/ or report/<variant>/
+    phase: str = REPORT_PHASE  # the MLflow run's phase tag
 
     def uri(self, name: str) -> str:
-        return f"{self.root.rstrip('/')}/{REPORT_DIR}/{name}"
+        return f"{self.root.rstrip('/')}/{self.folder}/{name}"
+
+
+def variant_folder(variant: str | None) -> str:
+    """Study-relative folder of a report: ``report`` for the study's own, ``report/<variant>`` otherwise."""
+    return REPORT_DIR if not variant else f"{REPORT_DIR}/{variant}"
+
+
+def variant_phase(variant: str | None) -> str:
+    """MLflow phase of a report's run: its own run per variant, so variants never share metric history."""
+    return REPORT_PHASE if not variant else f"{REPORT_PHASE}/{variant}"
 
 
 def render_files(report: Report) -> dict[str, bytes]:
@@ -70,19 +86,22 @@ def headline_metrics(report: Report) -> dict[str, float]:
     return out
 
 
-def publish(report: Report, store: ResultStore, tracker=None) -> ReportFiles:  # noqa: ANN001 - StudyTracker
-    """Write the report's files to the store and, with a tracker, to the study's MLflow report run."""
+def publish(report: Report, store: ResultStore, tracker=None,  # noqa: ANN001 - StudyTracker
+            variant: str | None = None) -> ReportFiles:
+    """Write the report's files to the store and, with a tracker, to the study's MLflow report run
+    (a `variant` to its own folder and run, see the module doc)."""
     files = render_files(report)
+    folder, phase = variant_folder(variant), variant_phase(variant)
     for name, data in files.items():
-        store.write_bytes(f"{REPORT_DIR}/{name}", data)
+        store.write_bytes(f"{folder}/{name}", data)
     run_id = None
     if tracker is not None:
-        run_id = tracker.phase_run(REPORT_PHASE)
+        run_id = tracker.phase_run(phase)
         with tempfile.TemporaryDirectory(prefix="mcscale-report-") as tmp:
             for name, data in files.items():
                 path = Path(tmp) / name
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(data)
             tracker.log_report(run_id, tmp, headline_metrics(report), report.verdict)
-        tracker.finish_phase(REPORT_PHASE)
-    return ReportFiles(store.root, sorted(files), run_id)
+        tracker.finish_phase(phase)
+    return ReportFiles(store.root, sorted(files), run_id, folder, phase)

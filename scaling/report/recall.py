@@ -225,7 +225,7 @@ def recall_section(report: Report) -> list[Any]:
 # ---------------------------------------------------------------------------- figure
 def recall_figure(report: Report) -> "Figure | None":
     """Per context length (rows): accuracy against parameters (left) and against bytes per sequence
-    (right), one line per series over its widths, chance dashed. 12.7 x 4 in per row: 1400 px wide."""
+    (right), one marker per series and width (no lines across widths), chance dashed. 12.7 x 4 in per row: 1400 px wide."""
     points = report.recall
     if not points:
         return None
@@ -238,7 +238,6 @@ def recall_figure(report: Report) -> "Figure | None":
         else:
             colours[s] = TAB10[k % len(TAB10)]
             k += 1
-    styles = {"none": "-", "grm": "--", "ssc": ":", "soup": "-.", "residual": (0, (3, 1, 1, 1))}
     markers = "osD^vP*X<>"
     chance = ((report.settings.get("recall_phase") or {}).get("chance") or {}).get("in_context")
     means = _mean_by(points)
@@ -252,10 +251,13 @@ def recall_figure(report: Report) -> "Figure | None":
                 entries = sorted((xof(p), acc) for (s, l, _), (acc, _, p) in means.items() if s == series and l == L)
                 if not entries:
                     continue
-                strategy = next(p.strategy for p in points if p.series == series)
-                ax.plot([x for x, _ in entries], [y for _, y in entries], color=colours[series],
-                        ls=styles.get(strategy, "-"), marker=markers[j % len(markers)], ms=5,
-                        lw=2.2 if series == "transformer" else 1.6, label=series, alpha=0.9)
+                # separate markers per width, no line: two widths joined by a line read as a trend in
+                # scale that two differently trained models do not make; a small offset per series
+                # keeps equal accuracies from hiding each other
+                offset = 1.0 + 0.04 * (j - (len(order) - 1) / 2.0)
+                ax.plot([x * offset for x, _ in entries], [y for _, y in entries], color=colours[series], ls="none",
+                        marker=markers[j % len(markers)], ms=6 if series == "transformer" else 5, label=series,
+                        alpha=0.9)
             if chance is not None:
                 ax.axhline(chance, color="#555555", ls="--", lw=1.0, zorder=0)
                 ax.text(0.01, chance, f" chance ({chance:.1%})", transform=ax.get_yaxis_transform(), va="bottom",

@@ -53,8 +53,10 @@ def fit_progress(console: Console) -> Iterator:
 
 def make_report(store: ResultStore, console: Console, options: ReportOptions | None = None,
                 tracking_uri: str | None = None, use_mlflow: bool = True,
-                results: StudyResults | None = None, tracker=None) -> tuple[Report, ReportFiles]:  # noqa: ANN001
-    """Load, fit, backtest, compare, draw and publish; returns the report and where it went."""
+                results: StudyResults | None = None, tracker=None,  # noqa: ANN001
+                variant: str | None = None) -> tuple[Report, ReportFiles]:
+    """Load, fit, backtest, compare, draw and publish; returns the report and where it went
+    (a `variant`, named from overrides of the spec's settings, to its own folder and MLflow run)."""
     results = results or load_study(store)
     options = options or ReportOptions.from_settings(results.fit_settings)
     console.print(f"[bold]report[/] {results.name}: fitting a {options.law} law"
@@ -67,5 +69,5 @@ def make_report(store: ResultStore, console: Console, options: ReportOptions | N
 
         location = study_tracking(store, results.spec, tracking_uri)
         tracker = StudyTracker(location.uri, results.name, artifact_location=location.artifact_location)
-    files = publish(report, store, tracker if use_mlflow else None)
+    files = publish(report, store, tracker if use_mlflow else None, variant=variant)
     return report, files

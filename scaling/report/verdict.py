@@ -17,6 +17,7 @@ from scaling.fit.noise import MIN_LATE_POINTS
 from scaling.formatting import ACCURACY_DIGITS, interval, loss, percent, sci, signed
 from scaling.models.ladder import format_count
 from scaling.report.in_range import SIZE_TOLERANCE, match_sizes, verdict_clause
+from scaling.report.story import floor_caveat, misfit_caveat, missed
 from scaling.report.schema import (COMPUTE_TARGET_PREFIXES, SIZE_TARGET_PREFIXES, Report, TargetRow, VersusRow,
                                    resolved)
 
@@ -59,7 +60,8 @@ def describe_target(report: Report, target: str) -> str:
         sizes = report.settings.get("target_sizes", [])
         for size, budget in zip(sizes, budgets):
             if flops and math.isclose(budget, flops, rel_tol=1e-6):
-                return f"the compute of a {format_count(size)}-parameter model at 20 tokens/param ({sci(flops)} FLOPs)"
+                tpp = report.settings.get("target_tokens_per_param") or 20
+                return f"the compute of a {format_count(size)}-parameter model at {tpp:g} tokens/param ({sci(flops)} FLOPs)"
         return f"{sci(flops)} FLOPs"
     if rows and rows[0].params_nonembed:
         text = f"{format_count(rows[0].params_nonembed)} non-embedding parameters"
@@ -160,7 +162,15 @@ def verdict_for(report: Report) -> str:
             parts.append(crossing)
         if small is not None and small != large:
             v = _versus(report, small, contenders[0])
-            if v is not None:
+            small_size = next((t.params_nonembed for t in report.targets if t.target == small), None)
+            off = missed(report, contenders[0], small_size) + missed(report, report.baseline, small_size)
+            in_range = small_size is not None and small_size <= 1.1 * max(
+                (p.params_nonembed for p in report.points if p.series in report.series), default=0.0)
+            if v is not None and in_range and off:  # at a trained size the measurement wins over a law that misses it
+                parts.append(f"At {describe_target(report, small)}, a size the study trained, the fitted law misses "
+                             "the measured losses by more than seed noise allows (see Fit quality), so the measured "
+                             "comparison above is the result there, not the fitted one.")
+            elif v is not None:
                 parts.append(f"At {describe_target(report, small)}, {contenders[0]} minus {report.baseline} is "
                              f"{signed(v.difference)} ({interval(v.low, v.high, signed)}).")
     parts.append(further)
@@ -232,8 +242,9 @@ def in_range_sentence(report: Report) -> str:
         return ""
     phase = _recall_phase_text(report)
     if unlearned and phase:  # the recall phase, trained on MQAR itself, is what tells the series apart
-        recall = (f" The language-model runs' MQAR accuracy is at chance ({percent(max(mqar), ACCURACY_DIGITS)} at "
-                  f"most), so recall is measured by the recall phase instead:{phase}")
+        recall = (f" The language-model runs' MQAR accuracy is {percent(max(mqar), ACCURACY_DIGITS)} at most, no better "
+                  f"than guessing one of the evaluation's values (chance {percent(chance, ACCURACY_DIGITS)}, the line in "
+                  f"the recall figure), so recall is measured by the recall phase instead:{phase}")
     elif unlearned:
         recall = (f" MQAR accuracy there is at chance for every series ({percent(min(mqar), ACCURACY_DIGITS)} to "
                   f"{percent(max(mqar), ACCURACY_DIGITS)}, chance {percent(chance, ACCURACY_DIGITS)}), so recall is "
@@ -265,7 +276,9 @@ def _recall_phase_text(report: Report) -> str:
     chance = ((report.settings.get("recall_phase") or {}).get("chance") or {}).get("in_context")
     parts = [f"{s} {percent(p.mqar_acc, ACCURACY_DIGITS)} (width {p.d_model})" for s, p in best.items()]
     return (" best MQAR accuracy per series, " + "; ".join(parts)
-            + (f", against chance {percent(chance, ACCURACY_DIGITS)}." if chance is not None else "."))
+            + (f", against chance {percent(chance, ACCURACY_DIGITS)} in the recall phase (guessing among the "
+               "sequence's values not yet answered; a different task from the language-model evaluation's MQAR)."
+               if chance is not None else "."))
 
 
 def _seed_source_text(report: Report) -> str:
@@ -424,24 +437,10 @@ def _fit_caveats(report: Report) -> list[str]:
     out: list[str] = []
     fit = report.fit or {}
     groups = fit.get("groups", {})
-    floor_unidentified = any(f["quantity"] == "E" for f in report.settings.get("unidentified", []))
-    all_withheld = bool(report.targets) and all(t.unidentified for t in report.targets)
-    if "E" in (fit.get("shared") or []) and groups and floor_unidentified:
-        out.append("Shared loss floor: not identified (see below), so no floor is reported; far beyond the data the "
-                   "predictions follow each series' power law down without one.")
-    elif "E" in (fit.get("shared") or []) and groups and not all_withheld:
-        first = next(iter(groups.values()))
-        out.append(f"Shared loss floor: E = {loss(first['params'].get('E'))} is common to every series, so far beyond "
-                   "the data the predictions converge on E and the differences come from each series' A and alpha "
-                   "alone. (A parameter has no held-out value to calibrate against, so E carries only its bootstrap "
-                   "interval, in Fit diagnostics; the losses predicted from it carry calibrated intervals.)")
-    errors = {g: v.get("max_abs_rel_error") for g, v in groups.items() if v.get("max_abs_rel_error") is not None}
-    if errors and max(errors.values()) > 0.03:
-        worst = max(errors, key=errors.get)
-        out.append(f"Fit quality: in-sample errors reach {percent(errors[worst], 1)} ({worst}); the runs deviate from "
-                   "one power law by more than run-to-run noise would explain (the robust Huber fit follows most "
-                   "points and lets the others go), so the exponents, and everything extrapolated from them, "
-                   "deserve less trust than their intervals suggest.")
+    # the floor and the fit's quality each get one caveat written from one set of facts (scaling.report.story)
+    floor = floor_caveat(report)
+    misfit = misfit_caveat(report)
+    out.extend(c for c in (floor, misfit) if c)
     small = [g for g, v in groups.items() if v.get("n_points", 0) < 5]
     if small:
         out.append(f"Few sizes: {', '.join(small)} {'has' if len(small) == 1 else 'have'} fewer than 5 fitted runs; "
@@ -449,12 +448,16 @@ def _fit_caveats(report: Report) -> list[str]:
     for warning in (fit.get("settings") or {}).get("warnings", []):
         out.append(f"Fit warning: {warning}.")
     findings = report.settings.get("unidentified", [])
+    # with a shared floor, its findings (E not pinned, differences bound by it) are in the floor caveat
+    folded = {"floor", "difference"} if floor else set()
     for kind, consequence in (("N/D split", "so every chinchilla target, crossover and allocation is withheld"),
                               ("allocation", "so the allocation and the compute-optimal targets are withheld"),
                               ("floor", "so predictions far beyond the data rest on the form, not on a measured floor"),
                               ("exponent", "so extrapolations along it are not identified"),
                               ("difference", "so no verdict is drawn from them"),
                               ("unpredictable", "so the verdict rests on the study's own range")):
+        if kind in folded:
+            continue
         for text in consolidate(f for f in findings if f["refuses"] == kind):
             out.append(f"Not identified: {text} ({consequence}).")
     return out

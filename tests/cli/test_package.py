@@ -7,12 +7,17 @@ still fails here.
 from __future__ import annotations
 
 import ast
+import importlib
+import subprocess
+import sys
 from pathlib import Path
+
+import typer
 
 from typer.testing import CliRunner
 
 import scaling.cli
-from scaling.cli.app import app
+from scaling.cli.app import LAZY, app
 
 PACKAGE = Path(scaling.cli.__file__).parent
 
@@ -57,7 +62,22 @@ def test_only_the_app_imports_command_modules_and_nothing_imports_the_app() -> N
     assert "common" in graph and graph["common"] == set(), graph["common"]
     assert all("app" not in imports for imports in graph.values()), graph
     commands = set(graph) - {"app", "common"}
-    assert graph["app"] == commands, "the app must assemble every command module"
+    lazy = {module.removeprefix("scaling.cli.") for module, _, _ in LAZY.values()}
+    assert (graph["app"] - {"common"}) | lazy == commands, "the app must assemble every command module"
+    assert not graph["app"] & lazy, "a lazy command module imported at the top defeats its laziness"
+
+
+def test_help_lists_lazy_commands_without_importing_them_and_their_summary_is_their_own() -> None:
+    """`mcscale --help` must not import the fitting stack (scipy, pandas): it took ~10 s under load."""
+    code = ("import sys\nfrom typer.testing import CliRunner\nfrom scaling.cli.app import LAZY, app\n"
+            "out = CliRunner().invoke(app, ['--help'], terminal_width=200).output\n"
+            "print(' fit ' in out, sorted(m for m in ('scipy', 'pandas', 'torch', 'mlflow', 'ray') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "[]"], result.stdout
+    for name, (module, summary, _) in LAZY.items():
+        command = typer.main.get_command(importlib.import_module(module).commands)
+        assert (command.help or "").split("\n\n")[0].split(".")[0].strip() == summary.split(".")[0], name
 
 
 def test_every_command_module_is_reachable_from_the_console_script() -> None:

@@ -48,10 +48,33 @@ def test_advice_ranks_candidates_by_shrinkage_per_device_hour(study):
     assert "Which run next" in to_markdown(build_document(report))
 
 
-def test_mcscale_advise_prints_the_ranking_and_rejects_bad_input(study):
+def test_mcscale_advise_prints_the_ranking_and_rejects_bad_input(study, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "120")  # the table fits the width the user has
     runner = CliRunner()
     res = runner.invoke(app, ["advise", "adv", "--storage", str(study), "--bootstrap", "20", "--device-tflops", "100"])
     assert res.exit_code == 0, res.output
-    assert "next runs for" in res.output and "device-hours" in res.output and "next rung up" in res.output
+    assert "next runs for" in res.output and "device-" in res.output and "next rung" in res.output
+    assert max(len(line) for line in res.output.splitlines()) <= 120
     bad = runner.invoke(app, ["advise", "adv", "--storage", str(study), "--device-tflops", "0"])
     assert bad.exit_code == 2 and "--device-tflops" in bad.output and "Traceback" not in bad.output
+
+
+def test_a_cpu_study_is_priced_in_cpu_core_hours_at_its_own_measured_throughput(tmp_path):
+    from scaling.report.document import advice_table
+
+    rates = {}
+
+    def measured(planned):  # noqa: ANN001, ANN202 - each trial's recorded throughput on the CPU
+        rates[planned.trial_id] = 1e9 * (1 + len(rates) % 3)
+        return {"flops_per_second": rates[planned.trial_id], "device": "cpu"}
+
+    write_study(tmp_path, "cpu", extra_metrics=measured, resources={"cpus_per_trial": 2},
+                fit={"law": "power", "x": "compute", "bootstrap": 20, "target_sizes": ["3M", "70B"]})
+    results = load_study(ResultStore(str(tmp_path), "cpu"))
+    advice = build_report(results, ReportOptions.from_settings(results.fit_settings)).settings["advice"]
+    assert advice["candidates"] and advice["device_unit"] == "CPU core-hours"
+    median = sorted(rates.values())[len(rates) // 2]
+    assert math.isclose(advice["device_flops_per_second"], median / 2, rel_tol=1e-9)  # per core, 2 cores a trial
+    assert "measured" in advice["device_source"] and "cpu" in advice["device_source"]
+    table = advice_table(advice)
+    assert "CPU core-hours" in table.headers and "device-hours" not in table.headers

@@ -271,7 +271,8 @@ def test_fit_quality_caveat_appears_only_when_the_law_misses_runs(power_report):
     assert not any(c.startswith("Fit quality") for c in power_report.caveats)  # 0.3% noise: the law fits
     bent = Report.from_dict(power_report.to_dict())
     bent.fit["groups"]["swla+grm@C64"]["max_abs_rel_error"] = 0.088
-    assert any(c.startswith("Fit quality: in-sample errors reach 8.8% (swla+grm@C64)") for c in caveats_for(bent))
+    assert any(c.startswith("Fit quality: The power law does not describe the runs of swla+grm@C64 (in-sample error "
+                            "up to 8.8%") for c in caveats_for(bent))
 
 
 def test_a_floor_the_runs_do_not_show_is_said_to_be_unidentified(tmp_path):
@@ -286,7 +287,7 @@ def test_a_floor_the_runs_do_not_show_is_said_to_be_unidentified(tmp_path):
     results = load_study(store)
     report = build_report(results, ReportOptions.from_settings(results.fit_settings))
     assert any(f["quantity"] == "E" and f["refuses"] == "floor" for f in report.settings["unidentified"])
-    assert any(c.startswith("Shared loss floor: not identified") for c in report.caveats)
+    assert any(c.startswith("Shared loss floor: none identified") for c in report.caveats)
     assert not any("E = 0.000" in c for c in report.caveats)
     assert "not identified" in to_markdown(build_document(report))
     assert not any(k.startswith("fit.E.") for k in headline_metrics(report))

@@ -34,7 +34,9 @@ def test_report_on_local_results_writes_the_files_and_logs_them_to_mlflow(tmp_pa
     before = file_bytes(storage / "local")
     result = mcscale("report", "local", "--storage", str(storage), cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "Verdict" in result.stdout and "Caveats" in result.stdout
+    assert "Details" in result.stdout and "Caveats" in result.stdout
+    # the headline is the last thing printed before the file locations
+    assert "In short" in result.stdout and result.stdout.rindex("In short") > result.stdout.rindex("Caveats")
     assert "bootstrap refits of the fit" in result.stdout
 
     folder = storage / "local" / "report"
@@ -58,14 +60,36 @@ def test_report_on_local_results_writes_the_files_and_logs_them_to_mlflow(tmp_pa
     assert run.data.tags["mlflow.note.content"] == report.verdict
     assert "predicted_loss.transformer" in run.data.metrics
 
+    # overrides make a separate report in its own folder and MLflow run; the study's report is kept
+    study_report = file_bytes(folder)
     again = mcscale("report", "local", "--storage", str(storage), "--bootstrap", "0", "--target-sizes", "1B,10B",
                     cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
-    remade = Report.from_json((folder / "report.json").read_text())
+    variant = folder / "bootstrap-0_targets-1B-10B"
+    remade = Report.from_json((variant / "report.json").read_text())
     assert remade.settings["bootstrap"] == 0 and remade.settings["target_sizes"] == [1e9, 1e10]
+    assert (variant / "report.html").stat().st_size > 1000 and (variant / "figures").is_dir()
+    assert {k: v for k, v in file_bytes(folder).items() if not k.startswith(variant.name)} == study_report
+    assert "bootstrap-0_targets-1B-10B/report.html" in again.stdout and "unchanged" in again.stdout
+    runs = tracker.runs()
+    variant_runs = runs[runs["tags.phase"] == "report/bootstrap-0_targets-1B-10B"]
+    assert len(report_runs(tracker)) == 1 and len(variant_runs) == 1  # its own run; the study's run untouched
+    assert variant_runs.iloc[0]["run_id"] != run_id
+    assert [m.step for m in tracker.client.get_metric_history(run_id, "predicted_loss.transformer")] == [0]
+
+    # without overrides the study's report is kept unless --replace says otherwise
+    kept = mcscale("report", "local", "--storage", str(storage), "--no-mlflow", cwd=tmp_path)
+    assert kept.returncode == 2 and "--replace" in kept.stderr and "Traceback" not in kept.stderr
+    assert {k: v for k, v in file_bytes(folder).items() if not k.startswith(variant.name)} == study_report
+    both = mcscale("report", "local", "--storage", str(storage), "--law", "chinchilla", "--replace", cwd=tmp_path)
+    assert both.returncode == 2 and "--replace" in both.stderr and "law-chinchilla" in both.stderr
+    assert not (folder / "law-chinchilla").exists()
+
+    replaced = mcscale("report", "local", "--storage", str(storage), "--replace", cwd=tmp_path)
+    assert replaced.returncode == 0, replaced.stderr[-3000:]
     assert len(report_runs(tracker)) == 1  # the same parent run, re-used
     history = tracker.client.get_metric_history(run_id, "predicted_loss.transformer")
-    assert sorted(m.step for m in history) == [0, 1]  # each report keeps its own step
+    assert sorted(m.step for m in history) == [0, 1]  # each remade report keeps its own step
 
 
 def test_report_on_s3_with_an_mlflow_server(tmp_path, s3_server, mlflow_server, monkeypatch):

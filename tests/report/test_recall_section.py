@@ -60,7 +60,7 @@ def test_recall_section_leads_the_report_with_its_table_and_figure():
     report.figures = [FIGURE]  # as render_files records it once the figure is drawn (below)
     blocks = build_document(report)
     headings = [b.text for b in blocks if isinstance(b, Heading)]
-    assert headings.index("Recall: models trained on MQAR") < headings.index("Verdict")
+    assert headings.index("Recall: models trained on MQAR") < headings.index("Details")
     start = headings.index("Recall: models trained on MQAR")
     section = blocks[[i for i, b in enumerate(blocks) if isinstance(b, Heading)][start]:]
     assert any(isinstance(b, FigureRef) and b.name == FIGURE for b in section[:4])
@@ -142,7 +142,7 @@ def test_in_range_section_says_which_mc_series_beats_its_base_and_where_the_rest
     assert "swla+grm@C32 minus swla at 32K parameters" in text and "resolved: swla+grm@C32 beats swla" in text
     assert "first resolve it at 1.3B parameters" in text
     headings = [b.text for b in build_document(report) if isinstance(b, Heading)]
-    assert headings.index("What the ladder resolved: Memory Caching against its base memory") < headings.index("Verdict")
+    assert headings.index("What the ladder resolved: Memory Caching against its base memory") < headings.index("Details")
 
 
 def test_the_verdict_states_the_recall_phase_and_never_calls_recall_unlearned_when_the_phase_learned_it():

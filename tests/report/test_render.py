@@ -12,7 +12,7 @@ from scaling.report.publish import render_files
 from scaling.report.render import to_html, to_markdown
 from tests.report.factories import sample_report
 
-SECTIONS = ["Verdict", "Predictions at the targets", "Loss against compute and parameters",
+SECTIONS = ["Details", "Predictions at the targets", "Loss against compute and parameters",
             "Segment length (number of cached segments)", "Recall accuracy against scale",
             "Cost per token against context length", "Backtest: predicting the largest runs from the smaller ones",
             "Which run next", "Fit diagnostics", "Caveats", "Data"]
