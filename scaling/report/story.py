@@ -315,29 +315,49 @@ def headline(report: Report) -> Headline:
     return Headline([s for s in out if s][:5])
 
 
+def _target_name(report: Report, target: str) -> str:
+    """'70B' for the compute target of a 70B model (the study's own terms), else the target as written."""
+    for size, budget in zip(report.settings.get("target_sizes", []), report.settings.get("target_budgets", [])):
+        flops = next((t.flops for t in report.targets if t.target == target and t.flops), None)
+        if flops and math.isclose(budget, flops, rel_tol=1e-6):
+            return format_count(size)
+    return target
+
+
 def _withheld_sentence(report: Report) -> str:
-    """Why the extrapolation is no prediction and what would make it one (with advise's cost, when any)."""
+    """Why the extrapolation is no prediction, target by target, and what would make it one (with
+    advise's cost, when any). Each target is named with its own reason: a target whose losses are
+    predicted but whose differences sit on the shared floor is not called unpredictable."""
     findings = report.settings.get("unidentified", [])
-    sizes = ", ".join(format_count(n) for n in report.settings.get("target_sizes", []))
     kinds = {f.get("refuses") for f in findings}
-    if "unpredictable" in kinds:
-        why = "their calibrated intervals span more than a factor of 10"
-    elif report.settings.get("floor_bound_targets"):
-        why = "every series sits on the shared loss floor there, so their differences are set by the fit, not the data"
-    elif "N/D split" in kinds or "allocation" in kinds:
-        why = "the runs cannot split compute between parameters and tokens"
-    elif not report.targets:
-        why = "no law could be fitted"
-    else:
-        why = "the fit does not identify them"
+    floor_bound = list(report.settings.get("floor_bound_targets") or [])
+    unpredictable = list(dict.fromkeys(t.target for t in report.targets if t.unidentified))
+    reasons: list[str] = []
+    if unpredictable and "unpredictable" in kinds:
+        reasons.append(f"at {', '.join(_target_name(report, t) for t in unpredictable)} the calibrated intervals span "
+                       "more than a factor of 10")
+    elif unpredictable:
+        reasons.append(f"at {', '.join(_target_name(report, t) for t in unpredictable)} the fit does not identify them")
+    on_floor = [t for t in floor_bound if t not in unpredictable]
+    if on_floor:
+        reasons.append(f"at {', '.join(_target_name(report, t) for t in on_floor)} every series sits on the shared loss "
+                       "floor, so their differences are set by the fit, not the data")
+    if not reasons:
+        if "N/D split" in kinds or "allocation" in kinds:
+            reasons.append("the runs cannot split compute between parameters and tokens")
+        elif not report.targets:
+            reasons.append("no law could be fitted")
+        else:
+            reasons.append("the fit does not identify them")
+    sizes = ", ".join(format_count(n) for n in report.settings.get("target_sizes", []))
     advice = report.settings.get("advice") or {}
     cands = advice.get("candidates") or []
     cost = ""
     if cands:
         c = cands[0]
         cost = f"; the cheapest useful next run is {c['action']} ({c['device_hours']:.3g} device-hours, `mcscale advise`)"
-    return (f"The extrapolation to {sizes or 'the targets'} is withheld, not predicted: {why}; runs at larger sizes "
-            f"(nearer the targets) would make it a prediction{cost}.")
+    return (f"The extrapolation to {sizes or 'the targets'} is withheld, not predicted: {'; '.join(reasons)}; runs at "
+            f"larger sizes (nearer the targets) would make it a prediction{cost}.")
 
 
 def _recall_headline(report: Report) -> str:
