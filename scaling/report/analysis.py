@@ -37,7 +37,8 @@ from scaling.report.inputs import StudyResults, select_points, training_curves
 from scaling.report.positions import position_profiles
 from scaling.report.recall import recall_only_report, recall_points, recall_settings
 from scaling.report.schema import Band, CrossoverRow, Point, Report, TargetRow, VersusRow
-from scaling.report.story import headline, humanize
+from scaling.report.headline import headline
+from scaling.report.story import humanize
 from scaling.report.verdict import caveats_for, verdict_for
 from scaling.spec import FitSettings
 from scaling.study.plan import SeriesModel, series_models

@@ -234,7 +234,7 @@ class Report:
     figures: list[str] = field(default_factory=list)  # names of the figures drawn (PNG files beside the report)
     recall: list[RecallPoint] = field(default_factory=list)  # the recall phase's runs (scaling.report.recall)
     positions: list[PositionProfile] = field(default_factory=list)  # loss by position, gate mass (positions.py)
-    #: at most five sentences leading the report and ending `mcscale run` (scaling.report.story.headline)
+    #: at most five sentences leading the report and ending `mcscale run` (scaling.report.headline.headline)
     headline: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:

@@ -14,7 +14,8 @@ from scaling.report.document import DETAILS_HEADING, HEADLINE_HEADING, Heading, 
 from scaling.report.inputs import load_study
 from scaling.report.render import to_markdown
 from scaling.report.schema import Report
-from scaling.report.story import fit_misses, floor_caveat, headline, law_misfits
+from scaling.report.headline import headline
+from scaling.report.story import fit_misses, floor_caveat, law_misfits
 from scaling.report.verdict import caveats_for
 from tests.report.factories import on_the_shared_floor, sample_report
 from tests.report.studies import power_loss, write_study
