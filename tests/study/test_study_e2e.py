@@ -175,7 +175,7 @@ def test_resume_after_the_driver_is_killed_gives_every_trial_once(tmp_path):
         assert steps == sorted(set(steps)) == [10, 20, 30, 40]
 
     # The resumed study ends with the fit and report over every trial, in storage and in MLflow.
-    assert "Verdict" in resumed.stdout
+    assert "Details" in resumed.stdout  # the report stage ran and printed its verdict (under "Details")
     assert store.read_json("study.json")["status"] == "complete"
     report = json.loads(store.read_text("report/report.json"))
     assert sorted(p["trial_id"] for p in report["points"]) == sorted(p.trial_id for p in planned)
